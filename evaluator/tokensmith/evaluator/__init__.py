@@ -1,0 +1,1 @@
+"""Evaluator: multiple-choice benchmarks and perplexity through lm-evaluation-harness."""

@@ -1,0 +1,1 @@
+"""Operator: reconciles LLMTrainingJob resources into gangs of DeepSpeed worker pods."""

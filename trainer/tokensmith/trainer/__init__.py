@@ -1,0 +1,1 @@
+"""Trainer: data curation, DeepSpeed pretraining loop, checkpoints, export."""

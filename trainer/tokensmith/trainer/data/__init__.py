@@ -1,0 +1,1 @@
+"""Data curation (`tokensmith curate`) and the token-shard format the trainer reads."""
