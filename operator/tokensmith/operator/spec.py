@@ -1,0 +1,519 @@
+"""The `LLMTrainingJob` resource: its spec and status as pydantic models.
+
+These models are the one source of truth for the resource. The operator validates with them, the
+CRD's `openAPIV3Schema` is generated from them (`tokensmith crd`, see `crd.py`), the planner's
+`--emit-job` and the local runner build and read manifests with them.
+
+Naming: Kubernetes fields are camelCase (`gpusPerNode`), Python attributes snake_case
+(`gpus_per_node`); aliases map one to the other (`model_validate` accepts both, `to_manifest`
+writes camelCase). The embedded trainer configuration (`spec.trainer`) is the trainer's own file
+format (`tokensmith train --config`), so it keeps its snake_case keys unchanged: a user can copy it
+out of a job into a file and back.
+
+Precedence: the job-level sections `model`, `data`, `parallelism` and `checkpoint` describe the
+run the way cluster users think of it; whenever one of their fields is set it overrides the
+matching field of `spec.trainer` (`spec.model` replaces `trainer.model` whole; the others
+field by field). `effective_trainer_config(spec)` applies this rule and is what the worker pods
+receive in their ConfigMap; nothing else merges the two.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+from tokensmith.planner.arch import ModelConfig
+from tokensmith.trainer.config import TrainerConfig
+
+GROUP = "tokensmith.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "LLMTrainingJob"
+PLURAL = "llmtrainingjobs"
+SINGULAR = "llmtrainingjob"
+SHORT_NAMES = ("llmjob",)
+
+# Exit codes the trainer reserves (docs/cli.md): 0 done, 78 a config the user must fix.
+EXIT_SUCCESS = 0
+EXIT_CONFIG = 78
+
+Phase = Literal["Pending", "Running", "Restarting", "Succeeded", "Failed", "Suspended"]
+PHASES: tuple[str, ...] = ("Pending", "Running", "Restarting", "Succeeded", "Failed", "Suspended")
+TERMINAL_PHASES = ("Succeeded", "Failed")
+
+# Failure kinds the operator recognises (see failures.py); `restartPolicy.retryOn` lists a subset.
+FailureKind = Literal["ExitCode", "OOMKilled", "Evicted", "Preempted", "NodeLost", "PodLost", "Hang"]
+FAILURE_KINDS: tuple[FailureKind, ...] = (
+    "ExitCode",
+    "OOMKilled",
+    "Evicted",
+    "Preempted",
+    "NodeLost",
+    "PodLost",
+    "Hang",
+)
+
+
+def _check_volume_source(source: dict[str, Any], where: str) -> None:
+    if len(source) != 1:
+        raise ValueError(
+            f"{where} must name exactly one volume source (e.g. persistentVolumeClaim: {{claimName: NAME}}), "
+            f"got {sorted(source) or 'none'}"
+        )
+
+
+class K8sModel(BaseModel):
+    """camelCase on the wire, snake_case in Python; unknown fields are errors (typos fail loudly)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+# ----------------------------------------------------------------------------------------- spec
+
+
+class DataSpec(K8sModel):
+    """Where the token shards are (paths as the worker pods see them) and how many tokens to train."""
+
+    train_path: str | None = Field(
+        None,
+        description="Directory of training token shards (`tokensmith curate` output); overrides "
+        "trainer.data.train_path.",
+    )
+    valid_path: str | None = Field(
+        None, description="Directory of validation shards; overrides trainer.data.valid_path."
+    )
+    tokenizer_path: str | None = Field(
+        None, description="tokenizer.json; overrides trainer.data.tokenizer_path."
+    )
+    tokens: int | None = Field(
+        None, ge=1, description="Token budget of the run; overrides trainer.train.tokens. Success = reached."
+    )
+
+
+class ParallelismSpec(K8sModel):
+    """How the model is split over the gang. The trainer is data parallel with DeepSpeed ZeRO;
+    tensor/pipeline parallel degrees are part of the resource so that plans can say them, but the
+    operator refuses degrees above 1 until the trainer implements them (see docs/operator.md)."""
+
+    tensor: int = Field(1, ge=1, description="Tensor-parallel degree (must be 1 for now).")
+    pipeline: int = Field(1, ge=1, description="Pipeline-parallel degree (must be 1 for now).")
+    zero_stage: Literal[0, 1, 2, 3] | None = Field(
+        None, description="DeepSpeed ZeRO stage; overrides trainer.deepspeed.zero_stage."
+    )
+    micro_batch: int | None = Field(
+        None, ge=1, description="Sequences per process per pass; overrides trainer.train.micro_batch."
+    )
+    global_batch_tokens: int | None = Field(
+        None, ge=1, description="Tokens per optimizer step; overrides trainer.train.global_batch_tokens."
+    )
+
+
+class Toleration(K8sModel):
+    """A core/v1 Toleration."""
+
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class ResourceSpec(K8sModel):
+    """core/v1 ResourceRequirements: quantities as strings ("16Gi", "500m") or integers."""
+
+    requests: dict[str, str | int] = Field(default_factory=dict)
+    limits: dict[str, str | int] = Field(default_factory=dict)
+
+
+class EnvVar(K8sModel):
+    """A core/v1 EnvVar; `valueFrom` is passed through as written (secretKeyRef, fieldRef, ...)."""
+
+    name: str = Field(min_length=1)
+    value: str | None = None
+    value_from: dict[str, Any] | None = Field(None, description="core/v1 EnvVarSource.")
+
+
+class VolumeSpec(K8sModel):
+    """An extra volume mounted into every worker: a core/v1 volume source plus where to mount it."""
+
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    mount_path: str = Field(min_length=1, pattern=r"^/")
+    read_only: bool = False
+    source: dict[str, Any] = Field(
+        description="A core/v1 VolumeSource, e.g. {persistentVolumeClaim: {claimName: data}}.",
+        json_schema_extra={"minProperties": 1},
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> VolumeSpec:
+        _check_volume_source(self.source, f"cluster.volumes[{self.name}].source")
+        return self
+
+
+class ClusterSpec(K8sModel):
+    """The shape of the gang and how its pods are scheduled."""
+
+    nodes: int = Field(1, ge=1, description="Worker pods (one per node); the gang size.")
+    gpus_per_node: int = Field(8, ge=0, description="GPUs each worker requests; 0 runs on CPU (gloo).")
+    gpu_resource: str = Field("nvidia.com/gpu", min_length=1, description="Extended resource name of a GPU.")
+    nproc_per_node: int | None = Field(
+        None,
+        ge=1,
+        description="Processes per worker (torchrun --nproc-per-node); default: gpusPerNode, or 1 on CPU.",
+    )
+    image: str | None = Field(
+        None,
+        description="Trainer image; default: the operator's TOKENSMITH_TRAINER_IMAGE (Helm sets it).",
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    image_pull_secrets: list[str] = Field(default_factory=list, description="Names of image pull secrets.")
+    service_account_name: str | None = Field(
+        None,
+        description="Service account of the workers; default: `tokensmith-trainer` (may patch job status).",
+    )
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    priority_class_name: str | None = None
+    scheduler_name: str | None = Field(
+        None, description="Pod scheduler; `volcano` also creates a Volcano PodGroup (minMember = nodes)."
+    )
+    resources: ResourceSpec = Field(
+        default_factory=ResourceSpec,
+        description="Worker resources; the GPU request is added from gpusPerNode.",
+    )
+    env: list[EnvVar] = Field(
+        default_factory=list, description="Extra environment variables for the workers."
+    )
+    volumes: list[VolumeSpec] = Field(
+        default_factory=list, description="Extra volumes (e.g. the token shards)."
+    )
+    shm_size: str = Field("16Gi", description="Size limit of the memory-backed /dev/shm volume.")
+    master_port: int = Field(29500, ge=1, le=65535, description="torchrun rendezvous port on worker 0.")
+    labels: dict[str, str] = Field(default_factory=dict, description="Extra labels on the worker pods.")
+    annotations: dict[str, str] = Field(
+        default_factory=dict, description="Extra annotations on the worker pods."
+    )
+    termination_grace_period_seconds: int = Field(
+        120, ge=0, description="Time the trainer gets to write a checkpoint on SIGTERM."
+    )
+
+
+class CheckpointSpec(K8sModel):
+    """The checkpoint volume (required: without shared storage a restart cannot resume)."""
+
+    volume: dict[str, Any] = Field(
+        description="core/v1 VolumeSource of the checkpoints, e.g. {persistentVolumeClaim: {claimName: ck}}.",
+        json_schema_extra={"minProperties": 1},
+    )
+    mount_path: str = Field(
+        "/checkpoints", pattern=r"^/", description="Where the volume is mounted in every pod."
+    )
+    sub_path: str | None = Field(
+        None, description="Directory under the mount for this job's checkpoints; default: the job's name."
+    )
+    every_steps: int | None = Field(None, ge=0, description="Overrides trainer.checkpoint.every_steps.")
+    every_minutes: float | None = Field(None, ge=0, description="Overrides trainer.checkpoint.every_minutes.")
+    keep: int | None = Field(None, ge=1, description="Overrides trainer.checkpoint.keep.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CheckpointSpec:
+        _check_volume_source(self.volume, "checkpoint.volume")
+        return self
+
+
+class RestartPolicySpec(K8sModel):
+    """When and how a failed gang is restarted (always whole: the N workers live and die together)."""
+
+    max_restarts: int = Field(10, ge=0, description="Restarts before the job ends Failed.")
+    backoff_seconds: float = Field(30.0, ge=0, description="Wait before the first restart.")
+    backoff_multiplier: float = Field(2.0, ge=1, description="Each further restart waits this much longer.")
+    max_backoff_seconds: float = Field(600.0, ge=0, description="Cap of the exponential backoff.")
+    retry_on: list[FailureKind] = Field(
+        default_factory=lambda: list(FAILURE_KINDS),
+        description="Failure kinds that are retried; others end the job Failed.",
+    )
+    non_retryable_exit_codes: list[int] = Field(
+        default_factory=lambda: [EXIT_CONFIG],
+        description="Worker exit codes that are never retried (78: the trainer's config error).",
+    )
+    hang_timeout_seconds: float = Field(
+        1800.0, ge=0, description="No progress heartbeat for this long = hung gang (0 disables)."
+    )
+
+
+class EvaluationSpec(K8sModel):
+    """Evaluation Jobs (`tokensmith eval`) on completed checkpoints."""
+
+    tasks: list[str] = Field(
+        default_factory=list, description="lm-evaluation-harness tasks; empty disables evaluation."
+    )
+    every_checkpoints: int = Field(1, ge=1, description="Evaluate every Kth completed checkpoint.")
+    limit: int | None = Field(None, ge=1, description="Examples per task (quick evaluations).")
+    image: str | None = Field(
+        None, description="Evaluator image; default: the operator's TOKENSMITH_EVALUATOR_IMAGE."
+    )
+    resources: ResourceSpec = Field(default_factory=ResourceSpec)
+    gpus: int = Field(0, ge=0, description="GPUs for each evaluation pod.")
+    args: list[str] = Field(default_factory=list, description="Extra arguments for `tokensmith eval`.")
+    active_deadline_seconds: int | None = Field(
+        None, ge=1, description="Evaluation Jobs are killed after this."
+    )
+
+
+class BudgetSpec(K8sModel):
+    """A spending limit the operator enforces: the gang is stopped (with a final checkpoint on SIGTERM)
+    and the job ends Failed/BudgetExceeded once it is used up."""
+
+    max_gpu_hours: float | None = Field(
+        None, gt=0, alias="maxGPUHours", description="GPU-hours the job may use."
+    )
+    max_cost_usd: float | None = Field(
+        None, gt=0, alias="maxCostUSD", description="Dollars the job may spend."
+    )
+    price_per_gpu_hour: float | None = Field(
+        None, ge=0, alias="pricePerGPUHour", description="USD per GPU-hour, for costUSD and maxCostUSD."
+    )
+
+    @model_validator(mode="after")
+    def _price_for_dollars(self) -> BudgetSpec:
+        if self.max_cost_usd is not None and self.price_per_gpu_hour is None:
+            raise ValueError("budget.maxCostUSD needs budget.pricePerGPUHour to turn GPU-hours into dollars")
+        return self
+
+
+class LLMTrainingJobSpec(K8sModel):
+    """What to train, on what, and how to survive failures."""
+
+    model: ModelConfig | None = Field(
+        None, description="Architecture (a preset and/or fields); replaces trainer.model when given."
+    )
+    data: DataSpec = Field(default_factory=DataSpec)
+    trainer: TrainerConfig = Field(
+        default_factory=TrainerConfig,
+        description="The trainer's own configuration (`tokensmith train --config` format, snake_case keys).",
+    )
+    parallelism: ParallelismSpec = Field(default_factory=ParallelismSpec)
+    cluster: ClusterSpec = Field(default_factory=ClusterSpec)
+    checkpoint: CheckpointSpec
+    restart_policy: RestartPolicySpec = Field(default_factory=RestartPolicySpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    budget: BudgetSpec = Field(default_factory=BudgetSpec)
+    suspend: bool = Field(
+        False, description="True deletes the gang and keeps the checkpoints; False resumes."
+    )
+
+    @property
+    def procs_per_node(self) -> int:
+        return self.cluster.nproc_per_node or self.cluster.gpus_per_node or 1
+
+    @property
+    def world_size(self) -> int:
+        return self.cluster.nodes * self.procs_per_node
+
+    @property
+    def accounted_devices(self) -> int:
+        """Devices billed per hour: GPUs, or on CPU-only jobs one per process (so budgets still work)."""
+        per_node = self.cluster.gpus_per_node or self.procs_per_node
+        return self.cluster.nodes * per_node
+
+
+# --------------------------------------------------------------------------------------- status
+
+
+class Condition(K8sModel):
+    """A standard metav1.Condition."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str = ""
+    message: str = ""
+    last_transition_time: datetime | None = None
+    observed_generation: int | None = None
+
+
+class Progress(K8sModel):
+    """Written by trainer rank 0 (status.progress) or by the local runner."""
+
+    step: int = Field(0, ge=0)
+    tokens: int = Field(0, ge=0)
+    loss: float | None = None
+    heartbeat_time: datetime | None = None
+    total_tokens: int | None = Field(None, description="The token budget, for `kubectl get` (step/total).")
+    tokens_per_second: float | None = None
+
+
+class CheckpointRef(K8sModel):
+    """The last complete checkpoint (written by trainer rank 0 once every rank has saved it)."""
+
+    step: int = Field(ge=0)
+    path: str
+    time: datetime | None = None
+
+
+class EvaluationResult(K8sModel):
+    """One evaluation of one checkpoint step."""
+
+    step: int = Field(ge=0)
+    job: str | None = Field(None, description="Name of the evaluation Job (absent when run locally).")
+    phase: Literal["Running", "Succeeded", "Failed"] = "Running"
+    results: dict[str, Any] = Field(
+        default_factory=dict, description="Metric name -> value (the evaluator's short JSON)."
+    )
+    message: str | None = None
+
+
+class FailureRecord(K8sModel):
+    """Why the last attempt ended (for the restart decision and for people)."""
+
+    kind: str
+    reason: str
+    message: str = ""
+    retryable: bool = True
+    attempt: int = 0
+    worker: int | None = None
+    exit_code: int | None = None
+    time: datetime | None = None
+
+
+class LLMTrainingJobStatus(K8sModel):
+    """The status document; the local runner writes the same one to `status.json`."""
+
+    phase: Phase = "Pending"
+    conditions: list[Condition] = Field(default_factory=list)
+    observed_generation: int | None = None
+    restarts: int = Field(
+        0, ge=0, description="Failure-driven restarts so far (suspend/resume does not count)."
+    )
+    attempt: int = Field(0, ge=0, description="Current gang attempt (1 = the first); 0 before any gang.")
+    start_time: datetime | None = None
+    completion_time: datetime | None = None
+    attempt_start_time: datetime | None = Field(
+        None, description="When the current attempt's gang was created."
+    )
+    gang_ready: bool = Field(False, description="All workers of the current attempt have been seen running.")
+    restart_after: datetime | None = Field(None, description="Earliest time of the next attempt (backoff).")
+    progress: Progress | None = None
+    last_checkpoint: CheckpointRef | None = None
+    checkpoints_observed: int = Field(
+        0, ge=0, description="Distinct completed checkpoints the operator has seen."
+    )
+    last_observed_checkpoint_step: int | None = None
+    gpu_hours: float = Field(0.0, ge=0, alias="gpuHours")
+    cost_usd: float | None = Field(None, ge=0, alias="costUSD")
+    accounted_time: datetime | None = Field(None, description="GPU-hours are counted up to this time.")
+    evaluations: list[EvaluationResult] = Field(default_factory=list)
+    last_failure: FailureRecord | None = None
+    message: str | None = Field(None, description="One line about the current phase.")
+    nodes_gpus: str | None = Field(None, alias="nodesGPUs", description="`NxG` for `kubectl get`.")
+
+
+# --------------------------------------------------------------------------------------- helpers
+
+
+def effective_trainer_config(spec: LLMTrainingJobSpec, job_name: str | None = None) -> TrainerConfig:
+    """The trainer configuration the workers run: `spec.trainer` with the job-level sections applied
+    (see the module docstring for the precedence rule). Raises ValueError when the result is invalid
+    (e.g. a global batch that is not a multiple of micro batch x seq_len)."""
+    cfg = spec.trainer.model_dump(mode="python")
+    if spec.model is not None:
+        cfg["model"] = spec.model.model_dump(mode="python")
+    data = spec.data
+    for ours, theirs in (
+        ("train_path", "train_path"),
+        ("valid_path", "valid_path"),
+        ("tokenizer_path", "tokenizer_path"),
+    ):
+        value = getattr(data, ours)
+        if value is not None:
+            cfg["data"][theirs] = value
+    if data.tokens is not None:
+        cfg["train"]["tokens"] = data.tokens
+    par = spec.parallelism
+    if par.zero_stage is not None:
+        cfg["deepspeed"]["zero_stage"] = par.zero_stage
+    if par.micro_batch is not None:
+        cfg["train"]["micro_batch"] = par.micro_batch
+    if par.global_batch_tokens is not None:
+        cfg["train"]["global_batch_tokens"] = par.global_batch_tokens
+    ck = spec.checkpoint
+    cfg["checkpoint"]["dir"] = checkpoint_dir(spec, job_name)
+    for field in ("every_steps", "every_minutes", "keep"):
+        value = getattr(ck, field)
+        if value is not None:
+            cfg["checkpoint"][field] = value
+    return TrainerConfig.model_validate(cfg)
+
+
+def checkpoint_dir(spec: LLMTrainingJobSpec, job_name: str | None) -> str:
+    """The job's checkpoint directory as the pods see it: mountPath/subPath (default: the job name)."""
+    sub = spec.checkpoint.sub_path if spec.checkpoint.sub_path is not None else (job_name or "")
+    base = spec.checkpoint.mount_path.rstrip("/") or "/"
+    return f"{base}/{sub.strip('/')}" if sub.strip("/") else base
+
+
+def token_budget(spec: LLMTrainingJobSpec) -> int | None:
+    """Tokens the run trains for (`data.tokens`, else the trainer's `train.tokens`)."""
+    return spec.data.tokens if spec.data.tokens is not None else spec.trainer.train.tokens
+
+
+def build_manifest(
+    name: str,
+    spec: LLMTrainingJobSpec | dict[str, Any],
+    namespace: str | None = None,
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A complete `LLMTrainingJob` manifest ({apiVersion, kind, metadata, spec}) ready for
+    `kubectl apply` or `tokensmith run --local`. The spec is validated; fields left at their
+    defaults are omitted so that the file stays short and future defaults apply."""
+    model = spec if isinstance(spec, LLMTrainingJobSpec) else LLMTrainingJobSpec.model_validate(spec)
+    metadata: dict[str, Any] = {"name": name}
+    if namespace:
+        metadata["namespace"] = namespace
+    if labels:
+        metadata["labels"] = dict(labels)
+    if annotations:
+        metadata["annotations"] = dict(annotations)
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": metadata,
+        "spec": spec_to_dict(model),
+    }
+
+
+def spec_to_dict(spec: LLMTrainingJobSpec) -> dict[str, Any]:
+    """The spec as Kubernetes JSON (camelCase, defaults and nulls left out)."""
+    return spec.model_dump(mode="json", by_alias=True, exclude_defaults=True, exclude_none=True)
+
+
+def status_to_dict(status: LLMTrainingJobStatus) -> dict[str, Any]:
+    """The status as Kubernetes JSON (camelCase, nulls left out)."""
+    return status.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def format_validation_error(err: ValidationError, prefix: str = "spec") -> str:
+    """A pydantic error as one line per problem, with Kubernetes-style field paths."""
+    lines = []
+    for item in err.errors():
+        loc = ".".join(str(part) for part in item["loc"] if part not in ("function-after",))
+        msg = str(item["msg"]).removeprefix("Value error, ")
+        lines.append(f"{prefix}.{loc}: {msg}" if loc else f"{prefix}: {msg}")
+    return "; ".join(lines)
+
+
+def parse_manifest(doc: dict[str, Any]) -> tuple[dict[str, Any], LLMTrainingJobSpec]:
+    """Check apiVersion/kind of a manifest and validate its spec; returns (metadata, spec).
+    Raises ValueError with one line per problem."""
+    if doc.get("apiVersion") != API_VERSION or doc.get("kind") != KIND:
+        raise ValueError(
+            f"expected apiVersion {API_VERSION} and kind {KIND}, "
+            f"got {doc.get('apiVersion')!r} {doc.get('kind')!r}"
+        )
+    metadata = doc.get("metadata") or {}
+    if not metadata.get("name"):
+        raise ValueError("metadata.name is required")
+    return metadata, LLMTrainingJobSpec.model_validate(doc.get("spec") or {})
