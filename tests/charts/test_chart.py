@@ -1,0 +1,304 @@
+"""The Helm chart, rendered and linted by the real Helm SDK and checked against the real Kubernetes
+schemas (kubernetes-validate) of the newest release it ships."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from .conftest import CHART, MODES, NAMESPACE, RELEASE, REPO, Manifest, Render, by_kind
+
+helm = pytest.importorskip("helm_python")
+kv = pytest.importorskip("kubernetes_validate")
+
+# Kinds that are CustomResources, checked here by their own definitions instead of Kubernetes' schemas.
+CUSTOM_KINDS = {"ServiceMonitor", "ClusterKopfPeering", "KopfPeering"}
+
+
+def _errors(report: dict[str, Any]) -> list[str]:
+    """Lint findings at warning level or worse (Helm: 2 warning, 3 error); info is advice."""
+    return [f"{m['path']}: {m['error']}" for m in report["messages"] if m["severity"] >= 2]
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_lint_is_clean(mode: str) -> None:
+    report = helm.lint(CHART, MODES[mode], strict=True, namespace=NAMESPACE)
+    assert _errors(report) == [], _errors(report)
+    assert report["errors"] == []
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_every_manifest_validates_against_kubernetes(render: Render, mode: str) -> None:
+    docs = render(MODES[mode])
+    version = kv.utils.latest_version()
+    checked = 0
+    for doc in docs:
+        if doc["kind"] in CUSTOM_KINDS:
+            continue
+        try:
+            kv.validate(doc, version, strict=True)
+        except kv.utils.ValidationError as err:
+            pytest.fail(f"{mode}: {doc['kind']}/{doc['metadata']['name']}: {err.message} at {list(err.path)}")
+        checked += 1
+    assert checked >= 5  # Deployment, ServiceAccount, RBAC, worker RBAC at least
+
+
+def test_kubernetes_schemas_are_a_current_release() -> None:
+    major, minor = (int(x) for x in kv.utils.latest_version().split(".")[:2])
+    assert (major, minor) >= (1, 31)
+
+
+def test_default_render_has_the_expected_objects(render: Render) -> None:
+    kinds = sorted(d["kind"] for d in render())
+    assert kinds == sorted(
+        [
+            "ClusterKopfPeering",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Deployment",
+            "Role",  # the workers' status-patch Role
+            "RoleBinding",
+            "Service",
+            "ServiceAccount",  # operator
+            "ServiceAccount",  # workers
+        ]
+    )
+
+
+def test_namespaced_mode_grants_nothing_cluster_wide(render: Render) -> None:
+    docs = render(MODES["namespaced"])
+    assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
+    assert not by_kind(docs, "ClusterKopfPeering")
+    operator_roles = [r for r in by_kind(docs, "Role") if r["metadata"]["name"] == RELEASE]
+    assert sorted(r["metadata"]["namespace"] for r in operator_roles) == ["ml-team", "research"]
+    for binding in by_kind(docs, "RoleBinding"):
+        assert binding["roleRef"]["kind"] == "Role"
+    peerings = by_kind(docs, "KopfPeering")
+    assert sorted(p["metadata"]["namespace"] for p in peerings) == ["ml-team", "research"]
+    args = _operator_container(docs)["args"]
+    assert "--namespace=ml-team" in args and "--namespace=research" in args
+    assert "--all-namespaces" not in args
+
+
+def test_namespaced_mode_defaults_to_the_release_namespace(render: Render) -> None:
+    docs = render(MODES["namespaced-release-ns"])
+    assert {r["metadata"]["namespace"] for r in by_kind(docs, "Role")} == {NAMESPACE}
+    assert f"--namespace={NAMESPACE}" in _operator_container(docs)["args"]
+
+
+def test_cluster_mode_binds_the_cluster_role_to_the_operator(render: Render) -> None:
+    docs = render(MODES["cluster-wide"])
+    (binding,) = by_kind(docs, "ClusterRoleBinding")
+    (sa,) = [s for s in by_kind(docs, "ServiceAccount") if s["metadata"]["namespace"] == NAMESPACE]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": NAMESPACE}
+    ]
+    assert binding["roleRef"]["name"] == by_kind(docs, "ClusterRole")[0]["metadata"]["name"]
+    assert "--all-namespaces" in _operator_container(docs)["args"]
+    worker_ns = {r["metadata"]["namespace"] for r in by_kind(docs, "Role")}
+    assert worker_ns == {"ml-team", "research"}
+
+
+def _operator_container(docs: list[Manifest]) -> dict[str, Any]:
+    (deploy,) = by_kind(docs, "Deployment")
+    (container,) = deploy["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def test_operator_pod_is_locked_down(render: Render) -> None:
+    docs = render()
+    (deploy,) = by_kind(docs, "Deployment")
+    pod = deploy["spec"]["template"]["spec"]
+    container = _operator_container(docs)
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] > 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+    assert container["args"][:2] == ["operator", "run"]
+    assert container["image"] == "ghcr.io/tokensmith/operator:" + _pyproject_version()
+
+
+def test_scheduling_values_reach_the_pod(render: Render) -> None:
+    values = {
+        "nodeSelector": {"kubernetes.io/os": "linux"},
+        "tolerations": [{"key": "infra", "operator": "Exists", "effect": "NoSchedule"}],
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": "node-role", "operator": "In", "values": ["infra"]}]}
+                    ]
+                }
+            }
+        },
+        "priorityClassName": "system-cluster-critical",
+        "imagePullSecrets": [{"name": "regcred"}],
+        "image": {"digest": "sha256:" + "a" * 64},
+    }
+    docs = render(values)
+    pod = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == values["nodeSelector"]
+    assert pod["tolerations"] == values["tolerations"]
+    assert pod["affinity"] == values["affinity"]
+    assert pod["priorityClassName"] == "system-cluster-critical"
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    assert pod["containers"][0]["image"] == "ghcr.io/tokensmith/operator@sha256:" + "a" * 64
+    kv.validate(by_kind(docs, "Deployment")[0], kv.utils.latest_version(), strict=True)
+
+
+def test_default_images_reach_the_operator_as_env(render: Render) -> None:
+    docs = render({"defaultImages": {"trainer": {"repository": "reg.example/trainer", "tag": "1.2.3"}}})
+    env = {e["name"]: e.get("value") for e in _operator_container(docs)["env"]}
+    assert env["TOKENSMITH_TRAINER_IMAGE"] == "reg.example/trainer:1.2.3"
+    assert env["TOKENSMITH_EVALUATOR_IMAGE"] == "ghcr.io/tokensmith/evaluator:" + _pyproject_version()
+    worker_sa = [
+        s
+        for s in by_kind(docs, "ServiceAccount")
+        if s["metadata"]["labels"]["app.kubernetes.io/component"] == "worker"
+    ]
+    assert env["TOKENSMITH_WORKER_SERVICE_ACCOUNT"] == worker_sa[0]["metadata"]["name"]
+
+
+def test_two_replicas_are_peered_standbys(render: Render) -> None:
+    docs = render(MODES["two-replicas"])
+    (deploy,) = by_kind(docs, "Deployment")
+    assert deploy["spec"]["replicas"] == 2
+    (peering,) = by_kind(docs, "ClusterKopfPeering")
+    assert f"--peering={peering['metadata']['name']}" in _operator_container(docs)["args"]
+    # POD_ID is kopf's identity of a replica in the peering object.
+    env = {e["name"]: e for e in _operator_container(docs)["env"]}
+    assert env["POD_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    anti = deploy["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    assert anti["preferredDuringSchedulingIgnoredDuringExecution"]
+
+
+def test_peering_objects_validate_against_the_peering_crds(render: Render) -> None:
+    crds = {
+        c["spec"]["names"]["kind"]: c
+        for c in yaml.safe_load_all((CHART / "crds" / "kopf-peering.yaml").read_text())
+    }
+    for mode in ("default", "namespaced"):
+        for doc in render(MODES[mode]):
+            if doc["kind"] in ("ClusterKopfPeering", "KopfPeering"):
+                crd = crds[doc["kind"]]
+                assert doc["apiVersion"] == f"{crd['spec']['group']}/{crd['spec']['versions'][0]['name']}"
+                assert ("namespace" in doc["metadata"]) == (crd["spec"]["scope"] == "Namespaced")
+                jsonschema.validate(doc, crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+    for crd in crds.values():
+        kv.validate(crd, kv.utils.latest_version(), strict=True)
+
+
+def test_metrics_service_and_servicemonitor_point_at_the_metrics_port(render: Render) -> None:
+    """ServiceMonitor is a Prometheus-Operator CRD kind that kubernetes-validate has no schema for, so
+    its structure is checked here: it selects the metrics Service and scrapes its named port."""
+    docs = render(MODES["metrics-servicemonitor"])
+    (svc,) = by_kind(docs, "Service")
+    (mon,) = by_kind(docs, "ServiceMonitor")
+    assert mon["apiVersion"] == "monitoring.coreos.com/v1"
+    assert mon["metadata"]["labels"]["release"] == "prom"
+    sel = mon["spec"]["selector"]["matchLabels"]
+    assert sel.items() <= svc["metadata"]["labels"].items()
+    assert mon["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    (endpoint,) = mon["spec"]["endpoints"]
+    assert endpoint["port"] in {p["name"] for p in svc["spec"]["ports"]}
+    assert re.fullmatch(r"\d+s", endpoint["interval"]) and endpoint["path"] == "/metrics"
+    container = _operator_container(docs)
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert svc["spec"]["ports"][0]["targetPort"] == "metrics" and "metrics" in ports
+    assert (
+        svc["spec"]["selector"].items()
+        <= by_kind(docs, "Deployment")[0]["spec"]["template"]["metadata"]["labels"].items()
+    )
+
+
+def test_metrics_off_renders_no_service(render: Render) -> None:
+    docs = render(MODES["metrics-off"])
+    assert not by_kind(docs, "Service") and not by_kind(docs, "ServiceMonitor")
+    assert "metrics" not in {p["name"] for p in _operator_container(docs)["ports"]}
+
+
+def test_probes_use_the_liveness_endpoint(render: Render) -> None:
+    container = _operator_container(render({"health": {"port": 8181}}))
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["health"] == 8181
+    assert "--liveness=http://0.0.0.0:8181/healthz" in container["args"]
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"replicaCount": "two"}, "/replicaCount': got string, want integer"),
+        ({"watch": {"mode": "everywhere"}}, "/watch/mode': value must be one of 'cluster', 'namespaced'"),
+        ({"replicaCount": 0}, "/replicaCount'"),
+        ({"metrics": {"serviceMonitor": {"interval": "soon"}}}, "/metrics/serviceMonitor/interval'"),
+        ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy'"),
+        ({"replicasCount": 2}, "additional properties 'replicasCount' not allowed"),
+    ],
+)
+def test_wrong_values_are_rejected_by_the_schema(chart: Any, values: dict[str, Any], expected: str) -> None:
+    with pytest.raises(helm.HelmValuesError) as err:
+        chart.render(values=values, name=RELEASE, namespace=NAMESPACE)
+    assert expected in str(err.value)
+    report = helm.lint(CHART, values)
+    assert any(expected in e for e in report["errors"]), report
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"replicaCount": 2, "peering": {"enabled": False}}, "replicaCount > 1 needs peering.enabled=true"),
+        ({"metrics": {"enabled": False, "serviceMonitor": {"enabled": True}}}, "needs metrics.enabled=true"),
+        ({"watch": {"namespaces": ["a"]}}, "watch.namespaces is only used with watch.mode=namespaced"),
+    ],
+)
+def test_contradictory_values_fail_with_one_clear_line(
+    chart: Any, values: dict[str, Any], expected: str
+) -> None:
+    with pytest.raises(helm.HelmRenderError, match=re.escape(expected)):
+        chart.render(values=values, name=RELEASE, namespace=NAMESPACE)
+
+
+def test_every_value_is_documented_in_the_schema(chart: Any) -> None:
+    """values.yaml and values.schema.json describe the same keys (a new value cannot skip the schema)."""
+    schema = chart.schema
+
+    def walk(values: dict[str, Any], node: dict[str, Any], path: str) -> None:
+        props = node.get("properties", {})
+        for key, value in values.items():
+            assert key in props, f"{path}{key} is in values.yaml but not in values.schema.json"
+            if isinstance(value, dict) and props[key].get("properties"):
+                walk(value, props[key], f"{path}{key}.")
+
+    walk(chart.values, schema, "")
+    chart.validate_schema(chart.values)
+
+
+def _pyproject_version() -> str:
+    # A regex, not tomllib: the project supports Python 3.10, which has no tomllib.
+    match = re.search(
+        r'^\[project\][^\[]*?^version\s*=\s*"([^"]+)"', (REPO / "pyproject.toml").read_text(), re.M | re.S
+    )
+    assert match, "no version in [project] of pyproject.toml"
+    return match.group(1)
+
+
+def test_app_version_is_the_package_version(chart: Any) -> None:
+    assert chart.metadata["appVersion"] == _pyproject_version()
+    assert chart.metadata["apiVersion"] == "v2"
+
+
+def test_notes_show_how_to_check_and_submit(chart: Any) -> None:
+    notes = chart.render(values={}, name=RELEASE, namespace=NAMESPACE)[f"{RELEASE}/templates/NOTES.txt"]
+    assert f"kubectl -n {NAMESPACE} rollout status deployment/{RELEASE}" in notes
+    assert "kubectl apply" in notes and "examples/tiny-job.yaml" in notes
+    assert "kubectl get llmjob" in notes
