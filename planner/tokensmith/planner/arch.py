@@ -4,7 +4,8 @@ and the operator (the `model` section of an `LLMTrainingJob`).
 
 Conventions (stated once, here):
 - Parameters are counted exactly for the model the trainer builds: attention and MLP matrices,
-  their biases when `bias` is on, every norm's weights (LayerNorm also has a bias), the token
+  their biases when `bias` is on, every norm's weights (LayerNorm also has a bias; pre-LN models
+  have a final norm before the head, post-LN ones do not), the token
   embedding, a learned position table when `position == "learned"`, and the output head when it is
   not tied to the token embedding.
 - "Embedding parameters" are the token embedding, a learned position table and an untied output
@@ -235,7 +236,9 @@ def param_counts(m: ModelConfig) -> ParamCounts:
         embedding += m.seq_len * m.d_model
     if not m.tie_embeddings:
         embedding += m.vocab_size * m.d_model
-    non_embedding = m.n_layers * layer_params(m) + _norm_params(m)  # + final norm
+    # Pre-LN ends with a final norm before the head; post-LN blocks already end in a norm.
+    final_norm = _norm_params(m) if m.norm_position == "pre" else 0
+    non_embedding = m.n_layers * layer_params(m) + final_norm
     return ParamCounts(total=embedding + non_embedding, embedding=embedding, non_embedding=non_embedding)
 
 
