@@ -144,7 +144,7 @@ class VolumeSpec(K8sModel):
     read_only: bool = False
     source: dict[str, Any] = Field(
         description="A core/v1 VolumeSource, e.g. {persistentVolumeClaim: {claimName: data}}.",
-        json_schema_extra={"minProperties": 1},
+        json_schema_extra={"minProperties": 1, "maxProperties": 1},
     )
 
     @model_validator(mode="after")
@@ -206,7 +206,7 @@ class CheckpointSpec(K8sModel):
 
     volume: dict[str, Any] = Field(
         description="core/v1 VolumeSource of the checkpoints, e.g. {persistentVolumeClaim: {claimName: ck}}.",
-        json_schema_extra={"minProperties": 1},
+        json_schema_extra={"minProperties": 1, "maxProperties": 1},
     )
     mount_path: str = Field(
         "/checkpoints", pattern=r"^/", description="Where the volume is mounted in every pod."
@@ -393,6 +393,7 @@ class LLMTrainingJobStatus(K8sModel):
     attempt_start_time: datetime | None = Field(
         None, description="When the current attempt's gang was created."
     )
+    running_since: datetime | None = Field(None, description="When every worker of the attempt was running.")
     gang_ready: bool = Field(False, description="All workers of the current attempt have been seen running.")
     restart_after: datetime | None = Field(None, description="Earliest time of the next attempt (backoff).")
     progress: Progress | None = None
@@ -407,7 +408,9 @@ class LLMTrainingJobStatus(K8sModel):
     evaluations: list[EvaluationResult] = Field(default_factory=list)
     last_failure: FailureRecord | None = None
     message: str | None = Field(None, description="One line about the current phase.")
-    nodes_gpus: str | None = Field(None, alias="nodesGPUs", description="`NxG` for `kubectl get`.")
+    progress_text: str | None = Field(
+        None, description="Tokens done / total for `kubectl get`, e.g. 1.2B/7B (17%)."
+    )
 
 
 # --------------------------------------------------------------------------------------- helpers
