@@ -302,3 +302,57 @@ def test_notes_show_how_to_check_and_submit(chart: Any) -> None:
     assert f"kubectl -n {NAMESPACE} rollout status deployment/{RELEASE}" in notes
     assert "kubectl apply" in notes and "examples/tiny-job.yaml" in notes
     assert "kubectl get llmjob" in notes
+
+
+def test_every_value_is_documented_in_the_chart_readme(chart: Any) -> None:
+    """Each value in values.yaml has a row (itself or a parent key) in charts/tokensmith/README.md."""
+    documented = set(re.findall(r"`([A-Za-z][\w.]*)`", (CHART / "README.md").read_text()))
+
+    def leaves(values: dict[str, Any], prefix: str = "") -> list[str]:
+        out: list[str] = []
+        for key, value in values.items():
+            path = prefix + key
+            out.extend(leaves(value, path + ".") if isinstance(value, dict) and value else [path])
+        return out
+
+    for path in leaves(chart.values):
+        parts = path.split(".")
+        prefixes = {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
+        assert prefixes & documented, f"{path} is not documented in charts/tokensmith/README.md"
+
+
+def _helm_install_commands(text: str) -> list[str]:
+    joined = re.sub(r"\\\n\s*", " ", text)
+    return [line.strip() for line in joined.splitlines() if line.strip().startswith("helm install ")]
+
+
+def _merge(into: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+    return into
+
+
+@pytest.mark.parametrize("doc", ["README.md", "charts/tokensmith/README.md"])
+def test_documented_install_commands_render(render: Render, doc: str) -> None:
+    """The `helm install` lines in the docs work: their --set values pass the schema and render."""
+    commands = _helm_install_commands((REPO / doc).read_text())
+    assert commands, f"{doc} shows no helm install command"
+    for command in commands:
+        assert "charts/tokensmith" in command
+        values: dict[str, Any] = {}
+        for expr in re.findall(r"--set\s+(?:'([^']+)'|(\S+))", command):
+            _merge(values, helm.parse_set_string(expr[0] or expr[1]))
+        namespace = re.search(r"(?:-n|--namespace)\s+(\S+)", command)
+        docs = render(values, namespace=namespace.group(1) if namespace else NAMESPACE)
+        for manifest in docs:
+            if manifest["kind"] not in CUSTOM_KINDS:
+                kv.validate(manifest, kv.utils.latest_version(), strict=True)
+        if "workers.namespaces={default}" in command:
+            # The examples are applied to `default`: their pods' ServiceAccount must exist there.
+            assert any(
+                s["metadata"]["namespace"] == "default" and s["metadata"]["name"] == "tokensmith-trainer"
+                for s in by_kind(docs, "ServiceAccount")
+            )
