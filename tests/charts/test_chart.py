@@ -60,6 +60,7 @@ def test_default_render_has_the_expected_objects(render: Render) -> None:
             "ClusterRole",
             "ClusterRoleBinding",
             "Deployment",
+            "Pod",  # the `helm test` hook
             "Role",  # the workers' status-patch Role
             "RoleBinding",
             "Service",
@@ -178,6 +179,10 @@ def test_two_replicas_are_peered_standbys(render: Render) -> None:
     assert env["POD_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     anti = deploy["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
     assert anti["preferredDuringSchedulingIgnoredDuringExecution"]
+    (pdb,) = by_kind(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == deploy["spec"]["selector"]["matchLabels"]
+    assert not by_kind(render(), "PodDisruptionBudget")  # one replica: drains are not blocked
 
 
 def test_peering_objects_validate_against_the_peering_crds(render: Render) -> None:
@@ -219,9 +224,21 @@ def test_metrics_service_and_servicemonitor_point_at_the_metrics_port(render: Re
     )
 
 
+def test_helm_test_hook_fetches_the_metrics_service(render: Render) -> None:
+    docs = render()
+    (pod,) = by_kind(docs, "Pod")
+    (svc,) = by_kind(docs, "Service")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    script = pod["spec"]["containers"][0]["command"][-1]
+    port = svc["spec"]["ports"][0]["port"]
+    assert f"http://{svc['metadata']['name']}.{NAMESPACE}.svc:{port}/metrics" in script
+    compile(script, "helm-test", "exec")  # the inline Python is valid
+
+
 def test_metrics_off_renders_no_service(render: Render) -> None:
     docs = render(MODES["metrics-off"])
     assert not by_kind(docs, "Service") and not by_kind(docs, "ServiceMonitor")
+    assert not by_kind(docs, "Pod")
     assert "metrics" not in {p["name"] for p in _operator_container(docs)["ports"]}
 
 
