@@ -1,0 +1,89 @@
+"""Turn a plan into an `LLMTrainingJob` manifest (the operator's resource).
+
+The manifest is built and validated through the operator's own models
+(`tokensmith.operator.spec.LLMTrainingJobSpec` / `build_manifest`), so what `--emit-job` writes is what
+the CRD accepts; the trainer section is a real `TrainerConfig`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from tokensmith.planner.plan import Plan
+
+BUDGET_HEADROOM = 1.10  # the operator stops a job at its budget; leave room for the plan's uncertainty
+
+
+def job_name(plan: Plan) -> str:
+    """A DNS-1123 name such as `llm-6b7-140b`."""
+
+    def short(x: float) -> str:
+        for suffix, scale in (("t", 1e12), ("b", 1e9), ("m", 1e6), ("k", 1e3)):
+            if x >= scale:
+                return (
+                    f"{x / scale:.3g}".replace(".", suffix) if x / scale < 100 else f"{x / scale:.0f}{suffix}"
+                )
+        return f"{x:.0f}"
+
+    name = f"llm-{short(plan.params)}-{short(plan.tokens)}"
+    return re.sub(r"[^a-z0-9-]", "-", name.lower())[:63].strip("-")
+
+
+def build_job(plan: Plan, name: str | None = None, checkpoint_claim: str | None = None) -> dict[str, Any]:
+    """The manifest for `plan`: model, token budget, parallelism, cluster shape, checkpoint interval
+    (Daly's optimum from the plan) and a GPU-hour / dollar budget with `BUDGET_HEADROOM`."""
+    from tokensmith.operator.spec import LLMTrainingJobSpec, build_manifest
+    from tokensmith.trainer.config import TrainerConfig
+
+    name = name or job_name(plan)
+    c = plan.cluster
+    tokens = math.ceil(plan.tokens)
+    every_minutes = round(plan.checkpoint_interval_minutes, 1)
+    trainer = TrainerConfig.model_validate(
+        {
+            "model": plan.model,
+            "train": {
+                "tokens": tokens,
+                "micro_batch": c.micro_batch,
+                "global_batch_tokens": c.global_batch_tokens,
+            },
+            "deepspeed": {"zero_stage": c.zero_stage, "activation_checkpointing": c.recompute},
+            "checkpoint": {"every_minutes": every_minutes},
+        }
+    )
+    budget: dict[str, Any] = {"maxGPUHours": round(plan.gpu_hours_total * BUDGET_HEADROOM, 1)}
+    price = plan.assumptions.get("price_per_gpu_hour", {}).get("value")
+    if price is not None and plan.assumptions.get("ownership", {}).get("value") == "cloud":
+        budget["pricePerGPUHour"] = float(price)
+        budget["maxCostUSD"] = round(plan.cost_usd * BUDGET_HEADROOM, 2)
+    spec = LLMTrainingJobSpec.model_validate(
+        {
+            "model": plan.model,
+            "data": {"tokens": tokens},
+            "trainer": trainer.model_dump(mode="json", exclude={"model"}),
+            "parallelism": {
+                "tensor": c.tensor_parallel,
+                "pipeline": c.pipeline_parallel,
+                "zeroStage": c.zero_stage,
+                "microBatch": c.micro_batch,
+                "globalBatchTokens": c.global_batch_tokens,
+            },
+            "cluster": {"nodes": c.nodes, "gpusPerNode": c.gpus_per_node},
+            "checkpoint": {
+                "volume": {"persistentVolumeClaim": {"claimName": checkpoint_claim or f"{name}-checkpoints"}},
+                "everyMinutes": every_minutes,
+            },
+            "budget": budget,
+        }
+    )
+    annotations = {
+        "tokensmith.dev/plan-law": plan.law,
+        "tokensmith.dev/plan-gpu": c.gpu,
+        "tokensmith.dev/plan-predicted-loss": f"{plan.predicted_loss:.4f}",
+        "tokensmith.dev/plan-wall-clock-days": f"{plan.wall_clock_days:.2f}",
+        "tokensmith.dev/plan-cost-usd": f"{plan.cost_usd:.0f}",
+        "tokensmith.dev/plan-mfu": f"{plan.mfu:.3f}",
+    }
+    return build_manifest(name, spec, annotations=annotations)

@@ -1,0 +1,87 @@
+"""GPU catalogue: memory, dense BF16 peak, power, interconnect and indicative prices.
+
+Peaks are the vendors' dense (no 2:4 sparsity) BF16 tensor figures from their datasheets (V100 has no
+BF16; its FP16 tensor peak is used): NVIDIA A100 datasheet (312 TFLOP/s), H100 datasheet (SXM 989,
+PCIe 756), H200 datasheet (989), HGX B200 (2,250 per GPU), V100 SXM2 (125), L40S datasheet (362),
+AMD Instinct MI300X datasheet (1,307.4). Memory bandwidth and TDP come from the same sheets.
+
+`intra_gbs` is the per-GPU, per-direction bandwidth to the other GPUs of its node (NVLink / Infinity
+Fabric / PCIe), `inter_gbs` the per-GPU network bandwidth between nodes (one 200 Gb/s HDR NIC per
+A100, one 400 Gb/s NDR NIC per H100/H200/MI300X, 800 Gb/s per B200 in their reference systems;
+100 Gb/s per V100 and L40S as typical for those systems). Both are link rates: the performance model
+applies an achievable-fraction factor.
+
+Prices are indicative: `price_usd_hour` a typical 2025 on-demand cloud price per GPU-hour and
+`purchase_usd` a typical purchase price per GPU including its share of server and network. They are
+stated as assumptions in every plan and meant to be overridden (`--price-per-gpu-hour`,
+`--purchase-price`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class GPU:
+    name: str
+    memory_gb: float
+    peak_tflops: float  # dense BF16 (FP16 for V100)
+    hbm_tbs: float
+    tdp_w: float
+    intra_gbs: float
+    inter_gbs: float
+    gpus_per_node: int
+    price_usd_hour: float
+    purchase_usd: float
+    vendor: str
+
+    @property
+    def peak_flops(self) -> float:
+        return self.peak_tflops * 1e12
+
+    @property
+    def memory_bytes(self) -> float:
+        return self.memory_gb * 1e9
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+CATALOGUE: dict[str, GPU] = {
+    g.name.lower(): g
+    for g in (
+        GPU("A100-40GB", 40, 312, 1.555, 400, 300, 25, 8, 1.80, 20_000, "NVIDIA"),
+        GPU("A100-80GB", 80, 312, 2.039, 400, 300, 25, 8, 2.20, 25_000, "NVIDIA"),
+        GPU("H100-SXM", 80, 989, 3.35, 700, 450, 50, 8, 3.00, 40_000, "NVIDIA"),
+        GPU("H100-PCIE", 80, 756, 2.0, 350, 64, 50, 8, 2.50, 32_000, "NVIDIA"),
+        GPU("H200", 141, 989, 4.8, 700, 450, 50, 8, 3.80, 45_000, "NVIDIA"),
+        GPU("B200", 180, 2250, 8.0, 1000, 900, 100, 8, 6.00, 60_000, "NVIDIA"),
+        GPU("MI300X", 192, 1307.4, 5.3, 750, 448, 50, 8, 2.80, 30_000, "AMD"),
+        GPU("L40S", 48, 362, 0.864, 350, 32, 12.5, 8, 1.20, 12_000, "NVIDIA"),
+        GPU("V100-32GB", 32, 125, 0.9, 300, 150, 12.5, 8, 1.00, 8_000, "NVIDIA"),
+    )
+}
+ALIASES = {
+    "a100": "a100-80gb",
+    "a100-80g": "a100-80gb",
+    "a100-40g": "a100-40gb",
+    "h100": "h100-sxm",
+    "h100-sxm5": "h100-sxm",
+    "h100sxm": "h100-sxm",
+    "h100pcie": "h100-pcie",
+    "v100": "v100-32gb",
+    "b200-sxm": "b200",
+    "h200-sxm": "h200",
+}
+
+
+def get_gpu(name: str) -> GPU:
+    """The catalogue entry for `name` (case-insensitive); ValueError lists the known names."""
+    key = name.strip().lower().replace("_", "-").replace(" ", "-")
+    key = ALIASES.get(key, key)
+    if key not in CATALOGUE:
+        known = ", ".join(g.name for g in CATALOGUE.values())
+        raise ValueError(f"unknown GPU {name!r}; known GPUs: {known} (`tokensmith plan --list-gpus`)")
+    return CATALOGUE[key]

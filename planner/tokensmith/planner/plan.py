@@ -1,0 +1,817 @@
+"""`plan(...)`: from any consistent subset of budget inputs to a complete, typed training plan.
+
+Pure functions over typed data: nothing here reads or writes files (the CLI does that).
+
+Resolution of the model size N and token budget D (the law's convention: total parameters for the
+Chinchilla fits, non-embedding for Kaplan):
+- params and tokens given: used as they are (with compute too, 6ND must agree within 5%);
+- two of (params, tokens, compute): the third from C = 6ND;
+- params alone: the law's compute-optimal tokens for that size; tokens alone: the optimal size;
+- compute alone: the law's compute-optimal (N, D) (inference-aware with `inference_tokens`);
+- none of them: the compute that a budget buys (dollars, GPU-hours, or GPUs x deadline) on the chosen
+  cluster, found by a fixed-point iteration (compute -> model -> cluster shape -> cost -> compute);
+- nothing at all: the default budget `DEFAULT_BUDGET_USD` (stated in the plan's assumptions).
+
+Cluster choice among the shapes that fit (search.py): with a deadline, the cheapest that meets it; with
+a cost or GPU-hour cap, the fastest under it; with a fixed GPU count, the fastest on it; otherwise the
+cheapest that finishes within `DEFAULT_WINDOW_DAYS` (or the fastest when none does).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tokensmith.planner import arch, energy, reliability, scaling, search
+from tokensmith.planner.arch import ModelConfig
+from tokensmith.planner.calibration import PublishedRun
+from tokensmith.planner.gpus import GPU, get_gpu
+from tokensmith.planner.performance import ModelScalars
+from tokensmith.planner.shapes import shape_for_params
+
+DEFAULT_BUDGET_USD = 100_000.0
+DEFAULT_GPU = "H100-SXM"
+DEFAULT_SEQ_LEN = 4096
+DEFAULT_VOCAB = 32000
+DEFAULT_WINDOW_DAYS = 30.0
+CONSISTENCY = 0.05  # relative tolerance when params, tokens and compute are all given
+MAX_GLOBAL_BATCH_TOKENS = 16 * 2**20  # Llama 3 405B's final batch (Dubey et al. 2024, §3.4.1)
+
+
+class PlanError(ValueError):
+    """Inputs that cannot give a plan; the message names the problem and what to change."""
+
+
+class Request(BaseModel):
+    """Inputs of a plan; None means "derive it" (or "use the default", recorded in assumptions)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    params: float | None = None
+    tokens: float | None = None
+    compute: float | None = None
+    budget_usd: float | None = None
+    gpu_hours: float | None = None
+    deadline_days: float | None = None
+    gpu: str | None = None
+    gpus: int | None = None
+    gpus_per_node: int | None = None
+    mfu: float | None = None
+    law: str | None = None
+    tokens_per_param: float | None = None
+    inference_tokens: float | None = None
+    price_per_gpu_hour: float | None = None
+    owned: bool = False
+    purchase_price: float | None = None
+    lifetime_years: float | None = None
+    pue: float | None = None
+    carbon_intensity: float | None = None
+    energy_price: float | None = None
+    gpu_power_w: float | None = None
+    node_overhead: float | None = None
+    mtbf_gpu_hours: float | None = None
+    restart_minutes: float | None = None
+    checkpoint_minutes: float | None = None
+    seq_len: int | None = None
+    vocab_size: int | None = None
+    global_batch_tokens: float | None = None
+
+
+class ClusterPlan(BaseModel):
+    gpu: str
+    gpus: int
+    nodes: int
+    gpus_per_node: int
+    tensor_parallel: int
+    pipeline_parallel: int
+    data_parallel: int
+    zero_stage: int
+    micro_batch: int
+    gradient_accumulation: int
+    global_batch_tokens: int
+    recompute: bool
+
+
+class Plan(BaseModel):
+    """A complete plan; `to_dict()` is the `--format json` object (SI units, plain numbers)."""
+
+    law: str
+    law_source: str
+    params: int
+    non_embedding_params: int
+    embedding_params: int
+    tokens: float
+    tokens_per_param: float
+    flops: float = Field(
+        description="6 x params x tokens, the convention of scaling laws and published budgets"
+    )
+    law_flops: float = Field(description="6 N D with N in the law's convention (non-embedding for kaplan)")
+    model_flops: float = Field(description="arch.training_flops: PaLM convention, attention included")
+    predicted_loss: float
+    model: dict[str, Any]
+    cluster: ClusterPlan
+    mfu: float
+    mfu_source: str
+    mfu_palm: float
+    memory_per_gpu_gb: float
+    step_seconds: float
+    steps: int
+    gpu_hours: float
+    gpu_hours_total: float
+    compute_days: float
+    wall_clock_days: float
+    cost_usd: float
+    cost_breakdown: dict[str, float]
+    energy_mwh: float
+    energy_cost_usd: float
+    gpu_power_w: float
+    co2_tonnes: float
+    checkpoint_interval_minutes: float
+    checkpoint_write_seconds: float
+    job_mtbf_hours: float
+    expected_interruptions: float
+    goodput: float
+    alternatives: list[dict[str, Any]]
+    pareto_front: list[dict[str, Any]]
+    assumptions: dict[str, dict[str, Any]]
+    notes: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def model_config_obj(self) -> ModelConfig:
+        return ModelConfig(**self.model)
+
+    def to_frame(self) -> Any:
+        """One row (flattened keys, e.g. `cluster.gpus`) as a pandas DataFrame."""
+        import pandas as pd
+
+        from tokensmith.core.output import flatten
+
+        row = self.to_dict()
+        for key in ("alternatives", "pareto_front", "assumptions", "notes"):
+            row.pop(key)
+        return pd.DataFrame([flatten(row)])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Context: the resolved inputs and their assumptions
+
+
+class _Ctx:
+    """Resolved settings shared by every evaluation of one plan (built once by `_context`)."""
+
+    def __init__(self, req: Request) -> None:
+        self.req = req
+        self.assumptions: dict[str, dict[str, Any]] = {}
+        self.notes: list[str] = []
+        self.law = self._law()
+        self.gpu: GPU = self._gpu()
+        gpn = req.gpus_per_node or self.gpu.gpus_per_node
+        if req.gpus is not None and req.gpus < gpn:
+            gpn = req.gpus
+        self.gpus_per_node = gpn
+        self.seq_len = int(
+            self._default("seq_len", req.seq_len, DEFAULT_SEQ_LEN, "Llama 2's context (Touvron et al. 2023)")
+        )
+        self.vocab = int(
+            self._default(
+                "vocab_size", req.vocab_size, DEFAULT_VOCAB, "Llama 2's tokenizer (Touvron et al. 2023)"
+            )
+        )
+        self.econ = self._economics()
+
+    def record(self, name: str, value: Any, source: str) -> None:
+        self.assumptions[name] = {"value": value, "source": source}
+
+    def _default(self, name: str, given: Any, default: Any, source: str) -> Any:
+        if given is not None:
+            self.record(name, given, "given")
+            return given
+        self.record(name, default, f"default: {source}")
+        return default
+
+    def _law(self) -> scaling.Law:
+        req = self.req
+        name = req.law
+        if req.tokens_per_param is not None:
+            if name not in (None, "tokens-per-param"):
+                raise PlanError(
+                    f"--tokens-per-param applies to --law tokens-per-param, not --law {name}; "
+                    "drop one of them"
+                )
+            name = "tokens-per-param"
+        name = name or "chinchilla"
+        try:
+            law = scaling.get_law(name, req.tokens_per_param or 20.0)
+        except ValueError as err:
+            raise PlanError(str(err)) from None
+        self.record(
+            "law", law.name, law.source if req.law or req.tokens_per_param else f"default: {law.source}"
+        )
+        if law.name == "tokens-per-param":
+            self.record(
+                "predicted_loss_law",
+                "chinchilla",
+                "tokens-per-param predicts no loss; Chinchilla's fit is used",
+            )
+        return law
+
+    def _gpu(self) -> GPU:
+        try:
+            gpu = get_gpu(self.req.gpu or DEFAULT_GPU)
+        except ValueError as err:
+            raise PlanError(str(err)) from None
+        self.record("gpu", gpu.name, "given" if self.req.gpu else "default: a current training GPU")
+        self.record("gpu_peak_tflops", gpu.peak_tflops, f"{gpu.vendor} datasheet, dense BF16")
+        return gpu
+
+    def _economics(self) -> search.Economics:
+        req, gpu = self.req, self.gpu
+        price = self._default(
+            "price_per_gpu_hour",
+            req.price_per_gpu_hour,
+            gpu.price_usd_hour,
+            "indicative 2025 on-demand price",
+        )
+        purchase = (
+            self._default(
+                "purchase_price",
+                req.purchase_price,
+                gpu.purchase_usd,
+                "indicative price per GPU incl. server share",
+            )
+            if req.owned
+            else gpu.purchase_usd
+        )
+        lifetime = (
+            self._default("lifetime_years", req.lifetime_years, 4.0, "typical accelerator depreciation")
+            if req.owned
+            else 4.0
+        )
+        self.record(
+            "ownership", "owned" if req.owned else "cloud", "given" if req.owned else "default: rented"
+        )
+        pue = self._default(
+            "pue", req.pue, energy.DEFAULT_PUE, "Patterson et al. 2021, hyperscale data centre"
+        )
+        carbon = self._default(
+            "carbon_intensity_kg_per_kwh",
+            req.carbon_intensity,
+            energy.DEFAULT_CARBON_KG_PER_KWH,
+            "US average used by Patterson et al. 2021",
+        )
+        eprice = self._default(
+            "energy_price_usd_per_mwh",
+            req.energy_price,
+            energy.DEFAULT_ENERGY_USD_PER_MWH,
+            "typical US industrial price",
+        )
+        if req.gpu_power_w is None:
+            self.record(
+                "gpu_power",
+                f"TDP {gpu.tdp_w:g} W x ({energy.IDLE_FRACTION} + {1 - energy.IDLE_FRACTION} "
+                f"x min(1, MFU/{energy.MFU_AT_TDP}))",
+                "default: utilisation-dependent draw (energy.py)",
+            )
+        else:
+            self.record("gpu_power_w", req.gpu_power_w, "given")
+        overhead = self._default(
+            "node_overhead_fraction_of_tdp",
+            req.node_overhead,
+            energy.NODE_OVERHEAD,
+            "DGX A100/H100 system power specs",
+        )
+        mtbf = self._default(
+            "mtbf_gpu_hours",
+            req.mtbf_gpu_hours,
+            round(reliability.LLAMA3_GPU_HOURS_PER_FAILURE),
+            "Llama 3: 419 interruptions in 54 days on 16,384 H100 (Dubey et al. 2024)",
+        )
+        restart = self._default(
+            "restart_minutes",
+            req.restart_minutes,
+            reliability.DEFAULT_RESTART_MINUTES,
+            "Daly 2006's examples",
+        )
+        if req.checkpoint_minutes is None:
+            self.record("checkpoint_interval", "Daly 2006 optimum", "default")
+        else:
+            self.record("checkpoint_minutes", req.checkpoint_minutes, "given")
+        self.record(
+            "checkpoint_write",
+            f"{reliability.CHECKPOINT_FIXED_SECONDS:g} s + "
+            f"{reliability.CHECKPOINT_BYTES_PER_PARAM} B/param at "
+            f"min(nodes x {reliability.DEFAULT_NODE_WRITE_GBS:g}, {reliability.DEFAULT_STORAGE_GBS:g}) GB/s",
+            "default: reliability.py",
+        )
+        return search.Economics(
+            price_per_gpu_hour=float(price),
+            owned=req.owned,
+            purchase_usd=float(purchase),
+            lifetime_years=float(lifetime),
+            pue=float(pue),
+            carbon_kg_per_kwh=float(carbon),
+            energy_usd_per_mwh=float(eprice),
+            gpu_power_w=req.gpu_power_w,
+            node_overhead=float(overhead),
+            mtbf_gpu_hours=float(mtbf),
+            restart_minutes=float(restart),
+            checkpoint_minutes=req.checkpoint_minutes,
+        )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Evaluation of one (N, D) on the cluster search space
+
+
+def _scalars(cfg: ModelConfig) -> ModelScalars:
+    counts = arch.param_counts(cfg)
+    return ModelScalars(
+        params=float(counts.total),
+        forward_flops_per_token=arch.forward_flops_per_token(cfg),
+        n_layers=cfg.n_layers,
+        d_model=cfg.d_model,
+        n_heads=cfg.n_heads,
+        n_kv_heads=cfg.kv_heads,
+        seq_len=cfg.seq_len,
+        vocab_size=cfg.vocab_size,
+    )
+
+
+def default_global_batch_tokens(compute: float, seq_len: int) -> float:
+    """DeepSeek LLM's batch-size law B_opt = 0.2920 C^0.3271 tokens (Bi et al. 2024, arXiv:2401.02954,
+    eq. 1), capped at 16M tokens and at least one sequence."""
+    return float(min(max(0.2920 * compute**0.3271, seq_len), MAX_GLOBAL_BATCH_TOKENS))
+
+
+def _law_params(law: scaling.Law, cfg: ModelConfig) -> float:
+    counts = arch.param_counts(cfg)
+    return float(counts.non_embedding if law.non_embedding else counts.total)
+
+
+def _shape(ctx: _Ctx, law_params: float) -> ModelConfig:
+    try:
+        return shape_for_params(
+            law_params, vocab_size=ctx.vocab, seq_len=ctx.seq_len, non_embedding=ctx.law.non_embedding
+        )
+    except ValueError as err:
+        raise PlanError(str(err)) from None
+
+
+def _gpu_counts(ctx: _Ctx) -> list[int]:
+    if ctx.req.gpus is not None:
+        return [ctx.req.gpus]
+    return search.gpu_count_grid(ctx.gpus_per_node)
+
+
+def _run_search(ctx: _Ctx, cfg: ModelConfig, tokens: float) -> dict[str, Any]:
+    scal = _scalars(cfg)
+    gbt = ctx.req.global_batch_tokens or default_global_batch_tokens(6.0 * scal.params * tokens, cfg.seq_len)
+    grid = search.candidate_grid(_gpu_counts(ctx))
+    return search.evaluate(grid, scal, ctx.gpu, ctx.gpus_per_node, tokens, gbt, ctx.econ, ctx.req.mfu)
+
+
+def _select(ctx: _Ctx, res: dict[str, Any], budget_derived: bool) -> int:
+    """Index of the chosen candidate (rules in the module docstring); PlanError names the conflict."""
+    import numpy as np
+
+    req = ctx.req
+    fits = res["fits"]
+    if not fits.any():
+        biggest = ctx.gpu.memory_gb
+        raise PlanError(
+            f"no cluster shape fits this model in {biggest:g} GB per GPU"
+            + (f" on {req.gpus} GPUs" if req.gpus else "")
+            + "; use more GPUs, a GPU with more memory, or a smaller model"
+        )
+    cap = np.ones_like(fits)
+    if not budget_derived:
+        if req.budget_usd is not None:
+            cap &= res["cost_usd"] <= req.budget_usd
+        if req.gpu_hours is not None:
+            cap &= res["gpu_hours_total"] <= req.gpu_hours
+    if req.deadline_days is not None:
+        deadline = res["wall_hours"] <= req.deadline_days * 24.0
+        idx = search.pick(res, deadline & cap, "cost_usd", "wall_hours")
+        if idx is None:
+            fastest = search.pick(res, cap, "wall_hours", "cost_usd")
+            if fastest is None:
+                raise PlanError(_budget_conflict(ctx, res))
+            raise PlanError(
+                f"no shape meets --deadline-days {req.deadline_days:g}: the fastest "
+                f"({int(res['gpus'][fastest])} x {ctx.gpu.name}) takes "
+                f"{res['wall_hours'][fastest] / 24:.1f} days; "
+                "allow more GPUs, a later deadline, or a smaller model/token budget"
+            )
+        return idx
+    if not budget_derived and (req.budget_usd is not None or req.gpu_hours is not None):
+        idx = search.pick(res, cap, "wall_hours", "cost_usd")
+        if idx is None:
+            raise PlanError(_budget_conflict(ctx, res))
+        return idx
+    if req.gpus is not None:
+        idx = search.pick(res, cap, "wall_hours", "cost_usd")
+        assert idx is not None
+        return idx
+    window = res["wall_hours"] <= DEFAULT_WINDOW_DAYS * 24.0
+    idx = search.pick(res, window, "cost_usd", "wall_hours")
+    if idx is None:
+        idx = search.pick(res, cap, "wall_hours", "cost_usd")
+        ctx.notes.append(f"no shape finishes within {DEFAULT_WINDOW_DAYS:g} days; the fastest is shown")
+    assert idx is not None
+    return idx
+
+
+def _budget_conflict(ctx: _Ctx, res: dict[str, Any]) -> str:
+    cheapest = search.pick(res, res["fits"], "cost_usd", "wall_hours")
+    assert cheapest is not None
+    what = []
+    if ctx.req.budget_usd is not None:
+        what.append(f"--budget-usd {ctx.req.budget_usd:,.0f}")
+    if ctx.req.gpu_hours is not None:
+        what.append(f"--gpu-hours {ctx.req.gpu_hours:,.0f}")
+    return (
+        f"this model and token budget need at least ${res['cost_usd'][cheapest]:,.0f} "
+        f"({res['gpu_hours_total'][cheapest]:,.0f} GPU-hours) but {' and '.join(what)} allow less; "
+        "raise the budget or lower --params/--tokens"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Resolution of (N, D)
+
+
+def _check_inputs(req: Request) -> None:
+    positive = (
+        "params",
+        "tokens",
+        "compute",
+        "budget_usd",
+        "gpu_hours",
+        "deadline_days",
+        "gpus",
+        "gpus_per_node",
+        "mfu",
+        "tokens_per_param",
+        "price_per_gpu_hour",
+        "purchase_price",
+        "lifetime_years",
+        "pue",
+        "mtbf_gpu_hours",
+        "checkpoint_minutes",
+        "seq_len",
+        "vocab_size",
+        "global_batch_tokens",
+        "gpu_power_w",
+    )
+    for name in positive:
+        value = getattr(req, name)
+        if value is not None and not (value > 0 and math.isfinite(value)):
+            raise PlanError(f"--{name.replace('_', '-')} must be a positive number, got {value:g}")
+    for name in ("carbon_intensity", "energy_price", "inference_tokens", "node_overhead", "restart_minutes"):
+        value = getattr(req, name)
+        if value is not None and not (value >= 0 and math.isfinite(value)):
+            raise PlanError(f"--{name.replace('_', '-')} must be zero or positive, got {value:g}")
+    if req.mfu is not None and req.mfu > 1:
+        raise PlanError(f"--mfu is a fraction of peak (0 to 1], got {req.mfu:g}")
+    if req.pue is not None and req.pue < 1:
+        raise PlanError(f"--pue is at least 1 (total facility power / IT power), got {req.pue:g}")
+    if req.vocab_size is not None and req.vocab_size < 2:
+        raise PlanError("--vocab-size must be at least 2")
+    if req.purchase_price is not None and not req.owned:
+        raise PlanError("--purchase-price applies to owned hardware; add --owned or drop it")
+    if req.owned and req.price_per_gpu_hour is not None:
+        raise PlanError(
+            "--price-per-gpu-hour is a cloud price; it conflicts with --owned (use --purchase-price)"
+        )
+    if (
+        req.gpus is not None
+        and req.gpus_per_node is not None
+        and req.gpus > req.gpus_per_node
+        and req.gpus % req.gpus_per_node
+    ):
+        raise PlanError(
+            f"--gpus {req.gpus} is not a whole number of nodes of --gpus-per-node {req.gpus_per_node}"
+        )
+    given = [n for n in ("params", "tokens", "compute") if getattr(req, n) is not None]
+    if req.inference_tokens and "compute" not in given:
+        raise PlanError("--inference-tokens needs --compute (the training budget the optimum is taken at)")
+    if req.inference_tokens and len(given) > 1:
+        raise PlanError("--inference-tokens chooses params and tokens itself; give --compute alone with it")
+
+
+def _resolve(ctx: _Ctx, compute: float | None) -> tuple[ModelConfig, float]:
+    """(architecture, tokens) from the request, or from `compute` when the budget set it."""
+    req, law = ctx.req, ctx.law
+    if compute is not None:
+        if req.inference_tokens:
+            opt = scaling.inference_aware_optimum(law, compute, req.inference_tokens)
+            ctx.record("inference_tokens", req.inference_tokens, "given: Sardana et al. 2023 optimum")
+        else:
+            opt = law.optimal(compute)
+        cfg = _shape(ctx, opt.params)
+        tokens = opt.tokens if req.inference_tokens else compute / (6.0 * _law_params(law, cfg))
+        return cfg, tokens
+    if req.params is not None:
+        cfg = _shape(ctx, req.params if not law.non_embedding else _non_embedding_target(ctx, req.params))
+        n = _law_params(law, cfg)
+        tokens = req.tokens if req.tokens is not None else law.optimal_tokens(n)
+        return cfg, tokens
+    assert req.tokens is not None
+    n_target = law.optimal_params_for_tokens(req.tokens)
+    return _shape(ctx, n_target), req.tokens
+
+
+def _non_embedding_target(ctx: _Ctx, total: float) -> float:
+    """--params is a total count; Kaplan's law shapes on the non-embedding count of that model."""
+    cfg = shape_for_params(total, vocab_size=ctx.vocab, seq_len=ctx.seq_len)
+    return float(arch.param_counts(cfg).non_embedding)
+
+
+def _given_compute(req: Request) -> float | None:
+    """The compute the request pins down (compute itself, or the third of params/tokens/compute)."""
+    if req.compute is not None and req.params is not None and req.tokens is not None:
+        implied = 6.0 * req.params * req.tokens
+        if abs(implied / req.compute - 1.0) > CONSISTENCY:
+            raise PlanError(
+                f"contradictory inputs: 6 x --params x --tokens = {implied:.3g} FLOPs but --compute is "
+                f"{req.compute:.3g}; give any two of --params, --tokens and --compute"
+            )
+        return None
+    if req.compute is not None and req.params is not None:
+        return None
+    if req.compute is not None and req.tokens is not None:
+        return None
+    return req.compute
+
+
+def plan(**kwargs: Any) -> Plan:
+    """Plan a pretraining run. Keyword arguments are `Request`'s fields (numbers or strings like "7B")."""
+    from tokensmith.core.units import parse_number
+
+    clean: dict[str, Any] = {}
+    for key, value in kwargs.items():
+        if isinstance(value, str) and key in Request.model_fields and key not in ("gpu", "law"):
+            try:
+                value = parse_number(value)
+            except ValueError as err:
+                raise PlanError(f"--{key.replace('_', '-')}: {err}") from None
+        clean[key] = value
+    try:
+        req = Request(**clean)
+    except Exception as err:  # pydantic's message, shortened to its first line
+        raise PlanError(str(err).splitlines()[0] if str(err) else "invalid plan inputs") from None
+    for key in ("gpus", "gpus_per_node", "seq_len", "vocab_size"):
+        value = getattr(req, key)
+        if value is not None and float(value) != int(value):
+            raise PlanError(f"--{key.replace('_', '-')} must be a whole number, got {value}")
+    return _plan(req)
+
+
+def _plan(req: Request) -> Plan:
+    _check_inputs(req)
+    ctx = _Ctx(req)
+    # Two of params/tokens/compute -> the third.
+    compute = _given_compute(req)
+    if req.compute is not None and compute is None and req.params is not None and req.tokens is None:
+        cfg = _shape(ctx, req.params if not ctx.law.non_embedding else _non_embedding_target(ctx, req.params))
+        tokens = req.compute / (6.0 * _law_params(ctx.law, cfg))
+        return _finish(ctx, cfg, tokens, budget_derived=False)
+    if req.compute is not None and compute is None and req.tokens is not None and req.params is None:
+        cfg = _shape(ctx, req.compute / (6.0 * req.tokens))
+        return _finish(ctx, cfg, req.tokens, budget_derived=False)
+    if compute is not None or req.params is not None or req.tokens is not None:
+        cfg, tokens = _resolve(ctx, compute)
+        return _finish(ctx, cfg, tokens, budget_derived=False)
+    return _from_budget(ctx)
+
+
+def _from_budget(ctx: _Ctx) -> Plan:
+    """No model size or compute given: the compute a budget buys, by fixed-point iteration."""
+    req = ctx.req
+    if req.budget_usd is None and req.gpu_hours is None and not (req.gpus and req.deadline_days):
+        if req.deadline_days is not None or req.gpus is not None:
+            raise PlanError(
+                "give a size (--params/--tokens/--compute) or a budget (--budget-usd/--gpu-hours), "
+                "or both --gpus and --deadline-days"
+            )
+        ctx.req = req = req.model_copy(update={"budget_usd": DEFAULT_BUDGET_USD})
+        ctx.record("budget_usd", DEFAULT_BUDGET_USD, "default: no size or budget was given")
+        ctx.notes.append(
+            f"no size or budget given: planned for the default budget of ${DEFAULT_BUDGET_USD:,.0f} "
+            f"on {ctx.gpu.name} (give --params, --compute, --budget-usd, ... to plan your own)"
+        )
+    peak = ctx.gpu.peak_flops
+    mfu0 = req.mfu or 0.4
+    if req.gpu_hours is not None:
+        hours = req.gpu_hours
+    elif req.budget_usd is not None:
+        hours = req.budget_usd / ctx.econ.price_per_gpu_hour
+    else:
+        assert req.gpus and req.deadline_days
+        hours = req.gpus * req.deadline_days * 24.0
+    compute = hours * 3600.0 * peak * mfu0 * 0.95
+    result: Plan | None = None
+    for _ in range(8):
+        cfg, tokens = _resolve(ctx, compute)
+        result = _finish(ctx, cfg, tokens, budget_derived=True, alternatives=False)
+        ratio = _spent(req, result)
+        if abs(ratio - 1.0) < 0.005:
+            break
+        compute /= ratio
+    assert result is not None
+    cfg, tokens = _resolve(ctx, compute)
+    return _finish(ctx, cfg, tokens, budget_derived=True)
+
+
+def _spent(req: Request, p: Plan) -> float:
+    """The budgeted quantity the plan uses, relative to the tightest cap (see `_cap`)."""
+    ratios = []
+    if req.budget_usd is not None:
+        ratios.append(p.cost_usd / req.budget_usd)
+    if req.gpu_hours is not None:
+        ratios.append(p.gpu_hours_total / req.gpu_hours)
+    if not ratios:  # GPUs x deadline
+        assert req.deadline_days is not None
+        ratios.append(p.wall_clock_days / req.deadline_days)
+    return max(ratios)
+
+
+def _finish(
+    ctx: _Ctx, cfg: ModelConfig, tokens: float, budget_derived: bool, alternatives: bool = True
+) -> Plan:
+    import numpy as np
+
+    if not (tokens > 0 and math.isfinite(tokens)):
+        raise PlanError(f"the inputs give a token budget of {tokens:g}; check --params/--tokens/--compute")
+    res = _run_search(ctx, cfg, tokens)
+    idx = _select(ctx, res, budget_derived)
+    counts = arch.param_counts(cfg)
+    law = ctx.law
+    n_law = _law_params(law, cfg)
+    flops = 6.0 * counts.total * tokens
+    model_flops = arch.training_flops(cfg, tokens)
+    val = {k: (v[idx].item() if isinstance(v, np.ndarray) else v) for k, v in res.items()}
+    mfu = float(val["mfu"])
+    cluster = ClusterPlan(
+        gpu=ctx.gpu.name,
+        gpus=int(val["gpus"]),
+        nodes=int(val["nodes"]),
+        gpus_per_node=min(ctx.gpus_per_node, int(val["gpus"])),
+        tensor_parallel=int(val["tp"]),
+        pipeline_parallel=int(val["pp"]),
+        data_parallel=int(val["dp"]),
+        zero_stage=int(val["zero"]),
+        micro_batch=int(val["micro_batch"]),
+        gradient_accumulation=int(val["microbatches"]),
+        global_batch_tokens=int(val["global_batch_tokens"]),
+        recompute=bool(val["recompute"]),
+    )
+    if ctx.econ.owned:
+        hardware = val["gpu_hours_total"] * ctx.econ.purchase_usd / (ctx.econ.lifetime_years * 8760.0)
+        breakdown = {"hardware_usd": hardware, "energy_usd": val["energy_usd"]}
+    else:
+        compute_cost = val["gpu_hours"] * ctx.econ.price_per_gpu_hour
+        breakdown = {
+            "compute_usd": compute_cost,
+            "failures_and_checkpoints_usd": val["cost_usd"] - compute_cost,
+        }
+    model = cfg.model_dump(exclude={"preset"})
+    plan_obj = Plan(
+        law=law.name,
+        law_source=law.source,
+        params=counts.total,
+        non_embedding_params=counts.non_embedding,
+        embedding_params=counts.embedding,
+        tokens=float(tokens),
+        tokens_per_param=tokens / counts.total,
+        flops=flops,
+        law_flops=6.0 * n_law * tokens,
+        model_flops=model_flops,
+        predicted_loss=law.loss(n_law, tokens),
+        model=model,
+        cluster=cluster,
+        mfu=mfu,
+        mfu_source="given (--mfu)" if ctx.req.mfu is not None else "performance model (performance.py)",
+        mfu_palm=mfu * model_flops / flops,
+        memory_per_gpu_gb=float(val["memory_gb"]),
+        step_seconds=float(val["step_seconds"])
+        if ctx.req.mfu is None
+        else float(
+            6.0 * counts.total * val["global_batch_tokens"] / (val["gpus"] * ctx.gpu.peak_flops * mfu)
+        ),
+        steps=math.ceil(tokens / val["global_batch_tokens"]),
+        gpu_hours=float(val["gpu_hours"]),
+        gpu_hours_total=float(val["gpu_hours_total"]),
+        compute_days=float(val["solve_hours"]) / 24.0,
+        wall_clock_days=float(val["wall_hours"]) / 24.0,
+        cost_usd=float(val["cost_usd"]),
+        cost_breakdown=breakdown,
+        energy_mwh=float(val["energy_mwh"]),
+        energy_cost_usd=float(val["energy_usd"]),
+        gpu_power_w=float(val["gpu_watts"]),
+        co2_tonnes=float(val["co2_tonnes"]),
+        checkpoint_interval_minutes=float(val["checkpoint_interval_minutes"]),
+        checkpoint_write_seconds=float(val["checkpoint_seconds"]),
+        job_mtbf_hours=float(val["job_mtbf_hours"]),
+        expected_interruptions=float(val["expected_interruptions"]),
+        goodput=float(val["goodput"]),
+        alternatives=[],
+        pareto_front=_pareto_rows(res),
+        assumptions=dict(ctx.assumptions),
+        notes=list(dict.fromkeys(ctx.notes)),
+    )
+    if alternatives:
+        plan_obj.alternatives = _alternatives(ctx, plan_obj, budget_derived)
+    return plan_obj
+
+
+def _pareto_rows(res: dict[str, Any], limit: int = 40) -> list[dict[str, Any]]:
+    idx = search.pareto_front(res)
+    if idx.size > limit:  # keep the ends and an even spread between them
+        import numpy as np
+
+        idx = idx[np.unique(np.linspace(0, idx.size - 1, limit).round().astype(int))]
+    keys = {
+        "gpus": "gpus",
+        "tp": "tensor_parallel",
+        "pp": "pipeline_parallel",
+        "dp": "data_parallel",
+        "zero": "zero_stage",
+        "micro_batch": "micro_batch",
+        "recompute": "recompute",
+        "mfu": "mfu",
+        "wall_hours": "wall_clock_hours",
+        "cost_usd": "cost_usd",
+        "memory_gb": "memory_per_gpu_gb",
+    }
+    return [{out: res[k][i].item() for k, out in keys.items()} for i in idx]
+
+
+def _alternatives(ctx: _Ctx, base: Plan, budget_derived: bool) -> list[dict[str, Any]]:
+    """Half and double the model at the same compute (tokens scaled inversely), same cluster rules."""
+    rows: list[dict[str, Any]] = []
+    law = ctx.law
+    n_law = base.law_flops / (6.0 * base.tokens)
+    for factor, label in ((0.5, "half size"), (1.0, "chosen"), (2.0, "double size")):
+        if factor == 1.0:
+            p = base
+        else:
+            try:
+                cfg = _shape(ctx, n_law * factor)
+                tokens = base.law_flops / (6.0 * _law_params(law, cfg))
+                p = _finish(ctx, cfg, tokens, budget_derived=True, alternatives=False)
+            except PlanError as err:
+                rows.append({"variant": label, "error": str(err)})
+                continue
+        rows.append(
+            {
+                "variant": label,
+                "params": p.params,
+                "tokens": p.tokens,
+                "predicted_loss": p.predicted_loss,
+                "gpus": p.cluster.gpus,
+                "mfu": p.mfu,
+                "wall_clock_days": p.wall_clock_days,
+                "cost_usd": p.cost_usd,
+                "energy_mwh": p.energy_mwh,
+            }
+        )
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------
+# Library helpers: sweeps and calibration
+
+
+def sweep(vary: str, values: list[Any], **fixed: Any) -> Any:
+    """Plans for each value of one input (e.g. `sweep("compute", [1e21, 1e22], gpu="H100-SXM")`) as a
+    pandas DataFrame, one flattened row per plan."""
+    import pandas as pd
+
+    frames = [plan(**{**fixed, vary: v}).to_frame().assign(**{f"sweep.{vary}": v}) for v in values]
+    return pd.concat(frames, ignore_index=True)
+
+
+def predicted_mfu(run: PublishedRun) -> float:
+    """The performance model's best MFU for a published run's model, data and GPU counts."""
+    import numpy as np
+
+    gpu = get_gpu(run.gpu)
+    cfg = shape_for_params(run.params, vocab_size=run.vocab_size, seq_len=run.seq_len)
+    econ = search.Economics(price_per_gpu_hour=gpu.price_usd_hour)
+    res = search.evaluate(
+        search.candidate_grid(list(run.gpu_counts)),
+        _scalars(cfg),
+        gpu,
+        gpu.gpus_per_node,
+        run.tokens,
+        run.global_batch_tokens,
+        econ,
+    )
+    ok = res["fits"]
+    # Scale to the published parameter count's convention (6ND with the paper's N).
+    return float(np.max(np.where(ok, res["model_mfu"], 0.0)))

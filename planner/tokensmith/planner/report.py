@@ -1,0 +1,103 @@
+"""The human-readable plan: the chosen plan, its cluster, costs and failures, then the alternatives
+(half and double the model at the same compute) and the assumptions behind the numbers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tokensmith.core.output import table
+from tokensmith.core.units import format_si
+from tokensmith.planner.plan import Plan
+
+
+def _usd(x: float) -> str:
+    return f"${x:,.0f}"
+
+
+def render(plan: Plan) -> str:
+    c, m = plan.cluster, plan.model
+    lines: list[str] = []
+    for note in plan.notes:
+        lines.append(f"note: {note}")
+    lines.append(
+        f"Plan ({plan.law}): {format_si(plan.params)} parameters on {format_si(plan.tokens)} tokens "
+        f"({plan.tokens_per_param:.1f} tokens/param), {plan.flops:.3g} FLOPs, "
+        f"predicted loss {plan.predicted_loss:.3f}"
+    )
+    rows: list[tuple[str, Any]] = [
+        (
+            "model",
+            f"{m['n_layers']} layers, d_model {m['d_model']}, {m['n_heads']} heads ({m['n_kv_heads']} KV), "
+            f"FFN {m['ffn_hidden']}, vocab {m['vocab_size']}, seq {m['seq_len']}",
+        ),
+        ("parameters", f"{plan.params:,} ({plan.non_embedding_params:,} non-embedding)"),
+        ("cluster", f"{c.gpus} x {c.gpu} ({c.nodes} nodes x {c.gpus_per_node})"),
+        (
+            "parallelism",
+            f"TP {c.tensor_parallel} x PP {c.pipeline_parallel} x DP {c.data_parallel}, ZeRO-{c.zero_stage}, "
+            f"micro-batch {c.micro_batch} x {c.gradient_accumulation} accumulation, "
+            f"recompute {'on' if c.recompute else 'off'}",
+        ),
+        (
+            "global batch",
+            f"{c.global_batch_tokens:,} tokens, {plan.steps:,} steps of {plan.step_seconds:.2f} s",
+        ),
+        ("MFU", f"{plan.mfu:.3f} (6ND; {plan.mfu_palm:.3f} with attention), {plan.mfu_source}"),
+        ("memory per GPU", f"{plan.memory_per_gpu_gb:.1f} GB"),
+        ("GPU-hours", f"{plan.gpu_hours:,.0f} compute, {plan.gpu_hours_total:,.0f} with failures"),
+        ("wall clock", f"{plan.wall_clock_days:.1f} days ({plan.compute_days:.1f} without failures)"),
+        (
+            "cost",
+            f"{_usd(plan.cost_usd)} ("
+            + ", ".join(
+                f"{k.removesuffix('_usd').replace('_', ' ')} {_usd(v)}"
+                for k, v in plan.cost_breakdown.items()
+            )
+            + ")",
+        ),
+        (
+            "energy",
+            f"{plan.energy_mwh:,.1f} MWh ({plan.gpu_power_w:.0f} W per GPU), "
+            f"electricity {_usd(plan.energy_cost_usd)}",
+        ),
+        ("carbon", f"{plan.co2_tonnes:,.1f} t CO2e"),
+        (
+            "failures",
+            f"{plan.expected_interruptions:.1f} expected interruptions "
+            f"(job MTBF {plan.job_mtbf_hours:.1f} h), "
+            f"goodput {plan.goodput:.3f}",
+        ),
+        (
+            "checkpoints",
+            f"every {plan.checkpoint_interval_minutes:.0f} min (Daly), "
+            f"{plan.checkpoint_write_seconds:.0f} s each",
+        ),
+    ]
+    lines.append(table(rows))
+    alt = [a for a in plan.alternatives if "error" not in a]
+    if alt:
+        lines.append("")
+        lines.append("Same compute, other model sizes:")
+        lines.append(
+            table(
+                [
+                    (
+                        a["variant"],
+                        format_si(a["params"]),
+                        format_si(a["tokens"]),
+                        round(a["predicted_loss"], 4),
+                        a["gpus"],
+                        round(a["mfu"], 3),
+                        round(a["wall_clock_days"], 1),
+                        _usd(a["cost_usd"]),
+                        round(a["energy_mwh"], 1),
+                    )
+                    for a in alt
+                ],
+                ["variant", "params", "tokens", "loss", "GPUs", "MFU", "days", "cost", "MWh"],
+            )
+        )
+    lines.append("")
+    lines.append("Assumptions:")
+    lines.append(table([(k, str(v["value"]), v["source"]) for k, v in plan.assumptions.items()]))
+    return "\n".join(lines)

@@ -1,0 +1,207 @@
+"""Vectorised cluster-shape search: every (GPUs, TP, PP, DP, ZeRO stage, micro-batch, recompute)
+candidate is one element of numpy arrays; memory, step time, MFU, failures, cost and energy are
+evaluated for all of them at once (no Python loop per candidate), then filtered and ranked.
+
+Constraints applied (why):
+- TP within a node (its all-gathers are on the critical path and need NVLink-class bandwidth) and
+  dividing the attention heads and KV heads (Megatron splits heads across ranks);
+- PP at most the number of layers; ZeRO-2/3 only without pipeline parallelism (DeepSpeed's pipeline
+  engine supports ZeRO stages 0 and 1 only);
+- at least one micro-batch per data-parallel replica in the global batch;
+- the per-GPU memory (memory.py) fits the GPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tokensmith.planner import costs, energy, memory, performance, reliability
+from tokensmith.planner.gpus import GPU
+from tokensmith.planner.performance import GPUScalars, ModelScalars
+
+TP_DEGREES = (1, 2, 4, 8)
+PP_DEGREES = (1, 2, 4, 8, 16, 32, 64)
+ZERO_STAGES = (0, 1, 2, 3)
+MICRO_BATCHES = (1, 2, 4, 8, 16)
+RECOMPUTE = (0, 1)
+
+
+@dataclass(frozen=True)
+class Economics:
+    """Prices, power and reliability assumptions applied to every candidate."""
+
+    price_per_gpu_hour: float
+    owned: bool = False
+    purchase_usd: float = 0.0
+    lifetime_years: float = costs.DEFAULT_LIFETIME_YEARS
+    pue: float = energy.DEFAULT_PUE
+    carbon_kg_per_kwh: float = energy.DEFAULT_CARBON_KG_PER_KWH
+    energy_usd_per_mwh: float = energy.DEFAULT_ENERGY_USD_PER_MWH
+    gpu_power_w: float | None = None  # fixed average draw; None: utilisation-dependent model
+    node_overhead: float = energy.NODE_OVERHEAD  # x TDP per GPU
+    mtbf_gpu_hours: float = reliability.LLAMA3_GPU_HOURS_PER_FAILURE
+    restart_minutes: float = reliability.DEFAULT_RESTART_MINUTES
+    checkpoint_minutes: float | None = None  # None: Daly's optimum
+
+
+def gpu_count_grid(gpus_per_node: int, max_gpus: int = 65_536) -> list[int]:
+    """GPU counts tried when the user fixes none: 1, 2, 4, then whole nodes in steps of 2^k and 3 x 2^k."""
+    counts = {c for c in (1, 2, 4) if c < gpus_per_node}
+    nodes = 1
+    while nodes * gpus_per_node <= max_gpus:
+        counts.add(nodes * gpus_per_node)
+        if 3 * nodes * gpus_per_node // 2 <= max_gpus and nodes >= 2:
+            counts.add(3 * nodes * gpus_per_node // 2)
+        nodes *= 2
+    return sorted(counts)
+
+
+def candidate_grid(gpu_counts: list[int]) -> dict[str, Any]:
+    """The full cross product of the search space as flat integer arrays."""
+    import numpy as np
+
+    axes = np.meshgrid(
+        np.asarray(gpu_counts, dtype=np.int64),
+        np.asarray(TP_DEGREES, dtype=np.int64),
+        np.asarray(PP_DEGREES, dtype=np.int64),
+        np.asarray(ZERO_STAGES, dtype=np.int64),
+        np.asarray(MICRO_BATCHES, dtype=np.int64),
+        np.asarray(RECOMPUTE, dtype=np.int64),
+        indexing="ij",
+    )
+    names = ("gpus", "tp", "pp", "zero", "micro_batch", "recompute")
+    return {n: a.ravel() for n, a in zip(names, axes, strict=True)}
+
+
+def evaluate(
+    grid: dict[str, Any],
+    model: ModelScalars,
+    gpu: GPU,
+    gpus_per_node: int,
+    tokens: float,
+    global_batch_tokens: float,
+    econ: Economics,
+    mfu: float | None = None,
+) -> dict[str, Any]:
+    """Evaluate every candidate; returns the grid's arrays plus one array per derived quantity.
+
+    With `mfu` given, time follows from it (the performance model still ranks shapes and memory still
+    filters them); otherwise from the performance model."""
+    import numpy as np
+
+    gpus, tp, pp = grid["gpus"], grid["tp"], grid["pp"]
+    zero, mb, rc = grid["zero"], grid["micro_batch"], grid["recompute"]
+    g = GPUScalars(
+        peak_flops=gpu.peak_flops,
+        hbm_bytes_s=gpu.hbm_tbs * 1e12,
+        intra_bytes_s=gpu.intra_gbs * 1e9,
+        inter_bytes_s=gpu.inter_gbs * 1e9,
+        gpus_per_node=gpus_per_node,
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dp = gpus // (tp * pp)
+        n_seq = max(1, round(global_batch_tokens / model.seq_len))
+        microbatches = n_seq // np.maximum(dp * mb, 1)
+        valid = (
+            (gpus % (tp * pp) == 0)
+            & (dp >= 1)
+            & (tp <= gpus_per_node)
+            & (model.n_heads % tp == 0)
+            & ((model.n_kv_heads % tp == 0) | (tp % model.n_kv_heads == 0))
+            & (pp <= model.n_layers)
+            & ((pp == 1) | (zero <= 1))
+            & (microbatches >= 1)
+        )
+        microbatches = np.maximum(microbatches, 1)
+        dp = np.maximum(dp, 1)
+        states = memory.model_state_bytes(model.params, tp, pp, dp, zero)
+        stage_layers = np.ceil(model.n_layers / pp)
+        acts = memory.activation_bytes(
+            model.seq_len, mb, model.d_model, stage_layers * pp, model.vocab_size, tp, pp, microbatches, rc
+        )
+        need = memory.total_bytes(states, acts)
+        fits = valid & (need <= gpu.memory_bytes)
+
+        step = performance.step_time(model, g, gpus, tp, pp, dp, zero, mb, microbatches, rc)
+        tokens_step = microbatches * dp * mb * model.seq_len
+        model_mfu = 6.0 * model.params * tokens_step / (step * gpus * gpu.peak_flops)
+        used_mfu = model_mfu if mfu is None else np.full_like(model_mfu, mfu)
+        solve_h = 6.0 * model.params * tokens / (gpus * gpu.peak_flops * used_mfu) / 3600.0
+
+        nodes = np.ceil(gpus / gpus_per_node)
+        mtbf_h = reliability.job_mtbf_hours(econ.mtbf_gpu_hours, gpus)
+        delta_h = reliability.checkpoint_seconds(model.params, nodes) / 3600.0
+        if econ.checkpoint_minutes is None:
+            tau_h = reliability.daly_interval(delta_h, mtbf_h)
+        else:
+            tau_h = np.full_like(mtbf_h, econ.checkpoint_minutes / 60.0)
+        wall_h = reliability.wall_time(solve_h, tau_h, delta_h, econ.restart_minutes / 60.0, mtbf_h)
+        gpu_hours = solve_h * gpus
+        gpu_hours_total = wall_h * gpus
+
+        draw = (
+            energy.gpu_draw_watts(gpu.tdp_w, used_mfu)
+            if econ.gpu_power_w is None
+            else np.full_like(used_mfu, econ.gpu_power_w)
+        )
+        mwh = energy.energy_mwh(gpu_hours_total, draw, econ.node_overhead * gpu.tdp_w, econ.pue)
+        energy_usd = energy.energy_cost_usd(mwh, econ.energy_usd_per_mwh)
+        if econ.owned:
+            cost = costs.owned_cost(gpu_hours_total, econ.purchase_usd, econ.lifetime_years, energy_usd)
+        else:
+            cost = costs.cloud_cost(gpu_hours_total, econ.price_per_gpu_hour)
+
+    out = dict(grid)
+    out.update(
+        dp=dp,
+        nodes=nodes.astype(np.int64),
+        microbatches=microbatches,
+        global_batch_tokens=tokens_step,
+        memory_gb=need / 1e9,
+        valid=valid,
+        fits=fits,
+        step_seconds=step,
+        model_mfu=model_mfu,
+        mfu=used_mfu,
+        solve_hours=solve_h,
+        wall_hours=wall_h,
+        gpu_hours=gpu_hours,
+        gpu_hours_total=gpu_hours_total,
+        checkpoint_seconds=delta_h * 3600.0,
+        checkpoint_interval_minutes=tau_h * 60.0,
+        job_mtbf_hours=mtbf_h,
+        expected_interruptions=wall_h / mtbf_h,
+        goodput=solve_h / wall_h,
+        gpu_watts=draw,
+        energy_mwh=mwh,
+        energy_usd=energy_usd,
+        co2_tonnes=energy.co2_tonnes(mwh, econ.carbon_kg_per_kwh),
+        cost_usd=cost,
+    )
+    return out
+
+
+def pareto_front(result: dict[str, Any]) -> Any:
+    """Indices of the fitting candidates on the time/cost Pareto front, fastest first."""
+    import numpy as np
+
+    idx = np.flatnonzero(result["fits"])
+    if idx.size == 0:
+        return idx
+    order = idx[np.lexsort((result["cost_usd"][idx], result["wall_hours"][idx]))]
+    cost = result["cost_usd"][order]
+    best_before = np.minimum.accumulate(np.concatenate(([np.inf], cost[:-1])))
+    return order[cost < best_before]
+
+
+def pick(result: dict[str, Any], mask: Any, key: str, tie: str) -> int | None:
+    """Index of the candidate within `mask` & fits minimising `key` (then `tie`), or None."""
+    import numpy as np
+
+    idx = np.flatnonzero(result["fits"] & mask)
+    if idx.size == 0:
+        return None
+    # Prefer the better-modelled shape among equals (matters when --mfu makes times identical).
+    order = np.lexsort((-result["model_mfu"][idx], result[tie][idx], result[key][idx]))
+    return int(idx[order[0]])
