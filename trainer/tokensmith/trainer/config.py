@@ -8,14 +8,32 @@ This module imports no heavy library (it is loaded by the CLI, the planner and t
 
 from __future__ import annotations
 
+import copy
+import difflib
+import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tokensmith.planner.arch import ModelConfig
+from tokensmith.core.errors import ConfigError
+from tokensmith.core.units import parse_number
+from tokensmith.planner.arch import PRESETS, ModelConfig
 
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
+
+
+def _count(value: Any) -> Any:
+    """Accept the suffixed numbers people type in YAML and --set (7B, 250k, 1.5e9) for token counts."""
+    if isinstance(value, str):
+        number = parse_number(value)
+        if not number.is_integer():
+            raise ValueError(f"{value!r} is not a whole number of tokens")
+        return int(number)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 class _Section(BaseModel):
@@ -61,6 +79,14 @@ class TrainConfig(_Section):
     eval_every_steps: int = Field(0, ge=0, description="Validation loss every N steps; 0 disables it.")
     eval_batches: int = Field(8, ge=1)
     log_every_steps: int = Field(10, ge=1)
+    metrics_file: str | None = Field(
+        None, description="JSON-lines metrics written by rank 0; default: <checkpoint.dir>/metrics.jsonl."
+    )
+    record_samples: bool = Field(
+        False, description="Add the global sample indices of each step to the metrics (debugging, tests)."
+    )
+
+    _counts = field_validator("tokens", "global_batch_tokens", mode="before")(_count)
 
 
 class DeepSpeedConfig(_Section):
@@ -82,6 +108,18 @@ class CheckpointConfig(_Section):
     )
     keep: int = Field(3, ge=1, description="Complete checkpoints to keep (the newest K).")
     on_sigterm: bool = Field(True, description="Write a checkpoint on SIGTERM when the grace period allows.")
+    grace_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="Time between SIGTERM and SIGKILL (Kubernetes' terminationGracePeriodSeconds, default "
+        "30); the env TOKENSMITH_TERMINATION_GRACE_SECONDS overrides it. A SIGTERM checkpoint is written "
+        "only when the last save took less than half of what is left.",
+    )
+    verify: Literal["checksum", "size"] = Field(
+        "checksum",
+        description="How resume checks a checkpoint before using it: sha256 of every file (each rank "
+        "hashes its share) or sizes only.",
+    )
 
 
 class TrainerConfig(_Section):
@@ -109,3 +147,234 @@ class TrainerConfig(_Section):
         import yaml
 
         return cls.model_validate(yaml.safe_load(Path(path).read_text()) or {})
+
+    @property
+    def sequences_per_step(self) -> int:
+        return self.train.global_batch_tokens // self.model.seq_len
+
+    def total_steps(self) -> int:
+        """Optimizer steps of the run: `train.max_steps`, else the token budget over the global batch
+        (rounded up, so the budget is reached)."""
+        if self.train.max_steps is not None:
+            return self.train.max_steps
+        if self.train.tokens is None:
+            raise ConfigError("set train.tokens (a token budget, e.g. 2.5B) or train.max_steps")
+        return math.ceil(self.train.tokens / self.train.global_batch_tokens)
+
+    def grad_accumulation(self, world_size: int) -> int:
+        """Micro-steps per optimizer step on each process; ConfigError when the global batch does not
+        split evenly over micro_batch x world size."""
+        per_pass = self.train.micro_batch * world_size
+        if self.sequences_per_step % per_pass:
+            raise ConfigError(
+                f"train.global_batch_tokens ({self.train.global_batch_tokens} = {self.sequences_per_step} "
+                f"sequences of {self.model.seq_len}) must be a multiple of train.micro_batch x world size "
+                f"({self.train.micro_batch} x {world_size} = {per_pass} sequences); change "
+                "train.global_batch_tokens, train.micro_batch or the number of processes"
+            )
+        return self.sequences_per_step // per_pass
+
+
+# Training presets: a model preset (tokensmith.planner.arch.PRESETS) plus the optimisation settings its
+# source used. Learning rates and batch sizes: GPT-3 (Brown et al. 2020, Table 2.1) for the GPT-2 shapes
+# and the 1B, Llama 2 (Touvron et al. 2023, §2.2: AdamW 0.9/0.95, cosine to 10%, 2000 warm-up steps,
+# 4M-token batches, 3e-4 for 7B/13B, 1.5e-4 for 70B). Token budgets: 20 tokens per parameter, the
+# compute-optimal ratio of Hoffmann et al. 2022 (Chinchilla).
+TRAINER_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "model": {"preset": "tiny"},
+        "train": {
+            "tokens": 2_000_000,
+            "micro_batch": 8,
+            "global_batch_tokens": 8192,
+            "lr": 1e-3,
+            "warmup_steps": 20,
+            "log_every_steps": 10,
+        },
+        "deepspeed": {"zero_stage": 2},
+    },
+    "gpt2-124m": {
+        "model": {"preset": "gpt2-124m"},
+        "train": {
+            "tokens": 2_500_000_000,
+            "micro_batch": 16,
+            "global_batch_tokens": 524_288,
+            "lr": 6e-4,
+            "warmup_steps": 715,
+        },
+        "deepspeed": {"zero_stage": 1},
+    },
+    "gpt2-350m": {
+        "model": {"preset": "gpt2-350m"},
+        "train": {
+            "tokens": 7_000_000_000,
+            "micro_batch": 8,
+            "global_batch_tokens": 524_288,
+            "lr": 3e-4,
+            "warmup_steps": 715,
+        },
+        "deepspeed": {"zero_stage": 1},
+    },
+    "llama-1b": {
+        "model": {"preset": "llama-1b"},
+        "train": {
+            "tokens": 25_000_000_000,
+            "micro_batch": 4,
+            "global_batch_tokens": 1_048_576,
+            "lr": 2e-4,
+            "warmup_steps": 2000,
+        },
+        "deepspeed": {"zero_stage": 2},
+    },
+    "llama-7b": {
+        "model": {"preset": "llama-7b"},
+        "train": {
+            "tokens": 140_000_000_000,
+            "micro_batch": 1,
+            "global_batch_tokens": 4_194_304,
+            "lr": 3e-4,
+            "warmup_steps": 2000,
+        },
+        "deepspeed": {"zero_stage": 3, "activation_checkpointing": True},
+    },
+    "llama-13b": {
+        "model": {"preset": "llama-13b"},
+        "train": {
+            "tokens": 260_000_000_000,
+            "micro_batch": 1,
+            "global_batch_tokens": 4_194_304,
+            "lr": 3e-4,
+            "warmup_steps": 2000,
+        },
+        "deepspeed": {"zero_stage": 3, "activation_checkpointing": True},
+    },
+    "llama-70b": {
+        "model": {"preset": "llama-70b"},
+        "train": {
+            "tokens": 1_400_000_000_000,
+            "micro_batch": 1,
+            "global_batch_tokens": 4_194_304,
+            "lr": 1.5e-4,
+            "warmup_steps": 2000,
+        },
+        "deepspeed": {"zero_stage": 3, "activation_checkpointing": True},
+    },
+}
+assert set(TRAINER_PRESETS) <= set(PRESETS), "every training preset names a model preset"
+
+
+def deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """`top` over `base`, recursively for nested mappings (a value in `top` wins)."""
+    out = copy.deepcopy(dict(base))
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_value(text: str) -> Any:
+    """A --set value: YAML scalar (numbers, true/false, null, lists), and suffixed numbers (7B, 250k)."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):
+        try:
+            number = parse_number(value)
+        except ValueError:
+            return value
+        return int(number) if number.is_integer() else number
+    return value
+
+
+def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys.extend(_known_keys(ann, f"{prefix}{name}."))
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def known_keys() -> list[str]:
+    """Every dotted key `--set` accepts (deepspeed.extra.* also takes free-form keys)."""
+    return _known_keys(TrainerConfig)
+
+
+def apply_set(data: dict[str, Any], assignment: str) -> dict[str, Any]:
+    """Apply one `dotted.key=value` to a nested dict; ConfigError for a malformed or unknown key."""
+    key, sep, raw = assignment.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {assignment!r}: expected dotted.key=value, e.g. train.lr=3e-4")
+    keys = known_keys()
+    if key not in keys and not key.startswith("deepspeed.extra."):
+        close = difflib.get_close_matches(key, keys, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; `--print-config` shows every key"
+        raise ConfigError(f"--set: unknown key {key!r}{hint}")
+    out = copy.deepcopy(data)
+    node = out
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    node[parts[-1]] = parse_value(raw)
+    return out
+
+
+def describe_validation_error(err: ValidationError) -> str:
+    """One line per problem: `model.d_model: ...`, without pydantic's URLs and input dumps."""
+    lines = []
+    for problem in err.errors():
+        where = ".".join(str(p) for p in problem["loc"] if p != "__root__")
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        lines.append(f"{where}: {message}" if where else message)
+    return "; ".join(lines)
+
+
+def resolve_config(
+    path: str | Path | None = None, preset: str | None = None, sets: Sequence[str] = ()
+) -> TrainerConfig:
+    """The run's configuration: the training preset, then the file, then each `--set`, validated once.
+
+    Every problem is a `ConfigError` (exit 78) whose message says what to change."""
+    import yaml
+
+    data: dict[str, Any] = {}
+    if preset is not None:
+        name = preset.lower()
+        if name not in TRAINER_PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}; known presets: {', '.join(TRAINER_PRESETS)}")
+        data = copy.deepcopy(TRAINER_PRESETS[name])
+    if path is not None:
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigError(f"config file {file} does not exist")
+        try:
+            loaded = yaml.safe_load(file.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{file} is not valid YAML/JSON: {err}") from err
+        if not isinstance(loaded, dict):
+            raise ConfigError(
+                f"{file} must hold a mapping (model:, data:, train:, ...), not {type(loaded).__name__}"
+            )
+        # A file that names its own model preset starts its model section from it, not from --preset's.
+        if isinstance(loaded.get("model"), dict) and loaded["model"].get("preset") and "model" in data:
+            data["model"] = {}
+        data = deep_merge(data, loaded)
+    for assignment in sets:
+        if assignment.strip().startswith("model.preset="):
+            data["model"] = {}  # a new model preset replaces the model section it came with
+        data = apply_set(data, assignment)
+    try:
+        return TrainerConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(f"invalid trainer config: {describe_validation_error(err)}") from err

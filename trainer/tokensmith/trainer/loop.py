@@ -1,0 +1,533 @@
+"""The training run: distributed set-up, DeepSpeed engine, data, steps, evaluation, checkpoints.
+
+This is the imperative shell; the decisions it takes are pure functions elsewhere (sampler order,
+learning rate, DeepSpeed config, checkpoint selection). Every process runs `train(cfg)`; rank 0 also
+writes metrics, checkpoints' bookkeeping and progress reports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from tokensmith.core.errors import ConfigError
+from tokensmith.trainer import checkpoint as ck
+from tokensmith.trainer.config import TrainerConfig
+
+log = logging.getLogger("tokensmith.trainer")
+
+EXIT_SIGTERM = 128 + signal.SIGTERM  # retryable: the operator restarts the gang from the checkpoint
+FAIL_AT_STEP_ENV = "TOKENSMITH_FAIL_AT_STEP"  # testing hook: SIGKILL every rank after this step
+GRACE_ENV = "TOKENSMITH_TERMINATION_GRACE_SECONDS"
+
+
+def model_hash(cfg: TrainerConfig) -> str:
+    """What a checkpoint must share with the config resuming it: the architecture."""
+    text = json.dumps(cfg.model.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """Per-step, per-rank RNG seed (dropout): a pure function, so resume needs no saved generator state
+    and stays exact when the world size changes."""
+    digest = hashlib.sha256(f"{seed}/{step}/{rank}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def default_tokenizer(cfg: TrainerConfig) -> Path | None:
+    """data.tokenizer_path, else the tokenizer.json that `tokensmith curate` wrote beside the split."""
+    if cfg.data.tokenizer_path:
+        return Path(cfg.data.tokenizer_path)
+    if cfg.data.train_path:
+        for candidate in (
+            Path(cfg.data.train_path) / "tokenizer.json",
+            Path(cfg.data.train_path).parent / "tokenizer.json",
+        ):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def open_split(path: str | None, what: str) -> Any:
+    """A ShardSet, or ConfigError (78): a missing or unfinished data path is the user's to fix."""
+    from tokensmith.trainer.data.shards import ShardFormatError, ShardSet
+
+    if not path:
+        raise ConfigError(
+            f"set data.{what}_path to a directory of token shards written by `tokensmith curate`"
+        )
+    try:
+        return ShardSet.open(path)
+    except ShardFormatError as err:
+        raise ConfigError(f"data.{what}_path: {err.message}") from err
+
+
+def preflight(cfg: TrainerConfig, world_size: int) -> None:
+    """Every check that needs no GPU and no process group, so that a launcher (or the operator's pod)
+    fails with exit 78 before starting a gang: budget, batch split, data paths, vocabulary, and that an
+    existing checkpoint directory was made by the same architecture."""
+    cfg.total_steps()
+    cfg.grad_accumulation(world_size)
+    train = open_split(cfg.data.train_path, "train")
+    if train.vocab_size > cfg.model.vocab_size:
+        raise ConfigError(
+            f"the shards' tokenizer has {train.vocab_size} tokens but model.vocab_size is "
+            f"{cfg.model.vocab_size}; set model.vocab_size >= {train.vocab_size}"
+        )
+    if (train.num_tokens - 1) // cfg.model.seq_len < 1:
+        raise ConfigError(f"data.train_path holds {train.num_tokens} tokens, fewer than one sequence")
+    if cfg.data.valid_path:
+        open_split(cfg.data.valid_path, "valid")
+    for done in ck.complete(Path(cfg.checkpoint.dir)):
+        try:
+            previous = ck.read_config(done)
+        except Exception:  # an unreadable one is skipped at resume with a warning
+            continue
+        if model_hash(previous) != model_hash(cfg):
+            raise ConfigError(
+                f"checkpoint.dir {cfg.checkpoint.dir} holds checkpoints of a different model "
+                f"({done.name}); use a new checkpoint.dir or the same model section"
+            )
+        break
+
+
+@dataclass
+class Control:
+    """Signals and timers that every rank must agree on before acting (combined by an all-reduce)."""
+
+    sigterm_at: float | None = None
+    last_save: float = field(default_factory=time.monotonic)
+    save_seconds: float | None = None
+
+    def on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        if self.sigterm_at is None:
+            self.sigterm_at = time.monotonic()
+            log.warning("SIGTERM: finishing this step, then checkpointing if the grace period allows")
+
+    def grace_left(self, grace: float) -> float:
+        assert self.sigterm_at is not None
+        return grace - (time.monotonic() - self.sigterm_at)
+
+
+def _init_distributed() -> tuple[int, int, int]:
+    """Rank, world size, local rank; a single process without torchrun gets a private group."""
+    if "RANK" not in os.environ:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        os.environ.update(
+            RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+        )
+    return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", "0"))
+
+
+class Trainer:
+    """One process of a run. `run()` returns the exit code (0: budget reached)."""
+
+    def __init__(self, cfg: TrainerConfig) -> None:
+        self.cfg = cfg
+        self.control = Control()
+
+    # --- set-up -----------------------------------------------------------------------------------
+    def setup(self) -> None:
+        import torch
+
+        if not torch.cuda.is_available():
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        import deepspeed
+        import torch.distributed as dist
+
+        from tokensmith.planner.arch import flops_per_token
+        from tokensmith.trainer import dsconfig
+        from tokensmith.trainer.metrics import peak_flops
+        from tokensmith.trainer.model import Transformer, decay_groups
+        from tokensmith.trainer.reporting import JsonLines, make_reporter
+        from tokensmith.trainer.sampler import BatchPlan, Windows
+
+        cfg = self.cfg
+        self.rank, self.world, local_rank = _init_distributed()
+        preflight(cfg, self.world)
+        self.cuda = torch.cuda.is_available()
+        if self.cuda:
+            torch.cuda.set_device(local_rank)
+            self.device = torch.device("cuda", local_rank)
+        else:
+            self.device = torch.device("cpu")
+        deepspeed.init_distributed(dist_backend="nccl" if self.cuda else "gloo", verbose=False)
+        self.dist = dist
+        self.precision = dsconfig.choose_precision(
+            cfg.train.precision, self.cuda, self.cuda and torch.cuda.is_bf16_supported()
+        )
+        ds_config = dsconfig.render(cfg, self.world, self.precision)
+        self.accumulation = ds_config["gradient_accumulation_steps"]
+        self.plan = BatchPlan(cfg.train.micro_batch, self.world, self.accumulation)
+        self.total_steps = cfg.total_steps()
+
+        self.train_windows = Windows(open_split(cfg.data.train_path, "train"), cfg.model.seq_len)
+        self.valid_windows = (
+            Windows(open_split(cfg.data.valid_path, "valid"), cfg.model.seq_len)
+            if cfg.data.valid_path
+            else None
+        )
+
+        torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank and every attempt
+        if cfg.deepspeed.zero_stage == 3:
+            with deepspeed.zero.Init(config_dict_or_path=ds_config):
+                model = Transformer(cfg.model)
+        else:
+            model = Transformer(cfg.model)
+        model.activation_checkpointing = cfg.deepspeed.activation_checkpointing
+        optimizer = torch.optim.AdamW(
+            decay_groups(model, cfg.train.weight_decay),
+            lr=cfg.train.lr,
+            betas=(cfg.train.beta1, cfg.train.beta2),
+            eps=cfg.train.eps,
+            fused=self.cuda or None,
+        )
+        self.engine, self.optimizer, _, _ = deepspeed.initialize(
+            model=model, optimizer=optimizer, config=ds_config
+        )
+        self.flops_per_token = flops_per_token(cfg.model)
+        self.peak = peak_flops(torch.cuda.get_device_name(self.device) if self.cuda else None)
+        self.root = Path(cfg.checkpoint.dir)
+        self.tokenizer = default_tokenizer(cfg)
+        self.grace = float(os.environ.get(GRACE_ENV, cfg.checkpoint.grace_seconds))
+        self.step = 0
+        self.data_position = 0
+        self.tokens = 0
+        self.resumed_from: Path | None = None
+        self.resume()
+        metrics_path = Path(cfg.train.metrics_file or self.root / "metrics.jsonl")
+        self.metrics: JsonLines | None = None
+        self.reporter = make_reporter(self.rank, cfg.train.tokens)
+        if self.rank == 0:
+            _truncate_metrics(metrics_path, self.step)
+            self.metrics = JsonLines(metrics_path)
+        if cfg.checkpoint.on_sigterm:
+            signal.signal(signal.SIGTERM, self.control.on_sigterm)
+
+    # --- resume -----------------------------------------------------------------------------------
+    def resume(self) -> None:
+        """Load the newest checkpoint that verifies on every rank; skip torn or corrupt ones."""
+        checksums = self.cfg.checkpoint.verify == "checksum"
+        for candidate in ck.candidates(self.root):
+            problems = ck.verify(candidate, checksums, self.rank, self.world)
+            if not problems and not (candidate / ck.DS_TAG).is_dir():
+                problems = [f"{candidate.name}: weights only (no optimizer state), cannot resume from it"]
+            gathered: list[list[str] | None] = [None] * self.world
+            self.dist.all_gather_object(gathered, problems)
+            all_problems = [p for ps in gathered for p in (ps or [])]
+            if all_problems:
+                if self.rank == 0:
+                    log.warning("skipping checkpoint %s: %s", candidate.name, "; ".join(all_problems[:3]))
+                continue
+            state = ck.read_state(candidate)
+            if state.get("model_hash") != model_hash(self.cfg):
+                raise ConfigError(
+                    f"{candidate} was written for a different model; use a new checkpoint.dir "
+                    "or restore the model section it was trained with"
+                )
+            self.engine.load_checkpoint(
+                str(candidate),
+                tag=ck.DS_TAG,
+                load_module_strict=True,
+                load_optimizer_states=True,
+                load_lr_scheduler_states=False,
+            )
+            self.step, self.tokens = int(state["step"]), int(state["tokens"])
+            self.data_position = int(state["samples_seen"])
+            self.resumed_from = candidate
+            if self.rank == 0:
+                log.warning(
+                    "resumed from %s (step %d, %d tokens, saved by %d processes, now %d)",
+                    candidate,
+                    self.step,
+                    self.tokens,
+                    state.get("world_size", 0),
+                    self.world,
+                )
+            return
+
+    # --- one step ---------------------------------------------------------------------------------
+    def batch(self, positions: Any) -> tuple[Any, Any, Any]:
+        import torch
+
+        from tokensmith.trainer.sampler import sample_ids
+
+        ids = sample_ids(positions, self.train_windows.num_samples, self.cfg.train.seed)
+        rows = torch.from_numpy(self.train_windows.batch(ids))
+        rows = rows.to(self.device, non_blocking=True)
+        return rows[:, :-1], rows[:, 1:], ids
+
+    def train_step(self) -> tuple[Any, list[int]]:
+        """One optimizer step (all micro-steps); returns this rank's mean loss and the ids it read."""
+        import torch
+        import torch.nn.functional as F
+
+        from tokensmith.trainer.schedule import lr_at
+
+        t = self.cfg.train
+        lr = lr_at(self.step, t.lr, self.total_steps, t.warmup_steps, t.min_lr_ratio)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.lr = lr
+        torch.manual_seed(step_seed(t.seed, self.step, self.rank))
+        loss_sum = torch.zeros((), device=self.device)
+        consumed: list[int] = []
+        for micro in range(self.accumulation):
+            x, y, ids = self.batch(self.plan.positions(self.data_position, self.rank, micro))
+            consumed.extend(int(i) for i in ids)
+            logits = self.engine(x)
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.reshape(-1))
+            self.engine.backward(loss)
+            self.engine.step()
+            loss_sum += loss.detach()
+        self.data_position += self.plan.global_batch
+        self.tokens += self.plan.global_batch * self.cfg.model.seq_len
+        self.step += 1
+        return loss_sum / self.accumulation, consumed
+
+    def evaluate(self) -> float | None:
+        """Mean validation loss over `train.eval_batches` micro-batches per rank (the same windows in
+        every evaluation: positions 0, 1, 2, ... of the split, spread over ranks)."""
+        import numpy as np
+        import torch
+        import torch.nn.functional as F
+
+        if self.valid_windows is None or self.valid_windows.num_samples == 0:
+            return None
+        micro = self.cfg.train.micro_batch
+        total = torch.zeros(2, device=self.device)
+        self.engine.eval()
+        with torch.no_grad():
+            for b in range(self.cfg.train.eval_batches):
+                start = (b * self.world + self.rank) * micro
+                ids = np.arange(start, start + micro) % self.valid_windows.num_samples
+                rows = torch.from_numpy(self.valid_windows.batch(ids)).to(self.device)
+                logits = self.engine(rows[:, :-1])
+                loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), rows[:, 1:].reshape(-1))
+                total += torch.stack([loss.detach(), torch.ones((), device=self.device)])
+        self.engine.train()
+        self.dist.all_reduce(total)
+        return float(total[0] / total[1])
+
+    # --- checkpoints ------------------------------------------------------------------------------
+    def save(self) -> Path:
+        """Every rank saves; then every rank hashes its share; then rank 0 writes the manifest and moves
+        `latest`. A crash anywhere before the manifest leaves a torn checkpoint that resume skips."""
+        started = time.monotonic()
+        ckpt = self.root / ck.checkpoint_name(self.step)
+        if self.rank == 0:
+            if ckpt.exists():  # torn, from an attempt that died while saving this step
+                shutil.rmtree(ckpt)
+            ckpt.mkdir(parents=True)
+        self.dist.barrier()
+        self.engine.save_checkpoint(str(ckpt), tag=ck.DS_TAG, save_latest=False)
+        if self.cfg.deepspeed.zero_stage == 3:
+            weights = self.engine._zero3_consolidated_16bit_state_dict()  # collective: every rank
+        else:
+            weights = self.engine.module.state_dict() if self.rank == 0 else None
+        if self.rank == 0:
+            ck.save_weights(weights, ckpt / ck.WEIGHTS)
+            state = {
+                "step": self.step,
+                "tokens": self.tokens,
+                "samples_seen": self.data_position,
+                "seed": self.cfg.train.seed,
+                "world_size": self.world,
+                "model_hash": model_hash(self.cfg),
+                "precision": self.precision,
+                "rng": "reseeded every step from (seed, step, rank); no generator state is needed",
+                "time": time.time(),
+            }
+            ck.write_state_files(ckpt, self.cfg, state, self.tokenizer)
+        self.dist.barrier()
+        ck.write_rank_marker(ckpt, self.rank, self.world)
+        self.dist.barrier()
+        if self.rank == 0:
+            ck.finalize(ckpt, self.world, self.step, {"model_hash": model_hash(self.cfg)})
+            ck.set_latest(self.root, ckpt.name)
+            for gone in ck.prune(self.root, self.cfg.checkpoint.keep):
+                log.info("removed old checkpoint %s", gone.name)
+            self.reporter.checkpoint(self.step, str(ckpt))
+            self._log({"type": "checkpoint", "step": self.step, "path": str(ckpt)})
+        self.dist.barrier()
+        self.control.last_save = time.monotonic()
+        self.control.save_seconds = self.control.last_save - started
+        return ckpt
+
+    # --- the loop ---------------------------------------------------------------------------------
+    def run(self) -> int:
+        import torch
+
+        from tokensmith.trainer.metrics import max_memory_gb, mfu
+
+        cfg, ctl = self.cfg, self.control
+        fail_at = int(os.environ.get(FAIL_AT_STEP_ENV, "0") or 0)
+        bar = _progress_bar(self.rank, self.step, self.total_steps)
+        window_start, window_tokens = time.perf_counter(), 0
+        losses = torch.zeros(2, device=self.device)  # sum of step losses, steps, since the last log
+        last_saved = self.step if self.resumed_from else -1
+        while self.step < self.total_steps:
+            loss, consumed = self.train_step()
+            losses += torch.stack([loss, torch.ones((), device=self.device)])
+            window_tokens += self.plan.global_batch * cfg.model.seq_len
+            if bar is not None:
+                bar.update(1)
+            # Agree on signals and timers: [SIGTERM seen anywhere, time-based checkpoint due].
+            minutes = cfg.checkpoint.every_minutes
+            due = bool(minutes) and time.monotonic() - ctl.last_save >= minutes * 60
+            flags = torch.tensor([float(ctl.sigterm_at is not None), float(due)], device=self.device)
+            self.dist.all_reduce(flags, op=self.dist.ReduceOp.MAX)
+            sigterm, time_due = bool(flags[0]), bool(flags[1])
+            finished = self.step >= self.total_steps
+            log_now = self.step % cfg.train.log_every_steps == 0 or finished or sigterm
+            if cfg.train.record_samples:
+                gathered: list[Any] = [None] * self.world
+                self.dist.all_gather_object(gathered, consumed)
+            if log_now:
+                self.dist.all_reduce(losses)
+                elapsed = time.perf_counter() - window_start
+                tps = window_tokens / elapsed if elapsed > 0 else 0.0
+                mean_loss = float(losses[0] / losses[1])
+                record: dict[str, Any] = {
+                    "type": "train",
+                    "step": self.step,
+                    "tokens": self.tokens,
+                    "loss": mean_loss,
+                    "lr": self.lr,
+                    "grad_norm": _grad_norm(self.engine),
+                    "tokens_per_s": tps,
+                    "mfu": mfu(tps, self.flops_per_token, self.world, self.peak),
+                    "memory_gb": max_memory_gb(self.cuda),
+                }
+                if cfg.train.record_samples:
+                    record["samples"] = _in_position_order(gathered, self.plan)
+                self._log(record)
+                self.reporter.progress(self.step, self.tokens, record["loss"], self.lr, tps)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{tps:,.0f}")
+                window_start, window_tokens = time.perf_counter(), 0
+                losses.zero_()
+            every = cfg.train.eval_every_steps
+            if (every and self.step % every == 0) or (finished and self.valid_windows is not None):
+                valid = self.evaluate()
+                if valid is not None:
+                    self._log({"type": "eval", "step": self.step, "tokens": self.tokens, "valid_loss": valid})
+            if sigterm:
+                return self._on_sigterm(last_saved)
+            every_steps = cfg.checkpoint.every_steps
+            if finished or time_due or (every_steps and self.step % every_steps == 0):
+                self.save()
+                last_saved = self.step
+            if fail_at and self.step == fail_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+        if bar is not None:
+            bar.close()
+        if last_saved != self.step:  # e.g. resumed from the final checkpoint: nothing left to do
+            self.save()
+        self.reporter.done(self.step, self.tokens)
+        self._log({"type": "done", "step": self.step, "tokens": self.tokens})
+        return 0
+
+    def _on_sigterm(self, last_saved: int) -> int:
+        """Checkpoint when the last save took less than half the grace left (rank 0 decides for all)."""
+        import torch
+
+        decision = torch.zeros(1, device=self.device)
+        if self.rank == 0:
+            left = self.control.grace_left(self.grace)
+            needed = self.control.save_seconds or 0.0
+            decision[0] = float(
+                self.cfg.checkpoint.on_sigterm and last_saved != self.step and 2 * needed < left
+            )
+            if not decision[0] and last_saved != self.step:
+                log.warning(
+                    "SIGTERM: %.0f s of grace left, the last save took %.0f s: not saving", left, needed
+                )
+        self.dist.broadcast(decision, src=0)
+        if decision[0]:
+            self.save()
+        self._log({"type": "sigterm", "step": self.step, "saved": bool(decision[0])})
+        return EXIT_SIGTERM
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.metrics is not None:
+            self.metrics.write({**record, "time": time.time()})
+
+    def close(self, clean: bool) -> None:
+        if hasattr(self, "reporter"):
+            self.reporter.close()
+        if getattr(self, "metrics", None) is not None:
+            self.metrics.close()  # type: ignore[union-attr]
+        if self.dist.is_initialized():
+            if clean:
+                self.dist.barrier()
+            self.dist.destroy_process_group()
+
+
+def _grad_norm(engine: Any) -> float | None:
+    norm = engine.get_global_grad_norm()
+    if norm is None:
+        return None
+    return float(norm.item() if hasattr(norm, "item") else norm)
+
+
+def _in_position_order(gathered: list[list[int]], plan: Any) -> list[int]:
+    """Rank-major lists of ids (micro-step by micro-step) back into global position order."""
+    micro, world = plan.micro_batch, plan.world_size
+    out: list[int] = []
+    for a in range(plan.accumulation):
+        for r in range(world):
+            out.extend(gathered[r][a * micro : (a + 1) * micro])
+    return out
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """After a resume, drop records of steps the restored state has not reached (they will be redone)."""
+    if not path.is_file():
+        return
+    from tokensmith.core.io import atomic_write_text
+
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a line torn by a kill
+        if int(record.get("step", 0)) <= step and record.get("type") != "done":
+            kept.append(line)
+    atomic_write_text(path, "".join(f"{line}\n" for line in kept))
+
+
+def _progress_bar(rank: int, start: int, total: int) -> Any:
+    if rank != 0 or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)
+
+
+def train(cfg: TrainerConfig) -> int:
+    """Run (or resume) training in this process; returns the exit code."""
+    trainer = Trainer(cfg)
+    clean = False
+    try:
+        trainer.setup()
+        code = trainer.run()
+        clean = True
+        return code
+    finally:
+        if hasattr(trainer, "dist"):
+            trainer.close(clean)

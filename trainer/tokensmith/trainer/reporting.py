@@ -1,0 +1,289 @@
+"""Progress reports from trainer rank 0 to whoever runs it (docs/architecture.md, "Progress reports").
+
+Three reporters behind one small interface:
+- `NullReporter`: outside a cluster and without a report file (nothing to tell);
+- `FileReporter`: JSON lines appended to the file named by `TOKENSMITH_REPORT_FILE` (the local runner
+  tails it): `{"type": "progress"|"checkpoint"|"done", "step", "tokens", ..., "time"}`;
+- `KubernetesReporter`: when `TOKENSMITH_JOB_NAME` and `TOKENSMITH_JOB_NAMESPACE` are set and a
+  service-account token exists, a JSON merge patch (RFC 7386) of the job's `status` subresource:
+  `status.progress` {step, tokens, loss, heartbeatTime, tokensPerSecond, totalTokens} (rate-limited) and,
+  on each completed checkpoint, `status.lastCheckpoint` {step, path, time}. Standard library only (the
+  trainer image has no Kubernetes client); a background thread sends, so a slow or failing API server
+  never stalls training; failures are logged, never fatal.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import ssl
+import threading
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+log = logging.getLogger("tokensmith.trainer")
+
+SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+GROUP_VERSION = "tokensmith.dev/v1alpha1"
+PLURAL = "llmtrainingjobs"
+
+
+def rfc3339(t: float | None = None) -> str:
+    """UTC time as RFC 3339 with a Z suffix (what Kubernetes writes), second precision."""
+    moment = datetime.fromtimestamp(time.time() if t is None else t, tz=timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Reporter(Protocol):
+    def progress(
+        self, step: int, tokens: int, loss: float, lr: float, tokens_per_s: float, **extra: Any
+    ) -> None: ...
+
+    def checkpoint(self, step: int, path: str) -> None: ...
+
+    def done(self, step: int, tokens: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class NullReporter:
+    def progress(
+        self, step: int, tokens: int, loss: float, lr: float, tokens_per_s: float, **extra: Any
+    ) -> None:
+        pass
+
+    def checkpoint(self, step: int, path: str) -> None:
+        pass
+
+    def done(self, step: int, tokens: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class JsonLines:
+    """Append-only JSON lines, one write and flush per record (readers tail the file)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle = self.path.open("a", encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._handle.write(json.dumps(record, default=float) + "\n")
+        self._handle.flush()
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+class FileReporter:
+    """The local runner's channel: every event, unthrottled, as a JSON line."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._out = JsonLines(path)
+
+    def progress(
+        self, step: int, tokens: int, loss: float, lr: float, tokens_per_s: float, **extra: Any
+    ) -> None:
+        self._out.write(
+            {
+                "type": "progress",
+                "step": step,
+                "tokens": tokens,
+                "loss": loss,
+                "lr": lr,
+                "tokens_per_s": tokens_per_s,
+                **extra,
+                "time": rfc3339(),
+            }
+        )
+
+    def checkpoint(self, step: int, path: str) -> None:
+        self._out.write({"type": "checkpoint", "step": step, "path": path, "time": rfc3339()})
+
+    def done(self, step: int, tokens: int) -> None:
+        self._out.write({"type": "done", "step": step, "tokens": tokens, "time": rfc3339()})
+
+    def close(self) -> None:
+        self._out.close()
+
+
+def progress_patch(
+    step: int, tokens: int, loss: float, tokens_per_s: float | None = None, total_tokens: int | None = None
+) -> dict[str, Any]:
+    """The merge patch for `status.progress` (camelCase, as the operator's status model spells it)."""
+    progress: dict[str, Any] = {"step": step, "tokens": tokens, "loss": loss, "heartbeatTime": rfc3339()}
+    if tokens_per_s is not None:
+        progress["tokensPerSecond"] = round(tokens_per_s, 1)
+    if total_tokens is not None:
+        progress["totalTokens"] = total_tokens
+    return {"status": {"progress": progress}}
+
+
+def checkpoint_patch(step: int, path: str) -> dict[str, Any]:
+    return {"status": {"lastCheckpoint": {"step": step, "path": path, "time": rfc3339()}}}
+
+
+def merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """RFC 7386 merge of two patches (b wins), so a queued patch can absorb a newer one."""
+    out = dict(a)
+    for key, value in b.items():
+        out[key] = (
+            merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
+    return out
+
+
+class KubernetesReporter:
+    """Patches `/apis/tokensmith.dev/v1alpha1/namespaces/{ns}/llmtrainingjobs/{name}/status`."""
+
+    def __init__(
+        self,
+        api: str,
+        namespace: str,
+        name: str,
+        token_path: Path | None = SA_DIR / "token",
+        ca_path: Path | None = SA_DIR / "ca.crt",
+        min_interval_s: float = 15.0,
+        timeout_s: float = 10.0,
+        total_tokens: int | None = None,
+    ) -> None:
+        self.url = f"{api.rstrip('/')}/apis/{GROUP_VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status"
+        self.token_path, self.ca_path = token_path, ca_path
+        self.min_interval_s, self.timeout_s = min_interval_s, timeout_s
+        self.total_tokens = total_tokens
+        self.sent = 0
+        self.failures = 0
+        self._last_progress = float("-inf")
+        self._pending: dict[str, Any] | None = None
+        self._lock = threading.Lock()
+        self._wake: queue.Queue[bool] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="tokensmith-k8s-reporter", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def from_env(cls, total_tokens: int | None = None) -> KubernetesReporter | None:
+        """The in-cluster reporter, or None when not inside a job's pod (or without a token)."""
+        name, namespace = os.environ.get("TOKENSMITH_JOB_NAME"), os.environ.get("TOKENSMITH_JOB_NAMESPACE")
+        token = Path(os.environ.get("TOKENSMITH_SA_TOKEN_FILE", SA_DIR / "token"))
+        if not name or not namespace or not token.is_file():
+            return None
+        host, port = (
+            os.environ.get("KUBERNETES_SERVICE_HOST"),
+            os.environ.get("KUBERNETES_SERVICE_PORT", "443"),
+        )
+        if host and ":" in host:
+            host = f"[{host}]"  # an IPv6 service address needs brackets in a URL
+        api = os.environ.get("TOKENSMITH_KUBE_API") or (f"https://{host}:{port}" if host else None)
+        if api is None:
+            return None
+        interval = float(os.environ.get("TOKENSMITH_REPORT_INTERVAL_SECONDS", "15"))
+        ca = token.parent / "ca.crt"
+        return cls(
+            api, namespace, name, token, ca if ca.is_file() else None, interval, total_tokens=total_tokens
+        )
+
+    # --- Reporter interface -----------------------------------------------------------------------
+    def progress(
+        self, step: int, tokens: int, loss: float, lr: float, tokens_per_s: float, **extra: Any
+    ) -> None:
+        now = time.monotonic()
+        if now - self._last_progress < self.min_interval_s:
+            return
+        self._last_progress = now
+        self._submit(progress_patch(step, tokens, loss, tokens_per_s, self.total_tokens))
+
+    def checkpoint(self, step: int, path: str) -> None:
+        self._submit(checkpoint_patch(step, path))
+
+    def done(self, step: int, tokens: int) -> None:
+        pass  # the operator learns of completion from the pods' exit codes
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Send what is pending (waiting at most `timeout_s`) and stop the sender thread."""
+        self._wake.put(False)
+        self._thread.join(timeout_s)
+
+    # --- sending ----------------------------------------------------------------------------------
+    def _submit(self, patch: dict[str, Any]) -> None:
+        with self._lock:
+            self._pending = patch if self._pending is None else merge(self._pending, patch)
+        self._wake.put(True)
+
+    def _run(self) -> None:
+        while True:
+            keep_going = self._wake.get()
+            with self._lock:
+                patch, self._pending = self._pending, None
+            if patch is not None:
+                self._send(patch)
+            if not keep_going:
+                return
+
+    def _send(self, patch: dict[str, Any]) -> None:
+        headers = {"Content-Type": "application/merge-patch+json", "Accept": "application/json"}
+        try:
+            if self.token_path is not None:
+                # Re-read every time: the kubelet rotates bound service-account tokens.
+                headers["Authorization"] = f"Bearer {self.token_path.read_text().strip()}"
+            request = urllib.request.Request(
+                self.url, data=json.dumps(patch).encode(), headers=headers, method="PATCH"
+            )
+            context = None
+            if self.url.startswith("https://"):
+                context = ssl.create_default_context(cafile=str(self.ca_path) if self.ca_path else None)
+            with urllib.request.urlopen(request, timeout=self.timeout_s, context=context) as response:
+                response.read()
+            self.sent += 1
+        except (OSError, urllib.error.URLError, ValueError) as err:
+            self.failures += 1
+            if self.failures <= 3 or self.failures % 100 == 0:
+                log.warning(
+                    "could not report to the Kubernetes API (%s failures so far): %s", self.failures, err
+                )
+
+
+class MultiReporter:
+    def __init__(self, reporters: list[Reporter]) -> None:
+        self.reporters = reporters
+
+    def progress(
+        self, step: int, tokens: int, loss: float, lr: float, tokens_per_s: float, **extra: Any
+    ) -> None:
+        for r in self.reporters:
+            r.progress(step, tokens, loss, lr, tokens_per_s, **extra)
+
+    def checkpoint(self, step: int, path: str) -> None:
+        for r in self.reporters:
+            r.checkpoint(step, path)
+
+    def done(self, step: int, tokens: int) -> None:
+        for r in self.reporters:
+            r.done(step, tokens)
+
+    def close(self) -> None:
+        for r in self.reporters:
+            r.close()
+
+
+def make_reporter(rank: int, total_tokens: int | None = None) -> Reporter:
+    """Rank 0's reporters from the environment; every other rank reports nothing."""
+    if rank != 0:
+        return NullReporter()
+    reporters: list[Reporter] = []
+    if os.environ.get("TOKENSMITH_REPORT_FILE"):
+        reporters.append(FileReporter(os.environ["TOKENSMITH_REPORT_FILE"]))
+    kube = KubernetesReporter.from_env(total_tokens)
+    if kube is not None:
+        reporters.append(kube)
+    if not reporters:
+        return NullReporter()
+    return reporters[0] if len(reporters) == 1 else MultiReporter(reporters)
