@@ -1,0 +1,392 @@
+"""Our datatrove pipeline steps, written in the library's own style, for what it lacks.
+
+- `InputReader`: JSONL / plain text / Parquet from local paths or fsspec URLs, gzip/zstd/bz2/xz, one
+  file list sharded by rank; a line that is not JSON is skipped and counted, with its file and line.
+- `UnicodeNormalizer`: NFC (or another form), newlines, control characters.
+- `PIIRedactor`: typed placeholders with Luhn-checked card numbers (see `pii.py`), counts per kind.
+- `ExactSignatureTee` / `MinhashSignatureTee`: datatrove's signature stages that also write the
+  documents they see, so one pass both stores a stage's output and hashes it.
+- `RankJsonlReader`: reads exactly the file its rank wrote in the previous stage (datatrove's dedup
+  stages address documents by (rank, index in that rank's stream), so the pairing must be exact).
+- `SplitFilter`: the train/validation split, a pure hash of (seed, document id).
+
+This module imports datatrove at the top; only the pipeline imports it, inside `tokensmith curate`.
+"""
+
+import hashlib
+import json
+import os
+import re
+import sys
+import unicodedata
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from datatrove.data import Document, DocumentsPipeline
+from datatrove.executor import LocalPipelineExecutor
+from datatrove.pipeline.base import PipelineStep
+from datatrove.pipeline.dedup.exact_dedup import ExactDedupConfig, ExactDedupSignature
+from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupSignature
+from datatrove.pipeline.filters.base_filter import BaseFilter
+from datatrove.pipeline.formatters.base import BaseFormatter
+from datatrove.pipeline.readers.base import BaseReader
+from datatrove.pipeline.readers.jsonl import JsonlReader
+from datatrove.pipeline.writers.disk_base import DiskWriter
+from datatrove.utils.typeshelper import StatHints
+from datatrove.utils.word_tokenizers import WhitespaceTokenizer, WordTokenizer
+
+from tokensmith.trainer.data.pii import PII_KINDS
+from tokensmith.trainer.data.pii import PIIRedactor as _Redactor
+
+COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bz2", ".xz": "xz"}
+JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+class RegexWordTokenizer(WordTokenizer):
+    """A fast English word splitter for the Gopher/C4 rules and MinHash shingles (no spaCy).
+
+    Words are runs of letters/digits (with inner apostrophes or hyphens); every other non-space
+    character is a token of its own, which is how spaCy's rule-based English tokenizer treats
+    punctuation in the common cases. Sentences use datatrove's own fallback expression.
+    """
+
+    _WORDS = re.compile(r"\w+(?:['’-]\w+)*|[^\w\s]")
+
+    def __init__(self) -> None:
+        super().__init__("en")
+        self._sentences = WhitespaceTokenizer()
+
+    def word_tokenize(self, text: str) -> list[str]:
+        return self._WORDS.findall(text)
+
+    def sent_tokenize(self, text: str) -> list[str]:
+        return self._sentences.sent_tokenize(text)
+
+    def span_tokenize(self, text: str) -> list[tuple[int, int]]:
+        return self._sentences.span_tokenize(text)
+
+
+def word_tokenizer(name: str) -> Any:
+    """What datatrove's `language=` argument takes: "en" (spaCy, datatrove's default) or our regex one."""
+    return RegexWordTokenizer() if name == "regex" else "en"
+
+
+class InputEncodingError(Exception):
+    """A file that is not valid UTF-8 (the reader records it; the command then exits 2)."""
+
+
+def input_kind(path: str) -> tuple[str, str | None]:
+    """('jsonl' | 'parquet' | 'text', compression) from a file name."""
+    name = path.lower()
+    compression = None
+    for suffix, codec in COMPRESSIONS.items():
+        if name.endswith(suffix):
+            compression, name = codec, name[: -len(suffix)]
+            break
+    if name.endswith(JSONL_SUFFIXES):
+        return "jsonl", compression
+    if name.endswith(PARQUET_SUFFIXES):
+        return "parquet", compression
+    return "text", compression
+
+
+def _decode(raw: bytes, where: str, errors: str) -> str:
+    try:
+        return raw.decode("utf-8", errors=errors)
+    except UnicodeDecodeError as err:
+        raise InputEncodingError(
+            f"{where}: not UTF-8 (byte 0x{raw[err.start]:02x} at offset {err.start}); convert it "
+            "(e.g. `iconv -f latin1 -t utf-8`) or pass --encoding-errors replace"
+        ) from None
+
+
+class InputReader(BaseReader):
+    """Reads a fixed list of files; rank r of N reads files r, r+N, ... (datatrove's sharding)."""
+
+    name = "📥 Input"
+
+    def __init__(
+        self,
+        files: list[str],
+        errors_folder: str,
+        text_key: str = "text",
+        encoding_errors: str = "strict",
+        max_bad_locations: int = 100,
+        progress: bool = False,
+    ) -> None:
+        super().__init__(text_key=text_key)
+        self.files = list(files)
+        self.errors_folder = errors_folder
+        self.encoding_errors = encoding_errors
+        self.max_bad_locations = max_bad_locations
+        self.progress = progress
+        self.bad_locations: list[dict[str, Any]] = []
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        if data:
+            yield from data
+        mine = self.files[rank::world_size]
+        iterator: Any = mine
+        if self.progress:
+            from tqdm import tqdm
+
+            iterator = tqdm(mine, desc=f"reading (task {rank})", unit="file", leave=False)
+        for path in iterator:
+            try:
+                yield from self._read(path)
+            except InputEncodingError as err:
+                # Recorded, not raised: a worker's exception would bury the one line under a traceback.
+                self.stat_update("bad_encoding_files")
+                self.bad_locations.insert(
+                    0, {"file": path, "line": None, "error": str(err), "encoding": True}
+                )
+        self._save_bad_locations(rank)
+
+    def _read(self, path: str) -> Iterator[Document]:
+        import fsspec
+
+        kind, compression = input_kind(path)
+        with fsspec.open(path, "rb", compression=compression) as handle:
+            if kind == "jsonl":
+                yield from self._read_jsonl(handle, path)
+            elif kind == "parquet":
+                yield from self._read_parquet(handle, path)
+            else:
+                text = _decode(handle.read(), path, self.encoding_errors)
+                yield from self._emit(text, path, 0)
+
+    def _emit(self, text: Any, path: str, index: int) -> Iterator[Document]:
+        if not isinstance(text, str) or not text.strip():
+            self.stat_update("empty_or_missing_text")
+            return
+        self.stat_update("documents")
+        document = Document(text=text, id=f"{path}#{index}", metadata={"source": path})
+        self.update_doc_stats(document)
+        yield document
+
+    def _read_jsonl(self, handle: Any, path: str) -> Iterator[Document]:
+        for lineno, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            line = _decode(raw, f"{path}:{lineno}", self.encoding_errors)
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                self._bad(path, lineno, f"not JSON: {err.msg}")
+                continue
+            if not isinstance(record, dict):
+                self._bad(path, lineno, f"not a JSON object (a {type(record).__name__})")
+                continue
+            yield from self._emit(record.get(self.text_key), path, lineno)
+
+    def _read_parquet(self, handle: Any, path: str) -> Iterator[Document]:
+        import pyarrow.parquet as pq
+
+        parquet = pq.ParquetFile(handle)
+        if self.text_key not in parquet.schema_arrow.names:
+            self._bad(path, 0, f"no column {self.text_key!r} (columns: {parquet.schema_arrow.names})")
+            return
+        row = 0
+        for batch in parquet.iter_batches(columns=[self.text_key]):
+            for text in batch.column(0).to_pylist():
+                yield from self._emit(text, path, row)
+                row += 1
+
+    def _bad(self, path: str, lineno: int, error: str) -> None:
+        self.stat_update("bad_lines")
+        if len(self.bad_locations) < self.max_bad_locations:
+            self.bad_locations.append({"file": path, "line": lineno, "error": error})
+
+    def _save_bad_locations(self, rank: int) -> None:
+        folder = Path(self.errors_folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        text = "".join(json.dumps(b) + "\n" for b in self.bad_locations)
+        (folder / f"{rank:05d}.jsonl").write_text(text, encoding="utf-8")
+
+
+class RankJsonlReader(JsonlReader):
+    """Reads `{rank:05d}.jsonl` of the previous stage, or nothing when that rank kept no document."""
+
+    name = "📥 Stage input"
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        if data:
+            yield from data
+        filename = f"{rank:05d}.jsonl"
+        if self.data_folder.exists(filename):
+            for document in self.read_file(filename):
+                self.stat_update("documents")
+                yield document
+
+
+class UnicodeNormalizer(BaseFormatter):
+    """Unicode normal form (UAX #15), newline and control-character clean-up."""
+
+    name = "🔤 Normalize"
+
+    def __init__(self, form: str = "NFC", newlines: bool = True, strip_control: bool = True) -> None:
+        super().__init__()
+        self.form = form
+        self.newlines = newlines
+        self.strip_control = strip_control
+
+    def format(self, text: str) -> str:
+        out = unicodedata.normalize(self.form, text)  # type: ignore[arg-type]
+        if self.newlines:
+            out = out.replace("\r\n", "\n").replace("\r", "\n")
+        if self.strip_control:
+            out = "".join(c for c in out if c in "\t\n" or unicodedata.category(c) != "Cc")
+        return out
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        for doc in data:
+            self.stat_update(StatHints.total)
+            with self.track_time():
+                new = self.format(doc.text)
+            if new != doc.text:
+                self.stat_update("changed")
+            doc.text = new
+            if not new.strip():
+                self.stat_update(StatHints.dropped, "dropped_empty_after_normalize")
+                continue
+            self.stat_update(StatHints.forwarded)
+            self.update_doc_stats(doc)
+            yield doc
+
+
+class PIIRedactor(BaseFormatter):
+    """Replaces e-mails, phones, IPs, Luhn-valid card numbers and national IDs by typed placeholders."""
+
+    name = "🕵 PII"
+
+    def __init__(self, kinds: list[str] | None = None, public_ips_only: bool = True) -> None:
+        super().__init__()
+        self.kinds = list(kinds or PII_KINDS)
+        self.public_ips_only = public_ips_only
+        self._redactor: _Redactor | None = None
+
+    def format(self, text: str) -> str:
+        if self._redactor is None:
+            self._redactor = _Redactor(self.kinds, self.public_ips_only)
+        out, counts = self._redactor.redact(text)
+        for kind, count in counts.items():
+            self.stat_update(f"pii_{kind}", value=count)
+        if counts:
+            self.stat_update("documents_with_pii")
+        return out
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        for doc in data:
+            self.stat_update(StatHints.total)
+            with self.track_time():
+                doc.text = self.format(doc.text)
+            self.stat_update(StatHints.forwarded)
+            self.update_doc_stats(doc)
+            yield doc
+
+
+def _tee(data: DocumentsPipeline, writer: DiskWriter, rank: int) -> Iterator[Document]:
+    for document in data:
+        writer.write(document, rank)
+        yield document
+
+
+def document_bytes(doc: Document) -> bytes:
+    """The exact-dedup key: the text's UTF-8 bytes (datatrove's xxhash wants bytes)."""
+    return doc.text.encode("utf-8")
+
+
+class ExactSignatureTee(ExactDedupSignature):
+    """datatrove's exact-dedup stage 1 (content hashes) that also writes the documents it hashes."""
+
+    name = "💥 Exact dedup signatures"
+
+    def __init__(self, output_folder: str, writer: DiskWriter) -> None:
+        super().__init__(output_folder, ExactDedupConfig(content_getter=document_bytes))
+        self.writer = writer
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> None:
+        with self.writer as writer:
+            super().run(_tee(data, writer, rank), rank, world_size)
+
+
+class MinhashSignatureTee(MinhashDedupSignature):
+    """datatrove's MinHash stage 1 (signatures) that also writes the documents it signs."""
+
+    name = "🎯 MinHash signatures"
+
+    def __init__(
+        self, output_folder: str, config: MinhashConfig, writer: DiskWriter, language: Any = "en"
+    ) -> None:
+        super().__init__(output_folder, config, language=language)
+        self.writer = writer
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> None:
+        with self.writer as writer:
+            super().run(_tee(data, writer, rank), rank, world_size)
+
+
+def split_of(doc_id: str, valid_fraction: float, seed: int = 0) -> str:
+    """'valid' for a stable `valid_fraction` of ids, else 'train': independent of order and ranks."""
+    digest = hashlib.blake2b(f"{seed}:{doc_id}".encode(), digest_size=8).digest()
+    return "valid" if int.from_bytes(digest, "little") / 2**64 < valid_fraction else "train"
+
+
+class SplitFilter(BaseFilter):
+    """Keeps the documents of one split."""
+
+    name = "🔀 Split"
+
+    def __init__(self, split: str, valid_fraction: float, seed: int = 0) -> None:
+        super().__init__()
+        self.split = split
+        self.valid_fraction = valid_fraction
+        self.seed = seed
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        return split_of(str(doc.id), self.valid_fraction, self.seed) == self.split
+
+
+class QuietLocalExecutor(LocalPipelineExecutor):
+    """datatrove's local executor without its INFO logs on stderr (they go to the stage's log files).
+
+    datatrove prints a task's INFO logs to stderr when its local rank is 0 and re-adds a stderr logger
+    after each task; we keep stderr for our one-line progress and the errors users must act on.
+    """
+
+    def _run_for_rank(self, rank: int, local_rank: int = 0, node_rank: int = -1) -> Any:
+        try:
+            return super()._run_for_rank(rank, local_rank + 1, node_rank)
+        finally:
+            quiet_datatrove(self.log_file)
+
+    log_file: str | None = None
+
+
+def quiet_datatrove(log_file: str | os.PathLike[str] | None = None) -> None:
+    """datatrove logs every step at INFO to stderr; keep stderr for our one-line progress."""
+    from datatrove.utils.logging import logger
+
+    logger.remove()
+    if log_file is not None:
+        logger.add(str(log_file), level="INFO")
+    logger.add(sys.stderr, level="ERROR", format="{message}", filter=lambda r: r["exception"] is None)
+
+
+__all__ = [
+    "ExactSignatureTee",
+    "InputEncodingError",
+    "InputReader",
+    "MinhashSignatureTee",
+    "PIIRedactor",
+    "PipelineStep",
+    "QuietLocalExecutor",
+    "RankJsonlReader",
+    "SplitFilter",
+    "UnicodeNormalizer",
+    "input_kind",
+    "quiet_datatrove",
+    "split_of",
+]
