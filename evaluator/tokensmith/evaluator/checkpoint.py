@@ -45,8 +45,9 @@ class EvalModel:
 
 
 def config_hash(config: dict[str, Any]) -> str:
-    """First 16 hex digits of the SHA-256 of the model config as canonical JSON (sorted keys)."""
-    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    """First 16 hex digits of the SHA-256 of the model config as JSON with sorted keys: the trainer's
+    `model_hash` (what a checkpoint records in trainer_state.json), so the two always agree."""
+    canonical = json.dumps(config, sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
@@ -101,6 +102,7 @@ def _load_tokensmith(p: Path, device: str, tokenizer: str | Path | None, verify:
     if tok_path is None:
         raise TokensmithError(f"checkpoint {ckpt} has no tokenizer.json; pass --tokenizer PATH")
     model_cfg = loaded.config.model
+    recorded = ckpt_io.read_state(ckpt).get("model_hash")
     return EvalModel(
         forward=loaded.model,
         tokenizer=FileTokenizer.from_file(tok_path),
@@ -109,7 +111,7 @@ def _load_tokensmith(p: Path, device: str, tokenizer: str | Path | None, verify:
         kind="tokensmith",
         step=loaded.step,
         tokens=loaded.tokens,
-        config_hash=config_hash(model_cfg.model_dump(mode="json")),
+        config_hash=recorded or config_hash(model_cfg.model_dump(mode="json")),
         extra={"parameters": loaded.model.num_parameters()},
     )
 

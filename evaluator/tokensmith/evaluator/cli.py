@@ -119,6 +119,11 @@ def run(opts: dict[str, Any]) -> dict[str, Any]:
         raise TokensmithError(
             f"--perplexity-data {opts['perplexity_data']} is not a directory of token shards"
         )
+    if not Path(opts["checkpoint"]).exists():
+        raise TokensmithError(
+            f"checkpoint {opts['checkpoint']} does not exist; pass a checkpoint directory, the run's "
+            "checkpoint.dir, or an exported Hugging Face model directory"
+        )
     quiet_libraries(opts["verbose"])
     device = _check_device(opts["device"])
     started = time.perf_counter()
@@ -132,6 +137,7 @@ def run(opts: dict[str, Any]) -> dict[str, Any]:
     from tokensmith.evaluator.perplexity import shard_perplexity
     from tokensmith.evaluator.termination import write_termination_message
 
+    manager = harness.prepare(names, opts["include_path"], opts["data_dir"]) if names else None
     loaded = load_for_eval(opts["checkpoint"], device, opts["tokenizer"])
     lm = TokensmithLM(
         model=loaded.forward,
@@ -149,8 +155,7 @@ def run(opts: dict[str, Any]) -> dict[str, Any]:
             names,
             num_fewshot=opts["num_fewshot"],
             limit=opts["limit"],
-            include_paths=opts["include_path"],
-            data_dir=opts["data_dir"],
+            manager=manager,
             seed=opts["seed"],
         )
     ppl = None

@@ -106,21 +106,28 @@ def list_tasks(include_paths: Sequence[str | Path] = (), with_harness: bool = Tr
     return rows
 
 
+def prepare(
+    names: Sequence[str], include_paths: Sequence[str | Path] = (), data_dir: str | Path | None = None
+) -> TaskManager:
+    """The task manager for `names`, after checking every name exists (before any model is loaded)."""
+    manager = task_manager(names, include_paths, data_dir)
+    check_names(names, manager)
+    return manager
+
+
 def evaluate(
     lm: LM,
     names: Sequence[str],
     *,
     num_fewshot: int | None,
     limit: int | None,
-    include_paths: Sequence[str | Path] = (),
-    data_dir: str | Path | None = None,
+    manager: TaskManager | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
     """`lm_eval.simple_evaluate` on `names`; returns its results dict."""
     from lm_eval import simple_evaluate
 
-    manager = task_manager(names, include_paths, data_dir)
-    check_names(names, manager)
+    manager = manager or prepare(names)
     try:
         results = simple_evaluate(
             model=lm,

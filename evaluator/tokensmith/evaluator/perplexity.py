@@ -91,6 +91,7 @@ def shard_perplexity(
         ) from err
     n_bytes = documents_bytes(tokenizer, docs)
     result: dict[str, Any] = summarize(sum(logprobs), sum(len(d) for d in docs), n_bytes, len(docs))
+    result["path"] = str(Path(directory).resolve())
     return result
 
 

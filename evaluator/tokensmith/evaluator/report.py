@@ -25,6 +25,7 @@ from typing import Any
 SCHEMA = "tokensmith.eval/v1"
 TERMINATION_LIMIT = 4096  # bytes; Kubernetes keeps at most 4096 bytes of a termination message
 PERPLEXITY_TASK = "perplexity"
+PERPLEXITY_METRICS = ("token_perplexity", "bits_per_byte", "byte_perplexity", "nll_per_token")
 
 
 def _number(value: Any) -> float | None:
@@ -71,11 +72,15 @@ def build_document(
     sections = (
         from_lm_eval(lm_eval_results) if lm_eval_results else {"results": {}, "num_fewshot": {}, "items": {}}
     )
+    extra: dict[str, Any] = {}
     if perplexity:
         sections["results"][PERPLEXITY_TASK] = {
-            k: float(v) for k, v in perplexity.items() if _number(v) is not None and k != "documents"
+            k: float(perplexity[k]) for k in PERPLEXITY_METRICS if _number(perplexity.get(k)) is not None
         }
         sections["items"][PERPLEXITY_TASK] = int(perplexity.get("documents", 0))
+        extra["perplexity_data"] = {
+            k: perplexity[k] for k in ("path", "documents", "tokens", "bytes") if k in perplexity
+        }
     return {
         "schema": SCHEMA,
         "checkpoint": model_info.get("checkpoint"),
@@ -89,6 +94,7 @@ def build_document(
         "wall_time_s": round(wall_time_s, 3),
         **dict(settings),
         **sections,
+        **extra,
     }
 
 
