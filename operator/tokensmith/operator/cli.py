@@ -1,6 +1,110 @@
-"""`tokensmith operator` and `tokensmith crd`."""
+"""`tokensmith operator run` and `tokensmith crd` (kopf is imported only when the operator runs)."""
 
-from tokensmith.core.errors import placeholder_command
+from __future__ import annotations
 
-operator = placeholder_command("operator", "Run the Kubernetes operator.")
-crd = placeholder_command("crd", "Print the LLMTrainingJob CustomResourceDefinition.")
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from tokensmith.core.errors import TokensmithError
+
+
+@click.command(name="crd", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True)
+@click.option("--output", type=click.Path(path_type=Path), help="Write the CRD here (atomically).")
+def crd(fmt: str, output: Path | None) -> None:
+    """Print the LLMTrainingJob CustomResourceDefinition generated from the models.
+
+    \b
+    tokensmith crd | kubectl apply -f -
+    tokensmith crd --output charts/tokensmith/crds/llmtrainingjobs.tokensmith.dev.yaml
+    """
+    from tokensmith.operator.crd import build_crd, crd_yaml
+
+    text = crd_yaml() if fmt == "yaml" else json.dumps(build_crd(), indent=2) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    from tokensmith.core.io import atomic_write_text
+
+    atomic_write_text(output, text)
+    click.echo(f"wrote {output}", err=True)
+
+
+@click.group(name="operator", context_settings={"help_option_names": ["-h", "--help"]})
+def operator() -> None:
+    """Run the Kubernetes operator for LLMTrainingJob resources."""
+
+
+@operator.command(name="run")
+@click.option(
+    "--namespace",
+    "-n",
+    "namespaces",
+    multiple=True,
+    help="Watch only these namespaces (repeatable). Default: all namespaces (needs a ClusterRole).",
+)
+@click.option(
+    "--peering",
+    default="tokensmith",
+    show_default=True,
+    help="kopf peering name: replicas with the same name elect one active operator.",
+)
+@click.option("--standalone", is_flag=True, help="No peering (a single replica; no kopf.dev CRDs needed).")
+@click.option("--priority", type=int, default=0, show_default=True, help="Peering priority of this replica.")
+@click.option(
+    "--metrics-port", type=click.IntRange(0, 65535), default=9090, show_default=True, help="0 disables."
+)
+@click.option(
+    "--liveness",
+    default="http://0.0.0.0:8080/healthz",
+    show_default=True,
+    help="kopf's liveness endpoint URL ('' disables).",
+)
+@click.option(
+    "--interval", type=float, default=10.0, show_default=True, help="Seconds between periodic reconciles."
+)
+@click.option("--trainer-image", envvar="TOKENSMITH_TRAINER_IMAGE", help="Default trainer image [env].")
+@click.option("--evaluator-image", envvar="TOKENSMITH_EVALUATOR_IMAGE", help="Default evaluator image [env].")
+@click.option("--verbose", is_flag=True)
+def run(
+    namespaces: tuple[str, ...],
+    peering: str,
+    standalone: bool,
+    priority: int,
+    metrics_port: int,
+    liveness: str,
+    interval: float,
+    trainer_image: str | None,
+    evaluator_image: str | None,
+    verbose: bool,
+) -> None:
+    """Reconcile LLMTrainingJobs into gangs of worker pods (a thin wrapper over kopf).
+
+    \b
+    tokensmith operator run --namespace ml-training
+    tokensmith operator run --standalone --metrics-port 9090
+    """
+    if interval <= 0:
+        raise TokensmithError(f"--interval must be positive, got {interval}")
+    from tokensmith.operator.children import Defaults
+    from tokensmith.operator.main import OperatorConfig, run_operator
+
+    overrides: dict[str, Any] = {}
+    if trainer_image:
+        overrides["trainer_image"] = trainer_image
+    if evaluator_image:
+        overrides["evaluator_image"] = evaluator_image
+    config = OperatorConfig(
+        namespaces=namespaces,
+        peering=None if standalone else peering,
+        priority=priority,
+        metrics_port=metrics_port or None,
+        liveness=liveness or None,
+        interval=interval,
+        defaults=Defaults(**overrides),
+        verbose=verbose,
+    )
+    run_operator(config)

@@ -180,7 +180,8 @@ def _judge_gang(
     leader = current.get(0)
     if leader is not None and leader.phase == "Succeeded":
         st.completion_time = now
-        message = f"worker 0 exited 0 after {st.progress.tokens if st.progress else '?'} tokens"
+        done = f" after {st.progress.tokens} tokens" if st.progress else ""
+        message = f"worker 0 exited 0{done}: training complete"
         _enter(st, "Succeeded", "Completed", message, now)
         acts.append(EmitEvent("Normal", "Succeeded", message))
         return _finish(st, acts, _unfinished(observed.workers), "training finished")

@@ -169,6 +169,11 @@ class ClusterSpec(K8sModel):
         description="Trainer image; default: the operator's TOKENSMITH_TRAINER_IMAGE (Helm sets it).",
     )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    command: list[str] | None = Field(
+        None,
+        description="Replaces the worker command (default: `python -m tokensmith.operator.launch` running "
+        "`tokensmith train` under torch's elastic launcher with the rendered config).",
+    )
     image_pull_secrets: list[str] = Field(default_factory=list, description="Names of image pull secrets.")
     service_account_name: str | None = Field(
         None,

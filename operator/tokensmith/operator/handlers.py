@@ -1,0 +1,327 @@
+"""The kopf handlers: read (kopf's indices and the job's live body), decide (`reconcile.py`), write.
+
+One kopf daemon per LLMTrainingJob runs the reconcile loop. It wakes up when something about the
+job changes (a pod or evaluation Job event, a spec change, a progress or checkpoint report from the
+trainer), when the decision asked to look again (backoff end, hang deadline, budget end), and at
+least every `interval` seconds. Pods and Jobs come from kopf indices filled by its watches, so a
+reconcile issues no LIST and no GET: only the writes the decision asks for, plus one status patch
+when the status changed. kopf's peering makes extra replicas standbys; an operator restarted at any
+moment rebuilds everything from the API (labels, status) - see `reconcile.py` for the write order
+that makes this safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import kopf
+from pydantic import ValidationError
+
+from tokensmith.operator import children, names, observe
+from tokensmith.operator.kube import ApiError, KubeClient
+from tokensmith.operator.metrics import OperatorMetrics
+from tokensmith.operator.observed import (
+    CreateEvaluation,
+    CreateGang,
+    Decision,
+    DeleteWorkers,
+    EmitEvent,
+    EvalObservation,
+    Observed,
+    WorkerObservation,
+)
+from tokensmith.operator.reconcile import reconcile, reject
+from tokensmith.operator.spec import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    LLMTrainingJobSpec,
+    LLMTrainingJobStatus,
+    format_validation_error,
+    status_to_dict,
+)
+
+log = logging.getLogger("tokensmith.operator")
+
+# Status keys that change on every reconcile while a gang runs; alone they are written at most once
+# per interval (GPU-hours stay accurate to one interval, and an idle reconcile costs no request).
+VOLATILE_STATUS = {"accountedTime", "gpuHours", "costUSD", "progressText"}
+# Trainer-written status keys whose change should wake the reconciler (checkpoints, heartbeats).
+TRAINER_STATUS = ("progress", "lastCheckpoint")
+
+
+@dataclass
+class Runtime:
+    """State shared by the handlers of one operator process (memory only: all of it can be lost)."""
+
+    client: KubeClient
+    defaults: children.Defaults
+    interval: float = 10.0
+    metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
+    max_parallel_writes: int = 16
+    # kopf settings applied at startup (tests shorten kopf's own timers here)
+    settings_hook: Any = None
+    wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
+    seen: dict[tuple[str, str], Any] = field(default_factory=dict)
+    last_write: dict[tuple[str, str], float] = field(default_factory=dict)
+    # pods created but not yet seen in the index (avoids re-POSTing them on the next reconcile)
+    inflight: dict[str, float] = field(default_factory=dict)
+    shared_children: dict[tuple[str, str], int] = field(default_factory=dict)
+    reconciles: int = 0
+
+    def wake(self, namespace: str, job: str) -> None:
+        event = self.wakeups.get((namespace, job))
+        if event is not None:
+            event.set()
+
+
+def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
+    """A kopf registry with the operator's handlers bound to `rt`."""
+    registry = kopf.OperatorRegistry()
+    has_job = {names.LABEL_JOB: kopf.PRESENT}
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.scanning.disabled = True  # no namespace/CRD listing: least privilege, and kmock needs it
+        # kopf's bookkeeping in annotations, never in our structural status (the API server would prune it)
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix=GROUP, key="last-handled-configuration"
+        )
+        settings.persistence.finalizer = f"{GROUP}/operator"
+        settings.posting.level = logging.INFO
+        settings.watching.server_timeout = 300
+        if rt.settings_hook is not None:
+            rt.settings_hook(settings)
+
+    @kopf.index("pods", labels=has_job, registry=registry, id="tokensmith_pods")  # type: ignore[arg-type]
+    def pods_index(namespace: str, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> Any:
+        key = (namespace, labels[names.LABEL_JOB])
+        worker = observe.worker_from_pod(body)
+        if worker is not None:
+            rt.inflight.pop(worker.name or "", None)
+            return {key: worker}
+        if labels.get(names.LABEL_ROLE) == names.ROLE_EVAL:
+            return {key: {"step": labels.get(names.LABEL_STEP), "status": dict(body.get("status") or {})}}
+        return None
+
+    @kopf.index("batch", "v1", "jobs", labels=has_job, registry=registry, id="tokensmith_jobs")  # type: ignore[arg-type]
+    def jobs_index(namespace: str, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> Any:
+        if labels.get(names.LABEL_ROLE) != names.ROLE_EVAL:
+            return None
+        return {
+            (namespace, labels[names.LABEL_JOB]): {
+                "metadata": dict(body.metadata),
+                "status": dict(body.status),
+            }
+        }
+
+    @kopf.on.event("pods", labels=has_job, registry=registry)
+    @kopf.on.event("batch", "v1", "jobs", labels=has_job, registry=registry)  # type: ignore[arg-type]
+    def child_changed(namespace: str, labels: Mapping[str, str], **_: Any) -> None:
+        rt.wake(namespace, labels[names.LABEL_JOB])
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)  # type: ignore[arg-type]
+    def job_changed(namespace: str, name: str, body: kopf.Body, type: str | None, **_: Any) -> None:
+        status = body.get("status") or {}
+        fingerprint = (repr(body.get("spec")), *(repr(status.get(k)) for k in TRAINER_STATUS))
+        if type == "DELETED":
+            rt.seen.pop((namespace, name), None)
+            rt.metrics.forget_job(namespace, name)
+            return
+        if rt.seen.get((namespace, name)) != fingerprint:
+            rt.seen[(namespace, name)] = fingerprint
+            rt.wake(namespace, name)
+
+    @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, id="reconciler", initial_delay=0)  # type: ignore[arg-type]
+    async def reconciler(
+        name: str,
+        namespace: str,
+        uid: str,
+        body: kopf.Body,
+        stopped: kopf.DaemonStopped,
+        tokensmith_pods: kopf.Index[Any, Any],
+        tokensmith_jobs: kopf.Index[Any, Any],
+        **_: Any,
+    ) -> None:
+        key = (namespace, name)
+        wake = rt.wakeups.setdefault(key, asyncio.Event())
+        try:
+            while not stopped:
+                wake.clear()
+                wait = await reconcile_once(rt, name, namespace, uid, body, tokensmith_pods, tokensmith_jobs)
+                if stopped:
+                    break
+                await _sleep(wake, stopped, min(wait if wait is not None else rt.interval, rt.interval))
+        finally:
+            rt.wakeups.pop(key, None)
+
+    return registry
+
+
+async def _sleep(wake: asyncio.Event, stopped: kopf.DaemonStopped, timeout: float) -> None:
+    waiter = asyncio.ensure_future(wake.wait())
+    stopper = asyncio.ensure_future(stopped.wait())
+    try:
+        await asyncio.wait({waiter, stopper}, timeout=max(timeout, 0.01), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        stopper.cancel()
+
+
+# ------------------------------------------------------------------------------- one pass
+
+
+def observed_from_indices(
+    namespace: str, name: str, now: datetime, generation: int | None, pods: Any, jobs: Any
+) -> Observed:
+    """The job's observation from kopf's indices (no API request)."""
+    key = (namespace, name)
+    workers = tuple(v for v in pods.get(key, ()) if isinstance(v, WorkerObservation))
+    eval_pods: dict[str, list[dict[str, Any]]] = {}
+    for v in pods.get(key, ()):
+        if isinstance(v, dict):
+            eval_pods.setdefault(str(v.get("step")), []).append(v)
+    evaluations: list[EvalObservation] = []
+    for job in jobs.get(key, ()):
+        step = (job["metadata"].get("labels") or {}).get(names.LABEL_STEP)
+        obs = observe.evaluation_from(job, eval_pods.get(str(step), []))
+        if obs is not None:
+            evaluations.append(obs)
+    return Observed(now=now, workers=workers, evaluations=tuple(evaluations), generation=generation)
+
+
+def read_status(raw: Mapping[str, Any] | None) -> LLMTrainingJobStatus:
+    """The stored status; a corrupted one (hand-edited) restarts the bookkeeping instead of crashing."""
+    try:
+        return LLMTrainingJobStatus.model_validate(dict(raw or {}))
+    except ValidationError as err:
+        log.warning("ignoring an unreadable status: %s", format_validation_error(err, "status"))
+        return LLMTrainingJobStatus()
+
+
+async def reconcile_once(
+    rt: Runtime, name: str, namespace: str, uid: str, body: Mapping[str, Any], pods: Any, jobs: Any
+) -> float | None:
+    """Read, decide, write; returns the seconds after which to look again."""
+    started = time.perf_counter()
+    now = datetime.now(UTC)
+    meta = body.get("metadata") or {}
+    generation = meta.get("generation")
+    status = read_status(body.get("status"))
+    spec: LLMTrainingJobSpec | None = None
+    try:
+        spec = LLMTrainingJobSpec.model_validate(dict(body.get("spec") or {}))
+    except ValidationError as err:  # the schema let it through (an old CRD?) but the models did not
+        decision = reject(status, format_validation_error(err), now, generation)
+    else:
+        observed = observed_from_indices(namespace, name, now, generation, pods, jobs)
+        decision = reconcile(name, spec, status, observed)
+    job = children.JobRef(name=name, namespace=namespace, uid=uid)
+    try:
+        await apply(rt, job, spec, body, status, decision)
+    except (ApiError, OSError, asyncio.TimeoutError) as err:  # next pass retries; never crash the daemon
+        log.warning("%s/%s: writing the decision failed, will retry: %s", namespace, name, err)
+        return min(rt.interval, 2.0)
+    finally:
+        rt.reconciles += 1
+        rt.metrics.reconcile_seconds.observe(time.perf_counter() - started)
+    rt.metrics.observe_job(namespace, name, decision.status.phase, decision.status.gpu_hours)
+    return decision.requeue_after
+
+
+async def apply(
+    rt: Runtime,
+    job: children.JobRef,
+    spec: LLMTrainingJobSpec | None,
+    body: Mapping[str, Any],
+    old: LLMTrainingJobStatus,
+    decision: Decision,
+) -> None:
+    """Carry out a decision in the order `reconcile.py` documents: create, record, delete, tell."""
+    sem = asyncio.Semaphore(rt.max_parallel_writes)
+
+    async def create(obj: dict[str, Any]) -> None:
+        async with sem:
+            await rt.client.create(obj)
+            rt.metrics.api_requests.labels("create", obj["kind"]).inc()
+
+    for action in decision.actions:
+        if isinstance(action, CreateGang) and spec is not None:
+            await _ensure_job_children(rt, job, spec, action.attempt, create)
+            pods = children.worker_pods(job, spec, action.attempt, action.indices, rt.defaults)
+            fresh = [p for p in pods if time.monotonic() - rt.inflight.get(p["metadata"]["name"], -1e9) > 30]
+            for p in fresh:
+                rt.inflight[p["metadata"]["name"]] = time.monotonic()
+            await asyncio.gather(*(create(p) for p in fresh))
+        elif isinstance(action, CreateEvaluation) and spec is not None:
+            await create(
+                children.evaluation_job(job, spec, action.step, action.path, action.name, rt.defaults)
+            )
+
+    await _write_status(rt, job, old, decision.status)
+
+    for action in decision.actions:
+        if isinstance(action, DeleteWorkers):
+            await asyncio.gather(*(_delete_pod(rt, job, w, sem) for w in action.workers if w.name))
+    for action in decision.actions:
+        if isinstance(action, EmitEvent):
+            kopf.event(
+                cast(kopf.Body, body), type=action.type, reason=action.reason, message=action.message[:1000]
+            )
+            if action.reason == "Restarting" and decision.status.last_failure is not None:
+                rt.metrics.restarts.labels(decision.status.last_failure.reason).inc()
+
+
+async def _ensure_job_children(
+    rt: Runtime, job: children.JobRef, spec: LLMTrainingJobSpec, attempt: int, create: Any
+) -> None:
+    """Service, ConfigMap, trainer identity, PodGroup: created once; the config refreshed per attempt
+    (spec edits take effect at the next attempt)."""
+    key = (job.namespace, job.name)
+    if rt.shared_children.get(key) == attempt:
+        return
+    for obj in children.job_children(job, spec):
+        if obj["kind"] == "ConfigMap":
+            created = await rt.client.create(obj)
+            if created is None:  # exists from an earlier attempt: bring it up to date
+                await rt.client.patch(
+                    "v1", "configmaps", job.namespace, obj["metadata"]["name"], {"data": obj["data"]}
+                )
+        else:
+            await create(obj)
+    rt.shared_children[key] = attempt
+
+
+async def _delete_pod(
+    rt: Runtime, job: children.JobRef, worker: WorkerObservation, sem: asyncio.Semaphore
+) -> None:
+    async with sem:
+        await rt.client.delete("v1", "pods", job.namespace, worker.name or "")
+        rt.metrics.api_requests.labels("delete", "Pod").inc()
+
+
+async def _write_status(
+    rt: Runtime, job: children.JobRef, old: LLMTrainingJobStatus, new: LLMTrainingJobStatus
+) -> None:
+    before, after = status_to_dict(old), status_to_dict(new)
+    changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
+    if not changed:
+        return
+    key = (job.namespace, job.name)
+    if changed <= VOLATILE_STATUS and time.monotonic() - rt.last_write.get(key, 0.0) < rt.interval:
+        return
+    # The trainer writes progress/lastCheckpoint concurrently: never send them back (a stale copy
+    # would overwrite a newer report). JSON merge patch: null removes a key we no longer set.
+    patch: dict[str, Any] = {k: after.get(k) for k in changed if k not in TRAINER_STATUS}
+    if not patch:
+        return
+    await rt.client.patch(f"{GROUP}/{VERSION}", PLURAL, job.namespace, job.name, {"status": patch}, "status")
+    rt.metrics.api_requests.labels("patch", "LLMTrainingJob/status").inc()
+    rt.last_write[key] = time.monotonic()

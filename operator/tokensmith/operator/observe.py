@@ -1,0 +1,117 @@
+"""From raw Kubernetes objects (pods, batch Jobs) to the typed observations the decisions read.
+
+Pure functions over the JSON the API returns; the kopf handlers feed them from kopf's in-memory
+indices, so a reconcile needs no LIST request.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from tokensmith.operator import names
+from tokensmith.operator.observed import EvalObservation, WorkerObservation, WorkerPhase
+
+# Disruption reasons Kubernetes writes to the DisruptionTarget pod condition (>= 1.26).
+_DISRUPTIONS = {"PreemptionByScheduler", "PreemptionByKubeScheduler", "DeletionByTaintManager",
+                "EvictionByEvictionAPI", "DeletionByPodGC", "TerminationByKubelet"}  # fmt: skip
+
+
+def worker_from_pod(pod: Mapping[str, Any]) -> WorkerObservation | None:
+    """A worker pod as an observation (None for pods that are not workers of a job)."""
+    meta = pod.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    if labels.get(names.LABEL_ROLE) != names.ROLE_WORKER or names.LABEL_ATTEMPT not in labels:
+        return None
+    try:
+        attempt = int(labels[names.LABEL_ATTEMPT])
+        index = int(labels.get(names.LABEL_INDEX, "-1"))
+    except ValueError:
+        return None
+    status = pod.get("status") or {}
+    phase: WorkerPhase = status.get("phase") or "Pending"
+    if phase not in ("Pending", "Running", "Succeeded", "Failed", "Unknown"):
+        phase = "Unknown"
+    exit_code, reason, message = _terminated(status)
+    for cond in status.get("conditions") or []:
+        disrupted = cond.get("type") == "DisruptionTarget" and cond.get("status") == "True"
+        if disrupted and cond.get("reason") in _DISRUPTIONS:
+            reason, message = cond["reason"], cond.get("message") or message
+    if status.get("reason") in (
+        "Evicted",
+        "NodeLost",
+        "Shutdown",
+        "Terminated",
+        "NodeAffinity",
+        "Preempting",
+    ):
+        reason = "Preempted" if status["reason"] == "Preempting" else status["reason"]
+        message = status.get("message") or message
+    return WorkerObservation(
+        index=index,
+        attempt=attempt,
+        phase=phase,
+        exit_code=exit_code,
+        reason=reason,
+        message=message,
+        terminating=bool(meta.get("deletionTimestamp")),
+        name=meta.get("name"),
+    )
+
+
+def _terminated(status: Mapping[str, Any]) -> tuple[int | None, str | None, str | None]:
+    """Exit code, reason and message of the first terminated container (the trainer)."""
+    for cs in status.get("containerStatuses") or []:
+        term = (cs.get("state") or {}).get("terminated")
+        if term:
+            message = (term.get("message") or "").strip().splitlines()
+            return term.get("exitCode"), term.get("reason"), (message[-1][:500] if message else None)
+    return None, None, None
+
+
+def evaluation_from(job: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]) -> EvalObservation | None:
+    """An evaluation Job (and its pod, for the termination message) as an observation."""
+    meta = job.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    if labels.get(names.LABEL_ROLE) != names.ROLE_EVAL:
+        return None
+    try:
+        step = int(labels[names.LABEL_STEP])
+    except (KeyError, ValueError):
+        return None
+    status = job.get("status") or {}
+    conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
+    results, message = _eval_message(pods)
+    if "Complete" in conditions or status.get("succeeded"):
+        if results is None:
+            return EvalObservation(step, "Failed", meta.get("name"), None, message or "no results reported")
+        return EvalObservation(step, "Succeeded", meta.get("name"), results, None)
+    if "Failed" in conditions or status.get("failed"):
+        reason = conditions.get("Failed", {}).get("message") or conditions.get("Failed", {}).get("reason")
+        return EvalObservation(
+            step, "Failed", meta.get("name"), None, message or reason or "evaluation failed"
+        )
+    return EvalObservation(step, "Running", meta.get("name"))
+
+
+def _eval_message(pods: Iterable[Mapping[str, Any]]) -> tuple[dict[str, Any] | None, str | None]:
+    """Results from the evaluator's termination message ({"results": ...} or {"error": ...})."""
+    for pod in pods:
+        exit_code, reason, _ = _terminated(pod.get("status") or {})
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            term = (cs.get("state") or {}).get("terminated") or {}
+            text = term.get("message")
+            if not text:
+                continue
+            try:
+                doc = json.loads(text)
+            except ValueError:
+                return None, f"exit code {exit_code}: {text.strip().splitlines()[-1][:300]}"
+            if isinstance(doc, dict) and "error" in doc:
+                return None, str(doc["error"])[:500]
+            if isinstance(doc, dict) and isinstance(doc.get("results"), dict):
+                return doc["results"], None
+        if exit_code not in (None, 0):
+            return None, f"evaluator exited {exit_code}" + (f" ({reason})" if reason else "")
+    return None, None

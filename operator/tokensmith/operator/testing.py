@@ -1,0 +1,434 @@
+"""An in-process Kubernetes for testing the real operator: kmock's API emulator on loopback plus the
+controllers a real cluster would run beside it, each as small as the tests need.
+
+kmock's `KubernetesEmulator` stores objects, serves list/watch/get/create/patch/delete and keeps
+finalizers, but (version 0.8) assigns no uid, resourceVersion or generation and runs no
+controllers. `EmulatedCluster` adds exactly what the operator relies on, and says so:
+- uid, creationTimestamp, a resourceVersion set once at creation (kopf's JSON patches `test` it;
+  it is not bumped on writes, so optimistic-concurrency conflicts are not emulated), generation
+  (bumped on spec writes) and names for `generateName` (kopf's Events);
+- a garbage collector: objects whose owners (by uid) are gone are deleted, as Kubernetes' GC does
+  with background propagation;
+- a kubelet: pods become Running after `start_delay`; a test ends them with exit codes, reasons and
+  termination messages (`terminate`), or loses their node (`lose_node`);
+- a Job controller for evaluation Jobs: one pod per Job, and the Job's Complete/Failed condition
+  once that pod ends; the evaluator "runs" for `eval_delay` and reports `eval_results` through its
+  termination message, like `tokensmith eval` does;
+- `report_progress` / `report_checkpoint`: the status patches trainer rank 0 sends.
+Label selectors are not evaluated by the emulator; kopf filters by labels itself, so nothing
+depends on them. kmock is a test dependency: import this module only in tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import itertools
+import json
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import kmock
+from kmock._internal import apps, k8s
+
+from tokensmith.operator import names
+from tokensmith.operator.spec import GROUP, PLURAL, VERSION
+
+HARNESS_AGENT = "tokensmith-test-harness"
+JOBS_PATH = f"/apis/{GROUP}/{VERSION}"
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class _Emulator(k8s.KubernetesEmulator):
+    """kmock's emulator plus uid/resourceVersion/generation/creationTimestamp (see the module doc)."""
+
+    _versions = itertools.count(1)
+
+    async def _handle(self, request: Any) -> Any:
+        if (
+            request.resource is not None
+            and request.action == kmock.action.CREATE
+            and isinstance(request.data, dict)
+        ):
+            md = request.data.setdefault("metadata", {})
+            if not md.get("name") and md.get("generateName"):  # Events use generateName
+                md["name"] = f"{md['generateName']}{uuid.uuid4().hex[:10]}"
+            md.setdefault("uid", str(uuid.uuid4()))
+            md.setdefault("creationTimestamp", _now())
+            md["resourceVersion"] = str(next(self._versions))
+            md["generation"] = 1
+        elif (
+            request.resource is not None
+            and request.action == kmock.action.UPDATE
+            and request.name
+            and isinstance(request.data, dict)
+            and "spec" in request.data
+            and not request.subresource
+        ):
+            key = (request.resource, request.namespace, request.name)
+            old = self._objects[key].get("metadata", {}) if key in self._objects else {}
+            request.data.setdefault("metadata", {})["generation"] = int(old.get("generation", 1)) + 1
+        return await super()._handle(request)
+
+
+RESOURCES: dict[str, dict[str, Any]] = {
+    f"{GROUP}/{VERSION}/{PLURAL}": dict(
+        kind="LLMTrainingJob", singular="llmtrainingjob", namespaced=True, subresources={"status"}
+    ),
+    "v1/pods": dict(kind="Pod", singular="pod", namespaced=True, subresources={"status"}),
+    "v1/services": dict(kind="Service", singular="service", namespaced=True),
+    "v1/configmaps": dict(kind="ConfigMap", singular="configmap", namespaced=True),
+    "v1/serviceaccounts": dict(kind="ServiceAccount", singular="serviceaccount", namespaced=True),
+    "v1/events": dict(kind="Event", singular="event", namespaced=True),
+    "v1/namespaces": dict(kind="Namespace", singular="namespace", namespaced=False),
+    "rbac.authorization.k8s.io/v1/roles": dict(kind="Role", singular="role", namespaced=True),
+    "rbac.authorization.k8s.io/v1/rolebindings": dict(
+        kind="RoleBinding", singular="rolebinding", namespaced=True
+    ),
+    "batch/v1/jobs": dict(kind="Job", singular="job", namespaced=True, subresources={"status"}),
+    "scheduling.volcano.sh/v1beta1/podgroups": dict(kind="PodGroup", singular="podgroup", namespaced=True),
+    "apiextensions.k8s.io/v1/customresourcedefinitions": dict(
+        kind="CustomResourceDefinition", singular="customresourcedefinition", namespaced=False
+    ),
+}
+VERBS = {"get", "list", "watch", "create", "patch", "update", "delete"}
+
+
+class EmulatedCluster:
+    """`async with EmulatedCluster() as cluster:` - the emulator, its controllers, and test helpers."""
+
+    def __init__(self, start_delay: float = 0.05, eval_delay: float = 0.2, tick: float = 0.02) -> None:
+        self.start_delay = start_delay
+        self.eval_delay = eval_delay
+        self.tick = tick
+        self.eval_results: dict[int, dict[str, Any]] = {}  # step -> short JSON; missing: a default result
+        self.eval_failures: dict[int, str] = {}  # step -> error message (the evaluator exits 2)
+        self.auto_start = True
+        self._emu: Any = None
+        self._server: Any = None
+        self._stack = contextlib.AsyncExitStack()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._session: aiohttp.ClientSession | None = None
+        self._seen_running: dict[str, float] = {}
+        self.url = ""
+
+    async def __aenter__(self) -> EmulatedCluster:
+        self._emu = await self._stack.enter_async_context(_Emulator())
+        self._server = await self._stack.enter_async_context(apps.Server(self._emu))
+        self.url = str(self._server.url).rstrip("/")
+        for key, info in RESOURCES.items():
+            self._emu.resources[key] = kmock.ResourceInfo(verbs=VERBS, **info)
+        self._session = aiohttp.ClientSession(headers={"User-Agent": HARNESS_AGENT})
+        self._tasks = [asyncio.create_task(self._controllers())]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._session is not None:
+            await self._session.close()
+        await self._stack.aclose()
+
+    def connection(self) -> Any:
+        import kopf
+
+        return kopf.ConnectionInfo(server=self.url, insecure=True, default_namespace="default")
+
+    # ------------------------------------------------------------------------ reading
+
+    def objects(self, plural: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        """Live objects of a resource ("pods", "jobs", "llmtrainingjobs", ...), from memory."""
+        out = []
+        for (resource, ns, _name), obj in list(self._emu.objects.items()):
+            if resource.plural == plural and (namespace is None or ns == namespace) and not obj.deleted:
+                out.append(json.loads(json.dumps(obj.raw)))
+        return out
+
+    def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return next((o for o in self.objects(plural, namespace) if o["metadata"]["name"] == name), None)
+
+    def job(self, namespace: str, name: str) -> dict[str, Any]:
+        obj = self.get(PLURAL, namespace, name)
+        assert obj is not None, f"job {namespace}/{name} does not exist"
+        return obj
+
+    def workers(self, namespace: str, job: str, attempt: int | None = None) -> list[dict[str, Any]]:
+        pods = [
+            p
+            for p in self.objects("pods", namespace)
+            if (p["metadata"].get("labels") or {}).get(names.LABEL_JOB) == job
+            and p["metadata"]["labels"].get(names.LABEL_ROLE) == names.ROLE_WORKER
+        ]
+        if attempt is not None:
+            pods = [p for p in pods if p["metadata"]["labels"][names.LABEL_ATTEMPT] == str(attempt)]
+        return sorted(pods, key=lambda p: p["metadata"]["name"])
+
+    def requests(self, agent_prefix: str | None = None) -> list[Any]:
+        """Requests the emulator served, optionally only those whose User-Agent starts with a prefix."""
+        reqs = list(self._emu._requests)
+        if agent_prefix is None:
+            return [r for r in reqs if not str(r.headers.get("User-Agent", "")).startswith(HARNESS_AGENT)]
+        return [r for r in reqs if str(r.headers.get("User-Agent", "")).startswith(agent_prefix)]
+
+    async def wait_for(
+        self, predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition"
+    ) -> Any:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if loop.time() > deadline:
+                raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+            await asyncio.sleep(self.tick)
+
+    # ------------------------------------------------------------------------ writing
+
+    async def _call(self, method: str, path: str, body: Any = None, content_type: str | None = None) -> Any:
+        assert self._session is not None
+        headers = {"Content-Type": content_type} if content_type else {}
+        async with self._session.request(method, self.url + path, json=body, headers=headers) as resp:
+            data = await resp.json(content_type=None)
+            if resp.status >= 400:
+                raise RuntimeError(f"{method} {path}: HTTP {resp.status}: {data}")
+            return data
+
+    async def apply_job(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        ns = manifest["metadata"].setdefault("namespace", "default")
+        created: dict[str, Any] = await self._call("POST", f"{JOBS_PATH}/namespaces/{ns}/{PLURAL}", manifest)
+        return created
+
+    async def patch_job(self, namespace: str, name: str, patch: dict[str, Any], status: bool = False) -> Any:
+        path = f"{JOBS_PATH}/namespaces/{namespace}/{PLURAL}/{name}" + ("/status" if status else "")
+        return await self._call("PATCH", path, patch, "application/merge-patch+json")
+
+    async def delete_job(self, namespace: str, name: str) -> Any:
+        return await self._call("DELETE", f"{JOBS_PATH}/namespaces/{namespace}/{PLURAL}/{name}")
+
+    async def report_progress(
+        self, namespace: str, job: str, step: int, tokens: int, loss: float = 3.0
+    ) -> None:
+        """What trainer rank 0 sends (tokensmith.trainer.reporting.progress_patch)."""
+        progress = {"step": step, "tokens": tokens, "loss": loss, "heartbeatTime": _now()}
+        await self.patch_job(namespace, job, {"status": {"progress": progress}}, status=True)
+
+    async def report_checkpoint(self, namespace: str, job: str, step: int, path: str | None = None) -> None:
+        ckpt = {"step": step, "path": path or f"/checkpoints/{job}/step-{step:08d}", "time": _now()}
+        await self.patch_job(namespace, job, {"status": {"lastCheckpoint": ckpt}}, status=True)
+
+    async def _patch(
+        self, plural: str, namespace: str, name: str, patch: dict[str, Any], sub: str = ""
+    ) -> None:
+        api = "/api/v1" if plural in ("pods", "services", "configmaps") else "/apis/batch/v1"
+        path = f"{api}/namespaces/{namespace}/{plural}/{name}" + (f"/{sub}" if sub else "")
+        await self._call("PATCH", path, patch, "application/merge-patch+json")
+
+    async def terminate(
+        self, namespace: str, pod: str, exit_code: int, reason: str | None = None, message: str | None = None
+    ) -> None:
+        """The container exits: Succeeded on 0, Failed otherwise (the kubelet's view)."""
+        term: dict[str, Any] = {
+            "exitCode": exit_code,
+            "reason": reason or ("Completed" if exit_code == 0 else "Error"),
+        }
+        if message:
+            term["message"] = message
+        status = {
+            "phase": "Succeeded" if exit_code == 0 else "Failed",
+            "containerStatuses": [{"name": "main", "ready": False, "state": {"terminated": term}}],
+        }
+        await self._patch("pods", namespace, pod, {"status": status}, "status")
+
+    async def evict(self, namespace: str, pod: str, reason: str = "Evicted") -> None:
+        status = {"phase": "Failed", "reason": reason, "message": f"The node was low on resource ({reason})."}
+        await self._patch("pods", namespace, pod, {"status": status}, "status")
+
+    async def lose_node(self, namespace: str, pod: str) -> None:
+        await self._patch("pods", namespace, pod, {"status": {"phase": "Unknown"}}, "status")
+
+    async def delete_pod(self, namespace: str, pod: str) -> None:
+        await self._call("DELETE", f"/api/v1/namespaces/{namespace}/pods/{pod}")
+
+    # ------------------------------------------------------------------------ controllers
+
+    async def _controllers(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await self._kubelet(loop.time())
+                await self._job_controller()
+                await self._garbage_collector()
+            except (RuntimeError, aiohttp.ClientError):
+                pass  # an object vanished between reading and writing: the next tick sees the truth
+            await asyncio.sleep(self.tick)
+
+    async def _kubelet(self, now: float) -> None:
+        for pod in self.objects("pods"):
+            meta, status = pod["metadata"], pod.get("status") or {}
+            name, ns = meta["name"], meta["namespace"]
+            phase = status.get("phase")
+            if phase is None and self.auto_start:
+                first = self._seen_running.setdefault(f"{ns}/{name}/created", now)
+                if now - first >= self.start_delay:
+                    self._seen_running[f"{ns}/{name}"] = now
+                    container = {"name": "main", "ready": True, "state": {"running": {}}}
+                    running = {"phase": "Running", "containerStatuses": [container]}
+                    await self._patch("pods", ns, name, {"status": running}, "status")
+            elif (
+                phase == "Running"
+                and (meta.get("labels") or {}).get(names.LABEL_ROLE) == names.ROLE_EVAL
+                and now - self._seen_running.get(f"{ns}/{name}", now) >= self.eval_delay
+            ):
+                await self._finish_eval(ns, name, int(meta["labels"][names.LABEL_STEP]))
+
+    async def _finish_eval(self, namespace: str, pod: str, step: int) -> None:
+        if step in self.eval_failures:
+            message = json.dumps({"schema": "tokensmith.eval/v1", "error": self.eval_failures[step]})
+            await self.terminate(namespace, pod, 2, "Error", message)
+            return
+        results = self.eval_results.get(step, {"tokensmith_local": {"acc": 0.25 + step / 1e4}})
+        message = json.dumps({"schema": "tokensmith.eval/v1", "step": step, "results": results})
+        await self.terminate(namespace, pod, 0, "Completed", message)
+
+    async def _job_controller(self) -> None:
+        pods_by_job: dict[tuple[str, str], dict[str, Any]] = {}
+        for pod in self.objects("pods"):
+            job_name = (pod["metadata"].get("labels") or {}).get("batch.kubernetes.io/job-name")
+            if job_name:
+                pods_by_job[(pod["metadata"]["namespace"], job_name)] = pod
+        for job in self.objects("jobs"):
+            meta = job["metadata"]
+            key = (meta["namespace"], meta["name"])
+            if (job.get("status") or {}).get("conditions"):
+                continue
+            found = pods_by_job.get(key)
+            if found is None:
+                template = job["spec"]["template"]
+                labels = {
+                    **(template.get("metadata", {}).get("labels") or {}),
+                    "batch.kubernetes.io/job-name": meta["name"],
+                }
+                owner = {
+                    "apiVersion": "batch/v1",
+                    "kind": "Job",
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "controller": True,
+                }
+                pod_meta = {"name": f"{meta['name']}-0", "namespace": meta["namespace"], "labels": labels}
+                pod_meta["ownerReferences"] = [owner]
+                body = {"apiVersion": "v1", "kind": "Pod", "spec": template["spec"], "metadata": pod_meta}
+                await self._call("POST", f"/api/v1/namespaces/{meta['namespace']}/pods", body)
+                await self._patch(
+                    "jobs", meta["namespace"], meta["name"], {"status": {"active": 1}}, "status"
+                )
+                continue
+            phase = (found.get("status") or {}).get("phase")
+            if phase in ("Succeeded", "Failed"):
+                ok = phase == "Succeeded"
+                cond = {
+                    "type": "Complete" if ok else "Failed",
+                    "status": "True",
+                    "lastTransitionTime": _now(),
+                }
+                if not ok:
+                    cond.update(
+                        reason="BackoffLimitExceeded", message="Job has reached the specified backoff limit"
+                    )
+                status = {"active": 0, "succeeded" if ok else "failed": 1, "conditions": [cond]}
+                await self._patch("jobs", meta["namespace"], meta["name"], {"status": status}, "status")
+
+    async def _garbage_collector(self) -> None:
+        live = {
+            (o.get("metadata") or {}).get("uid")
+            for (r, _n, _m), o in list(self._emu.objects.items())
+            if not o.deleted
+        }
+        for (resource, ns, name), obj in list(self._emu.objects.items()):
+            if obj.deleted:
+                continue
+            owners = (obj.get("metadata") or {}).get("ownerReferences") or []
+            if owners and all(ref.get("uid") not in live for ref in owners):
+                api = "/api/v1" if resource.group == "" else f"/apis/{resource.group}/{resource.version}"
+                with contextlib.suppress(RuntimeError):
+                    await self._call("DELETE", f"{api}/namespaces/{ns}/{resource.plural}/{name}")
+
+
+class OperatorUnderTest:
+    """The real operator (`main.operate`) as a task in this event loop; `restart()` simulates a crash."""
+
+    def __init__(
+        self, cluster: EmulatedCluster, interval: float = 0.5, namespaces: tuple[str, ...] = ()
+    ) -> None:
+        self.cluster = cluster
+        self.interval = interval
+        self.namespaces = namespaces
+        self.runtime: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._stop: asyncio.Event | None = None
+
+    async def start(self) -> None:
+        from tokensmith.operator.children import Defaults
+        from tokensmith.operator.main import OperatorConfig, operate
+
+        config = OperatorConfig(
+            namespaces=self.namespaces,
+            peering=None,
+            metrics_port=None,
+            liveness=None,
+            interval=self.interval,
+            defaults=Defaults(
+                trainer_image="tokensmith/trainer:test", evaluator_image="tokensmith/evaluator:test"
+            ),
+        )
+        self._stop = asyncio.Event()
+        ready = asyncio.Event()
+
+        def settings_hook(settings: Any) -> None:
+            settings.watching.reconnect_backoff = 0.1
+            settings.batching.idle_timeout = 0.1
+            settings.batching.batch_window = 0.01
+            settings.posting.enabled = True
+
+        def runtime_hook(rt: Any) -> None:
+            self.runtime = rt
+
+        self._task = asyncio.create_task(
+            operate(
+                config,
+                connection=self.cluster.connection(),
+                stop_flag=self._stop,
+                ready_flag=ready,
+                settings_hook=settings_hook,
+                runtime_hook=runtime_hook,
+            )
+        )
+        await asyncio.wait_for(ready.wait(), 20)
+
+    async def stop(self) -> None:
+        if self._stop is not None and self._task is not None:
+            self._stop.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(self._task, 20)
+        self._task = None
+
+    async def restart(self) -> None:
+        await self.stop()
+        await self.start()
+
+    async def __aenter__(self) -> OperatorUnderTest:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
