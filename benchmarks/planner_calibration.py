@@ -13,7 +13,7 @@ import sys
 
 from tokensmith.planner import performance
 from tokensmith.planner.calibration import PUBLISHED_RUNS
-from tokensmith.planner.plan import predicted_mfu
+from tokensmith.planner.planning import predicted_mfu
 
 
 def errors() -> list[tuple[str, float, float]]:

@@ -159,8 +159,8 @@ def plan(
     kwargs = _parse_numbers(numbers)
     kwargs.update(gpu=gpu, law=law.lower() if law else None, owned=owned)
 
-    from tokensmith.planner.plan import PlanError
-    from tokensmith.planner.plan import plan as make_plan
+    from tokensmith.planner.planning import PlanError
+    from tokensmith.planner.planning import plan as make_plan
 
     try:
         result = make_plan(**{k: v for k, v in kwargs.items() if v is not None})

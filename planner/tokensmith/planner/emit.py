@@ -11,7 +11,7 @@ import math
 import re
 from typing import Any
 
-from tokensmith.planner.plan import Plan
+from tokensmith.planner.planning import Plan
 
 BUDGET_HEADROOM = 1.10  # the operator stops a job at its budget; leave room for the plan's uncertainty
 

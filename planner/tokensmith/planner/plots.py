@@ -5,7 +5,7 @@ and energy breakdown."""
 from __future__ import annotations
 
 from tokensmith.planner import scaling
-from tokensmith.planner.plan import Plan
+from tokensmith.planner.planning import Plan
 
 
 def isoflop_points(plan: Plan, n: int = 80) -> tuple[list[float], list[float]]:

@@ -7,7 +7,7 @@ from typing import Any
 
 from tokensmith.core.output import table
 from tokensmith.core.units import format_si
-from tokensmith.planner.plan import Plan
+from tokensmith.planner.planning import Plan
 
 
 def _usd(x: float) -> str:

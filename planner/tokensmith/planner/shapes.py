@@ -61,7 +61,7 @@ def shape_for_params(
     For each depth the width is solved from the dominant 12 d^2-per-layer term (8 d^2 SwiGLU MLP plus
     4 d^2 attention), rounded to the two nearest multiples of the head dimension (a multiple of 8
     heads under GQA), and every candidate is counted exactly; the score is the relative count error
-    weighted ten times the log distance of its aspect ratio from `target_aspect`.
+    weighted thirty times the log distance of its aspect ratio from `target_aspect`.
     """
     if not (params > 0 and math.isfinite(params)):
         raise ValueError(f"params must be a positive number, got {params!r}")
@@ -87,7 +87,7 @@ def shape_for_params(
             cfg = _config(n_layers, d_model, head, params, vocab_size, seq_len)
             counts = param_counts(cfg)
             got = counts.non_embedding if non_embedding else counts.total
-            score = 10.0 * abs(math.log(got / params)) + abs(math.log((d_model / n_layers) / aspect))
+            score = 30.0 * abs(math.log(got / params)) + abs(math.log((d_model / n_layers) / aspect))
             if best is None or score < best[0]:
                 best = (score, cfg)
     assert best is not None

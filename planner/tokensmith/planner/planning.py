@@ -614,16 +614,26 @@ def _from_budget(ctx: _Ctx) -> Plan:
         assert req.gpus and req.deadline_days
         hours = req.gpus * req.deadline_days * 24.0
     compute = hours * 3600.0 * peak * mfu0 * 0.95
-    result: Plan | None = None
-    for _ in range(8):
+    # Discrete choices (layers, GPU counts) make cost a step function of compute: keep the largest
+    # compute found under the cap, damping the updates so that the iteration does not oscillate.
+    best: tuple[float, float] | None = None  # (ratio, compute)
+    for step in range(16):
         cfg, tokens = _resolve(ctx, compute)
-        result = _finish(ctx, cfg, tokens, budget_derived=True, alternatives=False)
-        ratio = _spent(req, result)
-        if abs(ratio - 1.0) < 0.005:
+        try:
+            ratio = _spent(req, _finish(ctx, cfg, tokens, budget_derived=True, alternatives=False))
+        except PlanError:
+            if step == 0 or best is None:
+                compute *= 0.5
+                continue
+            raise
+        if ratio <= 1.0 and (best is None or ratio > best[0]):
+            best = (ratio, compute)
+        if 0.99 <= ratio <= 1.0:
             break
-        compute /= ratio
-    assert result is not None
-    cfg, tokens = _resolve(ctx, compute)
+        compute *= (0.995 / ratio) ** (1.0 if step < 4 else 0.5)
+    if best is None:
+        raise PlanError("the budget does not buy any model on this cluster; raise it or change --gpu")
+    cfg, tokens = _resolve(ctx, best[1])
     return _finish(ctx, cfg, tokens, budget_derived=True)
 
 
