@@ -194,7 +194,7 @@ def neox_weights(m: ModelConfig, sd: Weights) -> Weights:
 
 def hf_config(m: ModelConfig, arch: str, bos_id: int | None, eos_id: int | None) -> Any:
     """The `transformers` config object for `arch`."""
-    common = dict(
+    common: dict[str, Any] = dict(
         vocab_size=m.vocab_size,
         tie_word_embeddings=m.tie_embeddings,
         bos_token_id=bos_id,
