@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from tokensmith.operator.names import JOB_NAME_PATTERN, MAX_JOB_NAME
 from tokensmith.operator.spec import (
     API_VERSION,
     GROUP,
@@ -69,9 +70,12 @@ def _rewrite(node: dict[str, Any], defs: dict[str, Any], keep_defaults: bool) ->
         options = node.pop("anyOf")
         non_null = [o for o in options if o.get("type") != "null"]
         nullable = len(non_null) < len(options)
-        if len(non_null) == 1:
-            node = {**_rewrite(non_null[0], defs, keep_defaults), **node}
-        elif {o.get("type") for o in non_null} == {"string", "integer"}:
+        if len(non_null) == 1:  # Optional[X]: X, nullable (sibling keys such as description win)
+            out = _rewrite({**non_null[0], **node}, defs, keep_defaults)
+            if nullable:
+                out["nullable"] = True
+            return out
+        if {o.get("type") for o in non_null} == {"string", "integer"}:
             node["x-kubernetes-int-or-string"] = True
         else:  # pragma: no cover - the models use no other unions; fail loudly if one appears
             raise ValueError(f"cannot express anyOf {options!r} in a structural schema")
@@ -171,7 +175,17 @@ def build_crd() -> dict[str, Any]:
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
+                                "metadata": {
+                                    "type": "object",
+                                    "properties": {
+                                        "name": {
+                                            "type": "string",
+                                            "maxLength": MAX_JOB_NAME,
+                                            "pattern": JOB_NAME_PATTERN,
+                                            "description": "A DNS-1035 label: child names derive from it.",
+                                        }
+                                    },
+                                },
                                 "spec": spec,
                                 "status": status,
                             },
