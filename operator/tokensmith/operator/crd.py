@@ -71,10 +71,10 @@ def _rewrite(node: dict[str, Any], defs: dict[str, Any], keep_defaults: bool) ->
         non_null = [o for o in options if o.get("type") != "null"]
         nullable = len(non_null) < len(options)
         if len(non_null) == 1:  # Optional[X]: X, nullable (sibling keys such as description win)
-            out = _rewrite({**non_null[0], **node}, defs, keep_defaults)
+            inner = _rewrite({**non_null[0], **node}, defs, keep_defaults)
             if nullable:
-                out["nullable"] = True
-            return out
+                inner["nullable"] = True
+            return inner
         if {o.get("type") for o in non_null} == {"string", "integer"}:
             node["x-kubernetes-int-or-string"] = True
         else:  # pragma: no cover - the models use no other unions; fail loudly if one appears
