@@ -123,9 +123,12 @@ def test_vectorised_search_equals_one_by_one_evaluation() -> None:
     econ = search.Economics(price_per_gpu_hour=2.0)
     grid = search.candidate_grid([8, 64, 256])
     res = search.evaluate(grid, _model(cfg), gpu, 8, 1e11, 4e6, econ)
+    flat = search.flat_grid(grid)
+    assert len(res["fits"]) == search.grid_size(grid) == len(flat["gpus"])
     rng = np.random.default_rng(0)
-    for i in rng.choice(len(grid["gpus"]), 25, replace=False):
-        one = {k: v[i : i + 1] for k, v in grid.items()}
+    for i in rng.choice(search.grid_size(grid), 25, replace=False):
+        one = {k: flat[k][i : i + 1] for k in search.AXES}
+        assert all(res[k][i] == flat[k][i] for k in search.AXES)
         single = search.evaluate(one, _model(cfg), gpu, 8, 1e11, 4e6, econ)
         for key in ("fits", "memory_gb", "step_seconds", "cost_usd", "wall_hours", "energy_mwh"):
             assert single[key][0] == pytest.approx(res[key][i], rel=1e-12), key

@@ -25,6 +25,7 @@ PP_DEGREES = (1, 2, 4, 8, 16, 32, 64)
 ZERO_STAGES = (0, 1, 2, 3)
 MICRO_BATCHES = (1, 2, 4, 8, 16)
 RECOMPUTE = (0, 1)
+AXES = ("gpus", "tp", "pp", "zero", "micro_batch", "recompute")  # one array per axis, one entry per candidate
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,10 @@ def gpu_count_grid(gpus_per_node: int, max_gpus: int = 65_536) -> list[int]:
 
 
 def candidate_grid(gpu_counts: list[int]) -> dict[str, Any]:
-    """The full cross product of the search space as flat integer arrays."""
+    """The cross product of the search space as an open mesh: one integer array per axis, each
+    shaped to broadcast against the others (gpus on axis 0, ..., recompute on axis 5). `evaluate`
+    computes every intermediate at the smallest shape it depends on (e.g. GEMM efficiency per TP
+    degree) and only the final quantities at the full size, which is what makes it fast."""
     import numpy as np
 
     axes = np.meshgrid(
@@ -69,9 +73,27 @@ def candidate_grid(gpu_counts: list[int]) -> dict[str, Any]:
         np.asarray(MICRO_BATCHES, dtype=np.int64),
         np.asarray(RECOMPUTE, dtype=np.int64),
         indexing="ij",
+        sparse=True,
     )
-    names = ("gpus", "tp", "pp", "zero", "micro_batch", "recompute")
-    return {n: a.ravel() for n, a in zip(names, axes, strict=True)}
+    grid = dict(zip(AXES, axes, strict=True))
+    # The GPU count is the outer axis: its index saves a sort in `evaluate`.
+    grid["gpu_index"] = np.arange(len(gpu_counts)).reshape(axes[0].shape)
+    grid["gpu_counts"] = np.asarray(gpu_counts, dtype=np.int64)
+    return grid
+
+
+def grid_size(grid: dict[str, Any]) -> int:
+    import numpy as np
+
+    return int(np.prod(np.broadcast_shapes(*(grid[k].shape for k in AXES))))
+
+
+def flat_grid(grid: dict[str, Any]) -> dict[str, Any]:
+    """The candidates as flat arrays of equal length (same order as `evaluate`'s output)."""
+    import numpy as np
+
+    shape = np.broadcast_shapes(*(grid[k].shape for k in AXES))
+    return {k: np.broadcast_to(grid[k], shape).reshape(-1) for k in AXES}
 
 
 def evaluate(
@@ -90,8 +112,9 @@ def evaluate(
     filters them); otherwise from the performance model."""
     import numpy as np
 
-    gpus, tp, pp = grid["gpus"], grid["tp"], grid["pp"]
-    zero, mb, rc = grid["zero"], grid["micro_batch"], grid["recompute"]
+    # Float copies once (every formula below is floating point); integer grid kept for the output.
+    gpus, tp, pp = (grid[k].astype(np.float64) for k in ("gpus", "tp", "pp"))
+    zero, mb, rc = (grid[k].astype(np.float64) for k in ("zero", "micro_batch", "recompute"))
     g = GPUScalars(
         peak_flops=gpu.peak_flops,
         hbm_bytes_s=gpu.hbm_tbs * 1e12,
@@ -100,21 +123,22 @@ def evaluate(
         gpus_per_node=gpus_per_node,
     )
     with np.errstate(divide="ignore", invalid="ignore"):
-        dp = gpus // (tp * pp)
+        model_par = tp * pp
+        dp = np.floor(gpus / model_par)
         n_seq = max(1, round(global_batch_tokens / model.seq_len))
-        microbatches = n_seq // np.maximum(dp * mb, 1)
+        microbatches = np.floor(n_seq / np.maximum(dp * mb, 1.0))
         valid = (
-            (gpus % (tp * pp) == 0)
+            (gpus == dp * model_par)
             & (dp >= 1)
             & (tp <= gpus_per_node)
-            & (model.n_heads % tp == 0)
-            & ((model.n_kv_heads % tp == 0) | (tp % model.n_kv_heads == 0))
+            & (np.fmod(model.n_heads, tp) == 0)
+            & ((np.fmod(model.n_kv_heads, tp) == 0) | (np.fmod(tp, model.n_kv_heads) == 0))
             & (pp <= model.n_layers)
             & ((pp == 1) | (zero <= 1))
             & (microbatches >= 1)
         )
-        microbatches = np.maximum(microbatches, 1)
-        dp = np.maximum(dp, 1)
+        microbatches = np.maximum(microbatches, 1.0)
+        dp = np.maximum(dp, 1.0)
         states = memory.model_state_bytes(model.params, tp, pp, dp, zero)
         stage_layers = np.ceil(model.n_layers / pp)
         acts = memory.activation_bytes(
@@ -129,14 +153,24 @@ def evaluate(
         used_mfu = model_mfu if mfu is None else np.full_like(model_mfu, mfu)
         solve_h = 6.0 * model.params * tokens / (gpus * gpu.peak_flops * used_mfu) / 3600.0
 
-        nodes = np.ceil(gpus / gpus_per_node)
-        mtbf_h = reliability.job_mtbf_hours(econ.mtbf_gpu_hours, gpus)
-        delta_h = reliability.checkpoint_seconds(model.params, nodes) / 3600.0
+        # Failures depend on the GPU count only: evaluate them once per distinct count and broadcast
+        # (Daly's wall time is linear in the solve time).
+        counts, where = (
+            np.unique(grid["gpus"], return_inverse=True)
+            if "gpu_index" not in grid
+            else (grid["gpu_counts"], grid["gpu_index"])
+        )
+        counts = np.asarray(counts, dtype=np.float64)
+        nodes_u = np.ceil(counts / gpus_per_node)
+        mtbf_u = reliability.job_mtbf_hours(econ.mtbf_gpu_hours, counts)
+        delta_u = reliability.checkpoint_seconds(model.params, nodes_u) / 3600.0
         if econ.checkpoint_minutes is None:
-            tau_h = reliability.daly_interval(delta_h, mtbf_h)
+            tau_u = reliability.daly_interval(delta_u, mtbf_u)
         else:
-            tau_h = np.full_like(mtbf_h, econ.checkpoint_minutes / 60.0)
-        wall_h = reliability.wall_time(solve_h, tau_h, delta_h, econ.restart_minutes / 60.0, mtbf_h)
+            tau_u = np.full_like(mtbf_u, econ.checkpoint_minutes / 60.0)
+        stretch_u = reliability.wall_time(1.0, tau_u, delta_u, econ.restart_minutes / 60.0, mtbf_u)
+        nodes, mtbf_h, delta_h, tau_h = nodes_u[where], mtbf_u[where], delta_u[where], tau_u[where]
+        wall_h = solve_h * stretch_u[where]
         gpu_hours = solve_h * gpus
         gpu_hours_total = wall_h * gpus
 
@@ -152,11 +186,11 @@ def evaluate(
         else:
             cost = costs.cloud_cost(gpu_hours_total, econ.price_per_gpu_hour)
 
-    out = dict(grid)
+    out = {k: grid[k] for k in AXES}
     out.update(
-        dp=dp,
+        dp=dp.astype(np.int64),
         nodes=nodes.astype(np.int64),
-        microbatches=microbatches,
+        microbatches=microbatches.astype(np.int64),
         global_batch_tokens=tokens_step,
         memory_gb=need / 1e9,
         valid=valid,
@@ -179,7 +213,8 @@ def evaluate(
         co2_tonnes=energy.co2_tonnes(mwh, econ.carbon_kg_per_kwh),
         cost_usd=cost,
     )
-    return out
+    shape = np.broadcast_shapes(*(np.shape(v) for v in out.values()))
+    return {k: np.broadcast_to(v, shape).reshape(-1) for k, v in out.items()}
 
 
 def pareto_front(result: dict[str, Any]) -> Any:

@@ -76,7 +76,9 @@ def shape_for_params(
     # a probe of the expected width so that the solve below lands next to the exact count.
     d_probe = max(step, round((params * aspect * aspect / 12.0) ** (1.0 / 3.0) / step) * step)
     coeff = layer_params(_config(1, d_probe, head, params, vocab_size, seq_len)) / d_probe**2
-    for n_layers in range(1, 257):
+    # Depths within a factor of two of the one the target aspect ratio implies (coeff L (aspect L)^2).
+    guess = (params / (coeff * aspect * aspect)) ** (1.0 / 3.0)
+    for n_layers in range(max(1, math.floor(guess / 2)), min(256, math.ceil(2 * guess) + 2) + 1):
         # coeff L d^2 + emb_per_d d = params  ->  d
         a, b = coeff * n_layers, float(emb_per_d)
         d_cont = (-b + math.sqrt(b * b + 4 * a * params)) / (2 * a)
@@ -90,5 +92,15 @@ def shape_for_params(
             score = 30.0 * abs(math.log(got / params)) + abs(math.log((d_model / n_layers) / aspect))
             if best is None or score < best[0]:
                 best = (score, cfg)
-    assert best is not None
+    if best is None or 30.0 * abs(math.log(_count(best[1], non_embedding) / params)) > 3.0:
+        raise ValueError(
+            f"no decoder shape has about {params:.3g} parameters with a {vocab_size}-token vocabulary "
+            f"(its embeddings alone need about {2 * vocab_size * step:.3g}); "
+            "raise --params or lower --vocab-size"
+        )
     return best[1]
+
+
+def _count(cfg: ModelConfig, non_embedding: bool) -> int:
+    counts = param_counts(cfg)
+    return counts.non_embedding if non_embedding else counts.total
