@@ -139,7 +139,16 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
             rt.seen[(namespace, name)] = fingerprint
             rt.wake(namespace, name)
 
-    @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, id="reconciler", initial_delay=0)  # type: ignore[arg-type]
+    @kopf.daemon(  # type: ignore[arg-type]
+        GROUP,
+        VERSION,
+        PLURAL,
+        registry=registry,
+        id="reconciler",
+        initial_delay=0,
+        cancellation_backoff=2.0,
+        cancellation_timeout=5.0,
+    )
     async def reconciler(
         name: str,
         namespace: str,
@@ -265,7 +274,7 @@ async def apply(
                 children.evaluation_job(job, spec, action.step, action.path, action.name, rt.defaults)
             )
 
-    await _write_status(rt, job, old, decision.status)
+    await _write_status(rt, job, dict(body.get("status") or {}), decision.status)
 
     for action in decision.actions:
         if isinstance(action, DeleteWorkers):
@@ -308,9 +317,10 @@ async def _delete_pod(
 
 
 async def _write_status(
-    rt: Runtime, job: children.JobRef, old: LLMTrainingJobStatus, new: LLMTrainingJobStatus
+    rt: Runtime, job: children.JobRef, stored: dict[str, Any], new: LLMTrainingJobStatus
 ) -> None:
-    before, after = status_to_dict(old), status_to_dict(new)
+    """Patch the keys that differ from the stored status (all of them the first time)."""
+    before, after = stored, status_to_dict(new)
     changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
     if not changed:
         return

@@ -26,8 +26,8 @@ async def operate(
     config: OperatorConfig,
     *,
     connection: Any = None,
-    stop_flag: asyncio.Event | None = None,
-    ready_flag: asyncio.Event | None = None,
+    stop_flag: Any = None,
+    ready_flag: Any = None,
     settings_hook: Any = None,
     runtime_hook: Any = None,
 ) -> None:

@@ -26,6 +26,7 @@ import contextlib
 import datetime
 import itertools
 import json
+import threading
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -365,7 +366,9 @@ class EmulatedCluster:
 
 
 class OperatorUnderTest:
-    """The real operator (`main.operate`) as a task in this event loop; `restart()` simulates a crash."""
+    """The real operator (`main.operate`) in a thread with its own event loop, as it would run in
+    its own process (kopf's shutdown waits for every task its loop spawned; the emulator's are not
+    its business). `restart()` simulates a crash and a new replica."""
 
     def __init__(
         self, cluster: EmulatedCluster, interval: float = 0.5, namespaces: tuple[str, ...] = ()
@@ -374,8 +377,8 @@ class OperatorUnderTest:
         self.interval = interval
         self.namespaces = namespaces
         self.runtime: Any = None
-        self._task: asyncio.Task[None] | None = None
-        self._stop: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+        self._stop: threading.Event | None = None
 
     async def start(self) -> None:
         from tokensmith.operator.children import Defaults
@@ -391,36 +394,40 @@ class OperatorUnderTest:
                 trainer_image="tokensmith/trainer:test", evaluator_image="tokensmith/evaluator:test"
             ),
         )
-        self._stop = asyncio.Event()
-        ready = asyncio.Event()
+        stop, ready = threading.Event(), threading.Event()
+        connection = self.cluster.connection()
 
         def settings_hook(settings: Any) -> None:
             settings.watching.reconnect_backoff = 0.1
             settings.batching.idle_timeout = 0.1
             settings.batching.batch_window = 0.01
-            settings.posting.enabled = True
 
         def runtime_hook(rt: Any) -> None:
             self.runtime = rt
 
-        self._task = asyncio.create_task(
-            operate(
-                config,
-                connection=self.cluster.connection(),
-                stop_flag=self._stop,
-                ready_flag=ready,
-                settings_hook=settings_hook,
-                runtime_hook=runtime_hook,
+        def main() -> None:
+            asyncio.run(
+                operate(
+                    config,
+                    connection=connection,
+                    stop_flag=stop,
+                    ready_flag=ready,
+                    settings_hook=settings_hook,
+                    runtime_hook=runtime_hook,
+                )
             )
-        )
-        await asyncio.wait_for(ready.wait(), 20)
+
+        self._stop = stop
+        self._thread = threading.Thread(target=main, name="tokensmith-operator-under-test", daemon=True)
+        self._thread.start()
+        if not await asyncio.to_thread(ready.wait, 30):
+            raise TimeoutError("the operator did not become ready in 30 s")
 
     async def stop(self) -> None:
-        if self._stop is not None and self._task is not None:
+        if self._stop is not None and self._thread is not None:
             self._stop.set()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(self._task, 20)
-        self._task = None
+            await asyncio.to_thread(self._thread.join, 30)
+        self._thread = None
 
     async def restart(self) -> None:
         await self.stop()

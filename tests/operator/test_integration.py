@@ -1,0 +1,339 @@
+"""The real kopf operator, in-process, against kmock's Kubernetes emulator with a simulated kubelet,
+Job controller and garbage collector (tokensmith.operator.testing explains what is emulated)."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from tokensmith.operator import names
+from tokensmith.operator.spec import build_manifest
+from tokensmith.operator.testing import EmulatedCluster, OperatorUnderTest
+
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio, pytest.mark.timeout(90)]
+
+NS = "ml"
+SPEC: dict[str, Any] = {
+    "checkpoint": {"volume": {"persistentVolumeClaim": {"claimName": "ckpt"}}},
+    "cluster": {"nodes": 2, "gpusPerNode": 0, "nprocPerNode": 2},
+    "data": {"tokens": 100_000},
+    "parallelism": {"microBatch": 2, "globalBatchTokens": 2048},
+    "restartPolicy": {"maxRestarts": 3, "backoffSeconds": 0.4, "hangTimeoutSeconds": 0},
+}
+
+
+def spec(**changes: Any) -> dict[str, Any]:
+    out = copy.deepcopy(SPEC)
+    for key, value in changes.items():
+        out[key] = {**out.get(key, {}), **value} if isinstance(value, dict) else value
+    return out
+
+
+@pytest_asyncio.fixture
+async def cluster() -> AsyncIterator[EmulatedCluster]:
+    async with EmulatedCluster() as c:
+        yield c
+
+
+@pytest_asyncio.fixture
+async def operator(cluster: EmulatedCluster) -> AsyncIterator[OperatorUnderTest]:
+    async with OperatorUnderTest(cluster, interval=0.3) as op:
+        yield op
+
+
+def phase(c: EmulatedCluster, name: str) -> str | None:
+    obj = c.get("llmtrainingjobs", NS, name)
+    return ((obj or {}).get("status") or {}).get("phase")
+
+
+def status(c: EmulatedCluster, name: str) -> dict[str, Any]:
+    return c.job(NS, name).get("status") or {}
+
+
+def events(c: EmulatedCluster, name: str) -> list[str]:
+    return [
+        e.get("reason")
+        for e in c.objects("events", NS)
+        if (e.get("involvedObject") or {}).get("name") == name
+    ]
+
+
+async def running(c: EmulatedCluster, name: str, attempt: int = 1, nodes: int = 2) -> list[dict[str, Any]]:
+    await c.wait_for(
+        lambda: phase(c, name) == "Running" and len(c.workers(NS, name, attempt)) == nodes,
+        what=f"{name} attempt {attempt} running",
+    )
+    return c.workers(NS, name, attempt)
+
+
+async def test_job_runs_to_success(cluster: EmulatedCluster, operator: OperatorUnderTest) -> None:
+    await cluster.apply_job(build_manifest("ok", spec(), namespace=NS))
+    pods = await running(cluster, "ok")
+    assert [p["metadata"]["name"] for p in pods] == ["ok-a1-w0", "ok-a1-w1"]
+    job_uid = cluster.job(NS, "ok")["metadata"]["uid"]
+    for plural, name in [
+        ("services", "ok"),
+        ("configmaps", "ok-config"),
+        ("serviceaccounts", "ok-trainer"),
+        ("roles", "ok-trainer"),
+        ("rolebindings", "ok-trainer"),
+    ]:
+        obj = cluster.get(plural, NS, name)
+        assert obj is not None, f"{plural}/{name} missing"
+        assert obj["metadata"]["ownerReferences"][0]["uid"] == job_uid
+    await cluster.report_progress(NS, "ok", step=50, tokens=100_000, loss=2.1)
+    await cluster.terminate(NS, "ok-a1-w0", 0)
+    await cluster.wait_for(lambda: phase(cluster, "ok") == "Succeeded", what="Succeeded")
+    st = status(cluster, "ok")
+    assert st["completionTime"] and st["restarts"] == 0 and st["attempt"] == 1
+    assert st["progressText"] == "100k/100k (100%)"
+    assert any(c["type"] == "Succeeded" and c["status"] == "True" for c in st["conditions"])
+    await cluster.wait_for(
+        lambda: {"AttemptStarted", "GangRunning", "Succeeded"} <= set(events(cluster, "ok")), what="events"
+    )
+    # the straggler is stopped, worker 0 stays for its logs
+    await cluster.wait_for(lambda: [p["metadata"]["name"] for p in cluster.workers(NS, "ok")] == ["ok-a1-w0"])
+
+
+async def test_one_worker_fails_and_the_gang_restarts_with_resume(
+    cluster: EmulatedCluster, operator: OperatorUnderTest
+) -> None:
+    await cluster.apply_job(build_manifest("flaky", spec(), namespace=NS))
+    await running(cluster, "flaky")
+    await cluster.report_checkpoint(NS, "flaky", 20)
+    await cluster.wait_for(lambda: status(cluster, "flaky").get("checkpointsObserved") == 1)
+    loop = asyncio.get_running_loop()
+    failed_at = loop.time()
+    await cluster.terminate(NS, "flaky-a1-w1", 1, message="NCCL watchdog timeout")
+    await cluster.wait_for(lambda: len(cluster.workers(NS, "flaky", 2)) == 2, what="attempt 2")
+    waited = loop.time() - failed_at
+    assert waited >= 0.4  # the backoff was respected
+    await cluster.wait_for(lambda: status(cluster, "flaky").get("attempt") == 2, what="status attempt 2")
+    assert cluster.workers(NS, "flaky", 1) == []  # the whole first gang is gone, not just the failed pod
+    st = status(cluster, "flaky")
+    assert st["restarts"] == 1 and st["attempt"] == 2
+    assert st["lastFailure"]["reason"] == "WorkerFailed" and st["lastFailure"]["worker"] == 1
+    assert "resuming from checkpoint step 20" in st["message"]
+    env = {
+        e["name"]: e.get("value") for e in cluster.workers(NS, "flaky", 2)[0]["spec"]["containers"][0]["env"]
+    }
+    assert env["TOKENSMITH_ATTEMPT"] == "2"
+    await running(cluster, "flaky", attempt=2)
+    await cluster.wait_for(lambda: "Restarting" in events(cluster, "flaky"), what="Restarting event")
+
+
+async def test_hang_is_detected_and_restarted(cluster: EmulatedCluster, operator: OperatorUnderTest) -> None:
+    await cluster.apply_job(
+        build_manifest("hung", spec(restartPolicy={"hangTimeoutSeconds": 1.0}), namespace=NS)
+    )
+    await running(cluster, "hung")
+    await cluster.report_progress(NS, "hung", step=1, tokens=1000)
+    await cluster.wait_for(lambda: status(cluster, "hung").get("restarts") == 1, what="hang restart")
+    assert status(cluster, "hung")["lastFailure"]["kind"] == "Hang"
+    await cluster.wait_for(lambda: len(cluster.workers(NS, "hung", 2)) == 2, what="attempt 2")
+
+
+async def test_retries_exhausted(cluster: EmulatedCluster, operator: OperatorUnderTest) -> None:
+    await cluster.apply_job(build_manifest("doomed", spec(restartPolicy={"maxRestarts": 1}), namespace=NS))
+    await running(cluster, "doomed")
+    await cluster.evict(NS, "doomed-a1-w0")
+    await running(cluster, "doomed", attempt=2)
+    await cluster.terminate(NS, "doomed-a2-w1", 137, reason="OOMKilled")
+    await cluster.wait_for(lambda: phase(cluster, "doomed") == "Failed", what="Failed")
+    st = status(cluster, "doomed")
+    failed = next(c for c in st["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "MaxRestartsExceeded" and "OOMKilled" in failed["message"]
+    assert st["restarts"] == 1
+    await cluster.wait_for(
+        lambda: (
+            not [
+                p for p in cluster.workers(NS, "doomed") if (p.get("status") or {}).get("phase") == "Running"
+            ]
+        )
+    )
+    await asyncio.sleep(0.8)
+    assert cluster.workers(NS, "doomed", 3) == []  # no attempt after Failed
+
+
+async def test_non_retryable_failure_ends_failed(
+    cluster: EmulatedCluster, operator: OperatorUnderTest
+) -> None:
+    await cluster.apply_job(build_manifest("badcfg", spec(), namespace=NS))
+    await running(cluster, "badcfg")
+    await cluster.terminate(NS, "badcfg-a1-w0", 78, message="data.train_path /data/train does not exist")
+    await cluster.wait_for(lambda: phase(cluster, "badcfg") == "Failed", what="Failed")
+    st = status(cluster, "badcfg")
+    assert st["restarts"] == 0 and st["lastFailure"]["reason"] == "ConfigError"
+    assert "does not exist" in st["lastFailure"]["message"]
+    await cluster.wait_for(lambda: "ConfigError" in events(cluster, "badcfg"), what="Warning event")
+
+
+async def test_checkpoints_launch_evaluations_and_collect_results(
+    cluster: EmulatedCluster, operator: OperatorUnderTest
+) -> None:
+    cluster.eval_results[10] = {"hellaswag": {"acc": 0.31, "acc_norm": 0.33}}
+    cluster.eval_failures[20] = "checkpoint step-00000020 is incomplete"
+    await cluster.apply_job(build_manifest("evals", spec(evaluation={"tasks": ["hellaswag"]}), namespace=NS))
+    await running(cluster, "evals")
+    await cluster.report_checkpoint(NS, "evals", 10)
+    await cluster.wait_for(
+        lambda: any(e.get("phase") == "Succeeded" for e in status(cluster, "evals").get("evaluations", [])),
+        what="evaluation of step 10",
+    )
+    ev = status(cluster, "evals")["evaluations"][0]
+    assert ev == {
+        "step": 10,
+        "job": "evals-eval-10",
+        "phase": "Succeeded",
+        "results": {"hellaswag": {"acc": 0.31, "acc_norm": 0.33}},
+    }
+    await cluster.report_checkpoint(NS, "evals", 10)  # reported twice: still one evaluation
+    await cluster.report_checkpoint(NS, "evals", 20)
+    await cluster.wait_for(
+        lambda: (
+            len([e for e in status(cluster, "evals").get("evaluations", []) if e.get("phase") == "Failed"])
+            == 1
+        ),
+        what="failed evaluation",
+    )
+    failed = status(cluster, "evals")["evaluations"][1]
+    assert failed["step"] == 20 and "incomplete" in failed["message"]
+    assert phase(cluster, "evals") == "Running"  # a failed evaluation never fails training
+    assert sorted(j["metadata"]["name"] for j in cluster.objects("jobs", NS)) == [
+        "evals-eval-10",
+        "evals-eval-20",
+    ]
+    expected = {"EvaluationStarted", "EvaluationSucceeded", "EvaluationFailed"}
+    await cluster.wait_for(lambda: expected <= set(events(cluster, "evals")), what="evaluation events")
+
+
+async def test_suspend_and_resume(cluster: EmulatedCluster, operator: OperatorUnderTest) -> None:
+    await cluster.apply_job(build_manifest("pause", spec(), namespace=NS))
+    await running(cluster, "pause")
+    await cluster.report_checkpoint(NS, "pause", 30)
+    await cluster.patch_job(NS, "pause", {"spec": {"suspend": True}})
+    await cluster.wait_for(
+        lambda: phase(cluster, "pause") == "Suspended" and not cluster.workers(NS, "pause"),
+        what="suspended, no pods",
+    )
+    assert "checkpoint step 30 kept" in status(cluster, "pause")["message"]
+    await cluster.patch_job(NS, "pause", {"spec": {"suspend": False}})
+    await running(cluster, "pause", attempt=2)
+    st = status(cluster, "pause")
+    assert st["restarts"] == 0 and st["observedGeneration"] == 3
+    await cluster.wait_for(lambda: {"Suspended", "Resumed"} <= set(events(cluster, "pause")), what="events")
+
+
+async def test_deleting_a_job_deletes_what_it_owns_and_nothing_else(
+    cluster: EmulatedCluster, operator: OperatorUnderTest
+) -> None:
+    await cluster.apply_job(build_manifest("keep", spec(), namespace=NS))
+    await cluster.apply_job(build_manifest("gone", spec(evaluation={"tasks": ["piqa"]}), namespace=NS))
+    await running(cluster, "keep")
+    await running(cluster, "gone")
+    await cluster.report_checkpoint(NS, "gone", 5)
+    await cluster.wait_for(lambda: cluster.objects("jobs", NS), what="evaluation job")
+    await cluster.delete_job(NS, "gone")
+
+    def owned_by_gone() -> list[str]:
+        return [
+            f"{plural}/{o['metadata']['name']}"
+            for plural in (
+                "pods",
+                "services",
+                "configmaps",
+                "serviceaccounts",
+                "roles",
+                "rolebindings",
+                "jobs",
+            )
+            for o in cluster.objects(plural, NS)
+            if (o["metadata"].get("labels") or {}).get(names.LABEL_JOB) == "gone"
+        ]
+
+    await cluster.wait_for(
+        lambda: cluster.get("llmtrainingjobs", NS, "gone") is None and not owned_by_gone(),
+        what="everything of 'gone' deleted",
+    )
+    assert len(cluster.workers(NS, "keep", 1)) == 2 and phase(cluster, "keep") == "Running"
+    assert cluster.get("services", NS, "keep") is not None
+
+
+async def test_operator_restarted_mid_run_creates_no_duplicates(
+    cluster: EmulatedCluster, operator: OperatorUnderTest
+) -> None:
+    await cluster.apply_job(
+        build_manifest("durable", spec(restartPolicy={"backoffSeconds": 1.5}), namespace=NS)
+    )
+    await running(cluster, "durable")
+    await operator.restart()  # while Running
+    await asyncio.sleep(1.0)
+    assert [p["metadata"]["name"] for p in cluster.workers(NS, "durable")] == [
+        "durable-a1-w0",
+        "durable-a1-w1",
+    ]
+    await cluster.terminate(NS, "durable-a1-w0", 1)
+    await cluster.wait_for(lambda: phase(cluster, "durable") == "Restarting", what="Restarting")
+    await operator.stop()  # dies during the backoff
+    await asyncio.sleep(0.3)
+    await operator.start()
+    await running(cluster, "durable", attempt=2)
+    await asyncio.sleep(1.0)
+    attempts = sorted({p["metadata"]["labels"][names.LABEL_ATTEMPT] for p in cluster.workers(NS, "durable")})
+    assert attempts == ["2"] and len(cluster.workers(NS, "durable")) == 2
+    assert status(cluster, "durable")["restarts"] == 1  # not lost, not counted twice
+    creates = [
+        r for r in cluster.requests("tokensmith-operator") if r.method == "POST" and "/pods" in r.url.path
+    ]
+    assert len(creates) == 4  # 2 gangs x 2 workers, nothing twice
+
+
+async def test_bad_specs_end_failed_with_the_reason_and_touch_nothing_else(
+    cluster: EmulatedCluster, operator: OperatorUnderTest
+) -> None:
+    # The emulator does not enforce the CRD schema, so these reach the operator as they would with
+    # an outdated CRD: each ends Failed/InvalidSpec with the exact field, nothing is created.
+    await cluster.apply_job(build_manifest("fine", spec(), namespace=NS))
+    bad = {
+        "zero": {**spec(), "cluster": {"nodes": 0}},
+        "negbudget": {**spec(), "budget": {"maxGPUHours": -1}},
+        "nopreset": {**spec(), "model": {"preset": "gpt-9"}},
+        "novolume": {k: v for k, v in spec().items() if k != "checkpoint"},
+        "tp": spec(parallelism={"tensor": 8}),
+    }
+    for name, body in bad.items():
+        manifest = {
+            "apiVersion": "tokensmith.dev/v1alpha1",
+            "kind": "LLMTrainingJob",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": body,
+        }
+        await cluster.apply_job(manifest)
+    for name in bad:
+        await cluster.wait_for(lambda n=name: phase(cluster, n) == "Failed", what=f"{name} Failed")
+    messages = {n: status(cluster, n)["lastFailure"]["message"] for n in bad}
+    assert "spec.cluster.nodes" in messages["zero"]
+    assert "spec.budget.maxGPUHours" in messages["negbudget"]
+    assert "unknown model preset 'gpt-9'" in messages["nopreset"]
+    assert "spec.checkpoint: Field required" in messages["novolume"]
+    assert "tensor/pipeline > 1 is not supported" in messages["tp"]
+    assert all(status(cluster, n)["lastFailure"]["reason"] == "InvalidSpec" for n in bad)
+    assert all(not cluster.workers(NS, n) for n in bad)
+    await running(cluster, "fine")
+
+
+async def test_budget_exhaustion_stops_the_gang(
+    cluster: EmulatedCluster, operator: OperatorUnderTest
+) -> None:
+    # 2 nodes x 2 processes = 4 devices; 0.001 GPU-hours = 0.9 s of this gang
+    await cluster.apply_job(build_manifest("capped", spec(budget={"maxGPUHours": 0.001}), namespace=NS))
+    await running(cluster, "capped")
+    await cluster.wait_for(lambda: phase(cluster, "capped") == "Failed", what="BudgetExceeded")
+    st = status(cluster, "capped")
+    assert st["lastFailure"]["reason"] == "BudgetExceeded" and st["gpuHours"] >= 0.001
+    await cluster.wait_for(lambda: not cluster.workers(NS, "capped"), what="gang stopped")
