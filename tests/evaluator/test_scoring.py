@@ -48,16 +48,28 @@ def random_pairs(n: int, seed: int = 1) -> list[tuple[list[int], list[int]]]:
     return pairs
 
 
-@pytest.mark.parametrize("batch_size", [1, 3, 64])
-def test_batched_equals_one_at_a_time(model: Transformer, batch_size: int) -> None:
-    pairs = random_pairs(40)
-    batched = scoring.loglikelihoods(model, pairs, max_length=SEQ, batch_size=batch_size)
-    for (ctx, cont), (logprob, greedy) in zip(pairs, batched, strict=True):
-        single = scoring.loglikelihoods(model, [(ctx, cont)], max_length=SEQ, batch_size=1)[0]
+@pytest.fixture(scope="module")
+def singles(model: Transformer) -> list[tuple[list[int], list[int], tuple[float, bool]]]:
+    """Each pair scored alone (batch of one, no padding) and checked against the reference once."""
+    out = []
+    for ctx, cont in random_pairs(40):
+        (single,) = scoring.loglikelihoods(model, [(ctx, cont)], max_length=SEQ, batch_size=1)
         ref = reference(model, ctx, cont)
+        assert single[0] == pytest.approx(ref[0], abs=1e-4)
+        assert single[1] == ref[1]
+        out.append((ctx, cont, single))
+    return out
+
+
+@pytest.mark.parametrize("batch_size", [3, 64])
+def test_batched_equals_one_at_a_time(
+    model: Transformer, singles: list[tuple[list[int], list[int], tuple[float, bool]]], batch_size: int
+) -> None:
+    pairs = [(ctx, cont) for ctx, cont, _ in singles]
+    batched = scoring.loglikelihoods(model, pairs, max_length=SEQ, batch_size=batch_size)
+    for (_, _, single), (logprob, greedy) in zip(singles, batched, strict=True):
         assert logprob == pytest.approx(single[0], abs=1e-4)
-        assert logprob == pytest.approx(ref[0], abs=1e-4)
-        assert greedy == ref[1]
+        assert greedy == single[1]
 
 
 def test_greedy_flag_is_true_for_the_argmax_continuation(model: Transformer) -> None:

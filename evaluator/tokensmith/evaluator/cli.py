@@ -54,6 +54,7 @@ DEVICES = ("cpu", "cuda")
     "--include-path", multiple=True, type=click.Path(path_type=Path), help="More lm-eval task dirs."
 )
 @click.option("--list-tasks", is_flag=True, help="List tasks (bundled offline tasks first) and exit.")
+@click.option("--bundled-only", is_flag=True, help="With --list-tasks: only the bundled tasks.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for few-shot sampling.")
 @click.option("--verbose", is_flag=True, help="Show lm-eval's own log.")
 @format_option(choices=("table", "json"))
@@ -93,7 +94,7 @@ def _list_tasks(opts: dict[str, Any]) -> None:
     from tokensmith.evaluator.harness import list_tasks, quiet_libraries
 
     quiet_libraries(opts["verbose"])
-    rows = list_tasks(opts["include_path"])
+    rows = list_tasks(opts["include_path"], with_harness=not opts["bundled_only"])
     if opts["fmt"] == "json":
         click.echo(to_json(rows))
     else:
