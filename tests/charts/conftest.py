@@ -19,7 +19,7 @@ NAMESPACE = "tokensmith-system"
 # The documented install modes (charts/tokensmith/README.md); each must lint, render and validate.
 MODES: dict[str, dict[str, Any]] = {
     "default": {},
-    "cluster-wide": {"watch": {"mode": "cluster"}, "workers": {"namespaces": ["ml-team", "research"]}},
+    "cluster-wide": {"watch": {"mode": "cluster"}},
     "namespaced": {"watch": {"mode": "namespaced", "namespaces": ["ml-team", "research"]}},
     "namespaced-release-ns": {"watch": {"mode": "namespaced"}},
     "metrics-servicemonitor": {

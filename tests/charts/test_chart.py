@@ -4,6 +4,8 @@ schemas (kubernetes-validate) of the newest release it ships."""
 from __future__ import annotations
 
 import re
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -44,7 +46,7 @@ def test_every_manifest_validates_against_kubernetes(render: Render, mode: str) 
         except kv.utils.ValidationError as err:
             pytest.fail(f"{mode}: {doc['kind']}/{doc['metadata']['name']}: {err.message} at {list(err.path)}")
         checked += 1
-    assert checked >= 5  # Deployment, ServiceAccount, RBAC, worker RBAC at least
+    assert checked >= 4  # Deployment, ServiceAccount, a role and its binding at least
 
 
 def test_kubernetes_schemas_are_a_current_release() -> None:
@@ -61,11 +63,8 @@ def test_default_render_has_the_expected_objects(render: Render) -> None:
             "ClusterRoleBinding",
             "Deployment",
             "Pod",  # the `helm test` hook
-            "Role",  # the workers' status-patch Role
-            "RoleBinding",
             "Service",
-            "ServiceAccount",  # operator
-            "ServiceAccount",  # workers
+            "ServiceAccount",
         ]
     )
 
@@ -74,15 +73,15 @@ def test_namespaced_mode_grants_nothing_cluster_wide(render: Render) -> None:
     docs = render(MODES["namespaced"])
     assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
     assert not by_kind(docs, "ClusterKopfPeering")
-    operator_roles = [r for r in by_kind(docs, "Role") if r["metadata"]["name"] == RELEASE]
-    assert sorted(r["metadata"]["namespace"] for r in operator_roles) == ["ml-team", "research"]
+    roles = by_kind(docs, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["ml-team", "research"]
+    assert sorted(b["metadata"]["namespace"] for b in by_kind(docs, "RoleBinding")) == ["ml-team", "research"]
     for binding in by_kind(docs, "RoleBinding"):
         assert binding["roleRef"]["kind"] == "Role"
     peerings = by_kind(docs, "KopfPeering")
     assert sorted(p["metadata"]["namespace"] for p in peerings) == ["ml-team", "research"]
     args = _operator_container(docs)["args"]
     assert "--namespace=ml-team" in args and "--namespace=research" in args
-    assert "--all-namespaces" not in args
 
 
 def test_namespaced_mode_defaults_to_the_release_namespace(render: Render) -> None:
@@ -99,9 +98,9 @@ def test_cluster_mode_binds_the_cluster_role_to_the_operator(render: Render) -> 
         {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": NAMESPACE}
     ]
     assert binding["roleRef"]["name"] == by_kind(docs, "ClusterRole")[0]["metadata"]["name"]
-    assert "--all-namespaces" in _operator_container(docs)["args"]
-    worker_ns = {r["metadata"]["namespace"] for r in by_kind(docs, "Role")}
-    assert worker_ns == {"ml-team", "research"}
+    # No --namespace: `tokensmith operator run` watches every namespace by default.
+    assert not [a for a in _operator_container(docs)["args"] if a.startswith("--namespace")]
+    assert not by_kind(docs, "Role") and not by_kind(docs, "RoleBinding")
 
 
 def _operator_container(docs: list[Manifest]) -> dict[str, Any]:
@@ -160,12 +159,6 @@ def test_default_images_reach_the_operator_as_env(render: Render) -> None:
     env = {e["name"]: e.get("value") for e in _operator_container(docs)["env"]}
     assert env["TOKENSMITH_TRAINER_IMAGE"] == "reg.example/trainer:1.2.3"
     assert env["TOKENSMITH_EVALUATOR_IMAGE"] == "ghcr.io/tokensmith/evaluator:" + _pyproject_version()
-    worker_sa = [
-        s
-        for s in by_kind(docs, "ServiceAccount")
-        if s["metadata"]["labels"]["app.kubernetes.io/component"] == "worker"
-    ]
-    assert env["TOKENSMITH_WORKER_SERVICE_ACCOUNT"] == worker_sa[0]["metadata"]["name"]
 
 
 def test_two_replicas_are_peered_standbys(render: Render) -> None:
@@ -183,6 +176,27 @@ def test_two_replicas_are_peered_standbys(render: Render) -> None:
     assert pdb["spec"]["minAvailable"] == 1
     assert pdb["spec"]["selector"]["matchLabels"] == deploy["spec"]["selector"]["matchLabels"]
     assert not by_kind(render(), "PodDisruptionBudget")  # one replica: drains are not blocked
+
+
+def test_each_replica_draws_its_own_peering_priority(render: Render, tmp_path: Path) -> None:
+    """kopf pauses all replicas that share a priority; the start command gives each its own. Run the
+    rendered command with /bin/sh and a stand-in `tokensmith` that prints its arguments."""
+    container = _operator_container(render(MODES["two-replicas"]))
+    stub = tmp_path / "tokensmith"
+    stub.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    stub.chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin"}
+    priorities = set()
+    for _ in range(4):
+        out = subprocess.run(
+            [*container["command"], *container["args"]], env=env, capture_output=True, text=True, check=True
+        ).stdout.splitlines()
+        assert out[: len(container["args"])] == container["args"]  # passed through unchanged
+        (priority,) = [a.removeprefix("--priority=") for a in out if a.startswith("--priority=")]
+        assert priority.isdigit() and 0 <= int(priority) < 65536
+        priorities.add(int(priority))
+    assert len(priorities) > 1  # four draws from 65,536 values: equal only by a 1e-14 chance
+    assert "command" not in _operator_container(render(MODES["standalone"]))  # no peering, no wrapper
 
 
 def test_peering_objects_validate_against_the_peering_crds(render: Render) -> None:
@@ -367,9 +381,3 @@ def test_documented_install_commands_render(render: Render, doc: str) -> None:
         for manifest in docs:
             if manifest["kind"] not in CUSTOM_KINDS:
                 kv.validate(manifest, kv.utils.latest_version(), strict=True)
-        if "workers.namespaces={default}" in command:
-            # The examples are applied to `default`: their pods' ServiceAccount must exist there.
-            assert any(
-                s["metadata"]["namespace"] == "default" and s["metadata"]["name"] == "tokensmith-trainer"
-                for s in by_kind(docs, "ServiceAccount")
-            )

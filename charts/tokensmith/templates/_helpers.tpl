@@ -71,17 +71,6 @@ app.kubernetes.io/component: operator
 {{- end }}
 {{- end }}
 
-{{/* Namespaces that get the worker ServiceAccount, Role and RoleBinding. */}}
-{{- define "tokensmith.jobNamespaces" -}}
-{{- if eq .Values.watch.mode "namespaced" }}
-{{- include "tokensmith.watchNamespaces" . }}
-{{- else if .Values.workers.namespaces }}
-{{- toJson (uniq .Values.workers.namespaces) }}
-{{- else }}
-{{- toJson (list .Release.Namespace) }}
-{{- end }}
-{{- end }}
-
 {{/* Combinations the schema cannot express; each fails the install with one line saying what to change. */}}
 {{- define "tokensmith.validate" -}}
 {{- if and (gt (int .Values.replicaCount) 1) (not .Values.peering.enabled) }}

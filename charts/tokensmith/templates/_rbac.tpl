@@ -1,61 +1,72 @@
 {{/*
-The operator's permissions, rule by rule. They must equal what the operator code calls
-(tokensmith.operator.rbac); tests/charts/test_rbac.py fails on anything extra or missing.
+The operator's permissions, rule by rule. They are exactly the calls listed in the operator's code
+(tokensmith.operator.rbac: kopf's watches, patches and Events, and the handlers' calls, which its
+API client refuses to make unless listed there); tests/charts/test_rbac.py fails on a rule that is
+missing, extra or wildcarded. No get/list on Secrets, no update, no delete beyond pods: children are
+removed by Kubernetes' garbage collector through their ownerReferences to the job.
 */}}
 
-{{/* Rules on namespaced resources: in a ClusterRole in "cluster" mode, in a Role per watched namespace otherwise. */}}
+{{/* Rules on namespaced resources: in the ClusterRole in "cluster" mode, in a Role per watched namespace otherwise. */}}
 {{- define "tokensmith.rules.namespaced" -}}
-- apiGroups: ["tokensmith.dev"]
-  resources: ["llmtrainingjobs"]
-  verbs: ["get", "list", "watch", "patch"]
-- apiGroups: ["tokensmith.dev"]
-  resources: ["llmtrainingjobs/status"]
-  verbs: ["get", "patch"]
+# Worker ConfigMap with the rendered trainer config (patched per attempt).
 - apiGroups: [""]
-  resources: ["pods"]
-  verbs: ["get", "list", "watch", "create", "delete"]
-- apiGroups: [""]
-  resources: ["services", "configmaps"]
-  verbs: ["get", "list", "create", "delete"]
-- apiGroups: ["batch"]
-  resources: ["jobs"]
-  verbs: ["get", "list", "watch", "create", "delete"]
-- apiGroups: ["scheduling.volcano.sh"]
-  resources: ["podgroups"]
-  verbs: ["get", "list", "create", "delete"]
+  resources: ["configmaps"]
+  verbs: ["create", "patch"]
+# Events for every transition (kopf posts them through both Event APIs).
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
-{{- end }}
-
-{{/* Rules on cluster-scoped resources ("cluster" mode only). */}}
-{{- define "tokensmith.rules.cluster" -}}
-- apiGroups: ["apiextensions.k8s.io"]
-  resources: ["customresourcedefinitions"]
-  verbs: ["list", "watch"]
+# Worker pods: created per attempt, deleted as a gang; kopf indexes them.
 - apiGroups: [""]
-  resources: ["namespaces"]
-  verbs: ["list", "watch"]
+  resources: ["pods"]
+  verbs: ["create", "delete", "list", "watch"]
+# The per-job trainer identity (ServiceAccount + Role + RoleBinding, below).
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["create"]
+# Headless Service for torchrun's rendezvous.
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["create"]
+# Evaluation Jobs on new checkpoints; kopf indexes them.
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["create", "list", "watch"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create"]
+# The per-job Role lets trainer rank 0 get/patch its own job's status (resourceNames: the job).
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["rolebindings"]
+  verbs: ["create"]
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["roles"]
+  verbs: ["create"]
+# Volcano PodGroup (minMember = nodes) when a job uses schedulerName: volcano.
+- apiGroups: ["scheduling.volcano.sh"]
+  resources: ["podgroups"]
+  verbs: ["create"]
+# The jobs themselves: kopf watches them and patches its finalizer and annotations.
+- apiGroups: ["tokensmith.dev"]
+  resources: ["llmtrainingjobs"]
+  verbs: ["get", "list", "patch", "watch"]
+# Status (also what the per-job trainer Role grants, which RBAC requires the operator to hold).
+- apiGroups: ["tokensmith.dev"]
+  resources: ["llmtrainingjobs/status"]
+  verbs: ["get", "patch"]
 {{- end }}
 
-{{/* Kopf peering: a ClusterKopfPeering in "cluster" mode, a KopfPeering per watched namespace otherwise. */}}
+{{/* Kopf peering: the ClusterKopfPeering in "cluster" mode, the KopfPeering of each watched namespace otherwise. */}}
 {{- define "tokensmith.rules.peering" -}}
 {{- if .Values.peering.enabled }}
 {{- if eq .Values.watch.mode "cluster" }}
 - apiGroups: ["kopf.dev"]
   resources: ["clusterkopfpeerings"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["get", "list", "patch", "watch"]
 {{- else }}
 - apiGroups: ["kopf.dev"]
   resources: ["kopfpeerings"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["get", "list", "patch", "watch"]
 {{- end }}
 {{- end }}
-{{- end }}
-
-{{/* What a training pod may do: report progress and checkpoints on its job's status, nothing else. */}}
-{{- define "tokensmith.rules.worker" -}}
-- apiGroups: ["tokensmith.dev"]
-  resources: ["llmtrainingjobs/status"]
-  verbs: ["patch"]
 {{- end }}
