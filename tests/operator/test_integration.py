@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from tokensmith.operator import names
+from tokensmith.operator import names, rbac
 from tokensmith.operator.spec import build_manifest
 from tokensmith.operator.testing import EmulatedCluster, OperatorUnderTest
 
@@ -98,6 +98,10 @@ async def test_job_runs_to_success(cluster: EmulatedCluster, operator: OperatorU
     )
     # the straggler is stopped, worker 0 stays for its logs
     await cluster.wait_for(lambda: [p["metadata"]["name"] for p in cluster.workers(NS, "ok")] == ["ok-a1-w0"])
+    # least privilege: every call kopf and the handlers made is declared in rbac.py, nothing more is needed
+    declared = {(verb, p.group, p.resource) for p in rbac.OPERATOR_PERMISSIONS for verb in p.verbs}
+    made = cluster.api_calls("kopf") | cluster.api_calls("tokensmith-operator")
+    assert made and made <= declared, sorted(made - declared)
 
 
 async def test_one_worker_fails_and_the_gang_restarts_with_resume(

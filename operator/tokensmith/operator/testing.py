@@ -101,6 +101,31 @@ RESOURCES: dict[str, dict[str, Any]] = {
 VERBS = {"get", "list", "watch", "create", "patch", "update", "delete"}
 
 
+def api_call(method: str, url: Any) -> tuple[str, str, str] | None:
+    """(verb, group, resource) of one request, as RBAC sees it (None for discovery)."""
+    parts = [p for p in str(url.path).split("/") if p]
+    if parts[:2] == ["api", "v1"]:
+        group, rest = "", parts[2:]
+    elif parts[:1] == ["apis"] and len(parts) >= 3:
+        group, rest = parts[1], parts[3:]
+    else:
+        return None
+    if rest[:1] == ["namespaces"] and len(rest) >= 3:
+        rest = rest[2:]
+    if not rest:
+        return None
+    resource = rest[0] + (f"/{rest[2]}" if len(rest) >= 3 else "")
+    named = len(rest) >= 2
+    method = method.upper()
+    if method == "GET":
+        verb = "watch" if url.query.get("watch") in ("true", "1") else ("get" if named else "list")
+    else:
+        verb = {"POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}.get(
+            method, method.lower()
+        )
+    return verb, group, resource
+
+
 class EmulatedCluster:
     """`async with EmulatedCluster() as cluster:` - the emulator, its controllers, and test helpers."""
 
@@ -179,6 +204,16 @@ class EmulatedCluster:
         if agent_prefix is None:
             return [r for r in reqs if not str(r.headers.get("User-Agent", "")).startswith(HARNESS_AGENT)]
         return [r for r in reqs if str(r.headers.get("User-Agent", "")).startswith(agent_prefix)]
+
+    def api_calls(self, agent_prefix: str | None = None) -> set[tuple[str, str, str]]:
+        """The (verb, group, resource) triples of the requests served (discovery URLs left out: every
+        authenticated client may read them) - what an RBAC Role must allow."""
+        calls = set()
+        for req in self.requests(agent_prefix):
+            call = api_call(req.method.value if hasattr(req.method, "value") else str(req.method), req.url)
+            if call is not None:
+                calls.add(call)
+        return calls
 
     async def wait_for(
         self, predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition"
