@@ -15,6 +15,8 @@ from tokensmith.trainer.data.pii import PLACEHOLDERS, redact
 from tokensmith.trainer.data.shards import ShardSet
 from tokensmith.trainer.data.steps import UnicodeNormalizer
 
+pytestmark = pytest.mark.slow  # one curation run shared by the module, a few seconds
+
 FAST = ["--vocab-size", "512", "--word-tokenizer", "regex", "--workers", "2", "--tasks", "2"]
 ORDER = [
     "read",

@@ -370,23 +370,29 @@ def train_tokenizer(
     return tokenizer
 
 
+def check_tokenizer_file(path: str, eos_token: str) -> None:
+    """A given tokenizer must load and know the end-of-document token (checked before any stage runs)."""
+    from tokenizers import Tokenizer
+
+    try:
+        tokenizer = Tokenizer.from_file(path)
+    except Exception as err:
+        raise TokensmithError(f"--tokenizer {path} is not a tokenizers JSON file ({err})") from err
+    if tokenizer.token_to_id(eos_token) is None:
+        raise TokensmithError(
+            f"tokenizer {path} has no {eos_token!r} token: pass --eos-token with one it has"
+        )
+
+
 def ensure_tokenizer(ctx: RunContext) -> Path:
     """OUT/tokenizer.json: the given file, or a BPE trained on the curated train split (once)."""
-    from tokenizers import Tokenizer
 
     cfg = ctx.config.tokenizer
     target = ctx.out / TOKENIZER_FILE
     if target.is_file():
         return target
     if cfg.path:
-        try:
-            tokenizer = Tokenizer.from_file(cfg.path)
-        except Exception as err:
-            raise TokensmithError(f"--tokenizer {cfg.path} is not a tokenizers JSON file ({err})") from err
-        if tokenizer.token_to_id(cfg.eos_token) is None:
-            raise TokensmithError(
-                f"tokenizer {cfg.path} has no {cfg.eos_token!r} token: pass --eos-token with one it has"
-            )
+        check_tokenizer_file(cfg.path, cfg.eos_token)
         shutil.copyfile(cfg.path, ctx.work / TOKENIZER_FILE)
     else:
         started = time.perf_counter()
@@ -481,6 +487,8 @@ def curate(
     config = config or CurateConfig()
     out_dir = Path(out).resolve()
     files = resolve_inputs(list(inputs))
+    if config.tokenizer.path:
+        check_tokenizer_file(config.tokenizer.path, config.tokenizer.eos_token)
     resumed = prepare_out_dir(out_dir, config, files, force)
     ctx = RunContext(out_dir, config, files, show, log or (lambda _msg: None))
     quiet_datatrove(ctx.work / "datatrove.log")

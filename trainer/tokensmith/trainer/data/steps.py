@@ -102,6 +102,17 @@ def _decode(raw: bytes, where: str, errors: str) -> str:
         ) from None
 
 
+def _lines(handle: Any, block: int = 1 << 20) -> Iterator[bytes]:
+    """Byte lines from any readable (some decompressors, e.g. zstd streams, cannot iterate lines)."""
+    pending = b""
+    while chunk := handle.read(block):
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        yield from complete
+    if pending:
+        yield pending
+
+
 class InputReader(BaseReader):
     """Reads a fixed list of files; rank r of N reads files r, r+N, ... (datatrove's sharding)."""
 
@@ -167,7 +178,7 @@ class InputReader(BaseReader):
         yield document
 
     def _read_jsonl(self, handle: Any, path: str) -> Iterator[Document]:
-        for lineno, raw in enumerate(handle, start=1):
+        for lineno, raw in enumerate(_lines(handle), start=1):
             if not raw.strip():
                 continue
             line = _decode(raw, f"{path}:{lineno}", self.encoding_errors)
