@@ -50,11 +50,14 @@ def activation_bytes(
     pp: Any,
     microbatches: Any,
     recompute: Any,
+    virtual: Any = 1,
 ) -> Any:
     """Peak activation bytes on the first pipeline stage (plus the logits on the last, conservatively
-    added to the same GPU when there is one stage)."""
+    added to the same GPU when there is one stage). The interleaved schedule with v chunks holds
+    (1 + (p - 1)/(p m)) times more (Narayanan et al. 2021)."""
     sbh = seq * micro_batch * d_model
-    in_flight_layers = (n_layers / pp) * _minimum(pp, microbatches)
+    interleave = 1.0 + (virtual > 1) * (pp - 1) / (pp * microbatches)
+    in_flight_layers = (n_layers / pp) * _minimum(pp, microbatches) * interleave
     per_layer_full = 34.0 * sbh / tp
     per_layer_kept = 2.0 * sbh / tp
     stored = in_flight_layers * (recompute * per_layer_kept + (1 - recompute) * per_layer_full)

@@ -1,9 +1,10 @@
 """Performance model: time of one optimizer step for a cluster shape, hence model FLOPs utilisation.
 
 Element-wise over numpy arrays (one entry per candidate shape). The step is a 1F1B pipeline
-(Narayanan et al. 2021, arXiv:2104.04473): (m + p - 1) slots of one micro-batch's work on one stage,
-i.e. the bubble (p - 1)/m of the ideal time, followed by the part of the data-parallel gradient
-reduction that does not overlap the backward pass, and the optimizer update.
+(Narayanan et al. 2021, arXiv:2104.04473): (m + (p - 1)/v) slots of one micro-batch's work on one
+stage, i.e. the bubble (p - 1)/(v m) of the ideal time with v interleaved chunks per stage, followed
+by the part of the data-parallel gradient reduction that does not overlap the backward pass, and the
+optimizer update.
 
 One micro-batch on one stage costs
 - compute: its hardware FLOPs (3 x forward, 4 x with full recomputation; `arch.hardware_flops_per_token`)
@@ -77,8 +78,11 @@ def step_time(
     micro_batch: Any,
     microbatches: Any,
     recompute: Any,
+    virtual: Any = 1,
 ) -> Any:
-    """Seconds per optimizer step for each candidate (arrays broadcast)."""
+    """Seconds per optimizer step for each candidate (arrays broadcast). `virtual` is the number of
+    model chunks per pipeline stage of the interleaved 1F1B schedule (Narayanan et al. 2021, §2.2.2):
+    the bubble shrinks to (p - 1)/(v m) at v times the point-to-point traffic."""
     tokens_mb = m.seq_len * micro_batch
     passes = 3.0 + recompute
     stage_layers = _ceil(m.n_layers / pp)  # the slowest stage sets the pace when L % p != 0
@@ -91,10 +95,10 @@ def step_time(
     tp_link = _where(tp <= g.gpus_per_node, g.intra_bytes_s, g.inter_bytes_s) * LINK_EFFICIENCY
     tp_comm = stage_layers * collectives * 0.5 * act_bytes * (tp - 1) / tp / tp_link
     pp_link = _where(tp * pp <= g.gpus_per_node, g.intra_bytes_s, g.inter_bytes_s) * LINK_EFFICIENCY
-    pp_comm = (pp > 1) * 2.0 * act_bytes / tp / pp_link
+    pp_comm = (pp > 1) * 2.0 * virtual * act_bytes / tp / pp_link
 
     slot = compute + tp_comm + pp_comm
-    pipeline = (microbatches + pp - 1) * slot
+    pipeline = (microbatches + (pp - 1) / virtual) * slot
 
     # ZeRO data-parallel traffic, in units of the local bf16 parameter bytes, moved (d - 1)/d ring-wise:
     # stages 0/1 all-reduce the gradients once per step (2 units); stage 2 reduce-scatters them every

@@ -92,6 +92,7 @@ class ClusterPlan(BaseModel):
     gradient_accumulation: int
     global_batch_tokens: int
     recompute: bool
+    virtual_stages: int = Field(1, description="Interleaved pipeline chunks per stage (1: plain 1F1B)")
 
 
 class Plan(BaseModel):
@@ -679,6 +680,7 @@ def _finish(
         gradient_accumulation=int(val["microbatches"]),
         global_batch_tokens=int(val["global_batch_tokens"]),
         recompute=bool(val["recompute"]),
+        virtual_stages=int(val["virtual"]),
     )
     if ctx.econ.owned:
         hardware = val["gpu_hours_total"] * ctx.econ.purchase_usd / (ctx.econ.lifetime_years * 8760.0)
@@ -753,6 +755,7 @@ def _pareto_rows(res: dict[str, Any], limit: int = 40) -> list[dict[str, Any]]:
         "zero": "zero_stage",
         "micro_batch": "micro_batch",
         "recompute": "recompute",
+        "virtual": "virtual_stages",
         "mfu": "mfu",
         "wall_hours": "wall_clock_hours",
         "cost_usd": "cost_usd",

@@ -34,7 +34,9 @@ def render(plan: Plan) -> str:
         ("cluster", f"{c.gpus} x {c.gpu} ({c.nodes} nodes x {c.gpus_per_node})"),
         (
             "parallelism",
-            f"TP {c.tensor_parallel} x PP {c.pipeline_parallel} x DP {c.data_parallel}, ZeRO-{c.zero_stage}, "
+            f"TP {c.tensor_parallel} x PP {c.pipeline_parallel}"
+            + (f" (interleaved x{c.virtual_stages})" if c.virtual_stages > 1 else "")
+            + f" x DP {c.data_parallel}, ZeRO-{c.zero_stage}, "
             f"micro-batch {c.micro_batch} x {c.gradient_accumulation} accumulation, "
             f"recompute {'on' if c.recompute else 'off'}",
         ),

@@ -1,4 +1,5 @@
-"""Vectorised cluster-shape search: every (GPUs, TP, PP, DP, ZeRO stage, micro-batch, recompute)
+"""Vectorised cluster-shape search: every (GPUs, TP, PP, DP, ZeRO stage, micro-batch, recompute,
+interleaved pipeline chunks)
 candidate is one element of numpy arrays; memory, step time, MFU, failures, cost and energy are
 evaluated for all of them at once (no Python loop per candidate), then filtered and ranked.
 
@@ -25,7 +26,16 @@ PP_DEGREES = (1, 2, 4, 8, 16, 32, 64)
 ZERO_STAGES = (0, 1, 2, 3)
 MICRO_BATCHES = (1, 2, 4, 8, 16)
 RECOMPUTE = (0, 1)
-AXES = ("gpus", "tp", "pp", "zero", "micro_batch", "recompute")  # one array per axis, one entry per candidate
+VIRTUAL_STAGES = (1, 2, 4)
+AXES = (
+    "gpus",
+    "tp",
+    "pp",
+    "zero",
+    "micro_batch",
+    "recompute",
+    "virtual",
+)  # one array per axis, one entry per candidate
 
 
 @dataclass(frozen=True)
@@ -60,7 +70,7 @@ def gpu_count_grid(gpus_per_node: int, max_gpus: int = 65_536) -> list[int]:
 
 def candidate_grid(gpu_counts: list[int]) -> dict[str, Any]:
     """The cross product of the search space as an open mesh: one integer array per axis, each
-    shaped to broadcast against the others (gpus on axis 0, ..., recompute on axis 5). `evaluate`
+    shaped to broadcast against the others (gpus on axis 0, ..., interleaving on axis 6). `evaluate`
     computes every intermediate at the smallest shape it depends on (e.g. GEMM efficiency per TP
     degree) and only the final quantities at the full size, which is what makes it fast."""
     import numpy as np
@@ -72,6 +82,7 @@ def candidate_grid(gpu_counts: list[int]) -> dict[str, Any]:
         np.asarray(ZERO_STAGES, dtype=np.int64),
         np.asarray(MICRO_BATCHES, dtype=np.int64),
         np.asarray(RECOMPUTE, dtype=np.int64),
+        np.asarray(VIRTUAL_STAGES, dtype=np.int64),
         indexing="ij",
         sparse=True,
     )
@@ -115,6 +126,7 @@ def evaluate(
     # Float copies once (every formula below is floating point); integer grid kept for the output.
     gpus, tp, pp = (grid[k].astype(np.float64) for k in ("gpus", "tp", "pp"))
     zero, mb, rc = (grid[k].astype(np.float64) for k in ("zero", "micro_batch", "recompute"))
+    virtual = grid["virtual"].astype(np.float64)
     g = GPUScalars(
         peak_flops=gpu.peak_flops,
         hbm_bytes_s=gpu.hbm_tbs * 1e12,
@@ -136,18 +148,29 @@ def evaluate(
             & (pp <= model.n_layers)
             & ((pp == 1) | (zero <= 1))
             & (microbatches >= 1)
+            # Interleaving needs a pipeline, v chunks of whole layers per stage, and m >= p.
+            & ((virtual == 1) | ((pp > 1) & (pp * virtual <= model.n_layers) & (microbatches >= pp)))
         )
         microbatches = np.maximum(microbatches, 1.0)
         dp = np.maximum(dp, 1.0)
         states = memory.model_state_bytes(model.params, tp, pp, dp, zero)
         stage_layers = np.ceil(model.n_layers / pp)
         acts = memory.activation_bytes(
-            model.seq_len, mb, model.d_model, stage_layers * pp, model.vocab_size, tp, pp, microbatches, rc
+            model.seq_len,
+            mb,
+            model.d_model,
+            stage_layers * pp,
+            model.vocab_size,
+            tp,
+            pp,
+            microbatches,
+            rc,
+            virtual,
         )
         need = memory.total_bytes(states, acts)
         fits = valid & (need <= gpu.memory_bytes)
 
-        step = performance.step_time(model, g, gpus, tp, pp, dp, zero, mb, microbatches, rc)
+        step = performance.step_time(model, g, gpus, tp, pp, dp, zero, mb, microbatches, rc, virtual)
         tokens_step = microbatches * dp * mb * model.seq_len
         model_mfu = 6.0 * model.params * tokens_step / (step * gpus * gpu.peak_flops)
         used_mfu = model_mfu if mfu is None else np.full_like(model_mfu, mfu)
