@@ -94,3 +94,12 @@ def test_data_dir_replaces_the_bundled_files(tmp_path: Path) -> None:
     assert dataset["test"].num_rows == 1
     with pytest.raises(FileNotFoundError, match=r"mmlu\.jsonl"):
         load(data_files={"test": "mmlu.jsonl"}, data_dir=str(tmp_path / "elsewhere"))
+
+
+def test_typo_is_found_without_building_the_full_index() -> None:
+    import lm_eval.tasks
+
+    harness_dir = Path(lm_eval.tasks.__file__).parent
+    assert harness.absent_from_yaml(["arc_easy", "ai2_arc", "arc_easy_lokal"], [harness_dir]) == [
+        "arc_easy_lokal"
+    ]

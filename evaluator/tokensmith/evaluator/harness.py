@@ -82,10 +82,14 @@ def check_names(names: Sequence[str], manager: TaskManager) -> None:
     known = set(manager.all_tasks)
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise TokensmithError(
-            f"unknown task(s): {', '.join(unknown)}; `tokensmith eval --list-tasks` shows the bundled "
-            "offline tasks and every task lm-eval has here"
-        )
+        raise unknown_tasks(unknown)
+
+
+def unknown_tasks(names: Sequence[str]) -> TokensmithError:
+    return TokensmithError(
+        f"unknown task(s): {', '.join(names)}; `tokensmith eval --list-tasks` shows the bundled "
+        "offline tasks and every task lm-eval has here"
+    )
 
 
 def list_tasks(include_paths: Sequence[str | Path] = (), with_harness: bool = True) -> list[dict[str, Any]]:
@@ -106,10 +110,39 @@ def list_tasks(include_paths: Sequence[str | Path] = (), with_harness: bool = Tr
     return rows
 
 
+def absent_from_yaml(names: Sequence[str], directories: Sequence[str | Path]) -> list[str]:
+    """Names whose text appears in no task YAML file under `directories`: certainly unknown.
+
+    Every task, group and tag name is written in some YAML file, so a byte search over the files (a
+    couple of seconds) settles a typo without building lm-eval's index (parsing every file: 15 s or
+    more). Names that are found still go through the real index.
+    """
+    pending = {n: n.encode() for n in names if not any(c in n for c in "*?[/")}
+    for directory in directories:
+        for pattern in ("*.yaml", "*.yml"):
+            for path in Path(directory).rglob(pattern):
+                if not pending:
+                    return []
+                try:
+                    text = path.read_bytes()
+                except OSError:
+                    continue
+                for name in [n for n, raw in pending.items() if raw in text]:
+                    del pending[name]
+    return [n for n in names if n in pending]
+
+
 def prepare(
     names: Sequence[str], include_paths: Sequence[str | Path] = (), data_dir: str | Path | None = None
 ) -> TaskManager:
     """The task manager for `names`, after checking every name exists (before any model is loaded)."""
+    if not only_bundled(names):
+        import lm_eval.tasks
+
+        harness_dir = Path(lm_eval.tasks.__file__).parent
+        absent = absent_from_yaml(names, [TASKS_DIR, harness_dir, *include_paths])
+        if absent:
+            raise unknown_tasks(absent)
     manager = task_manager(names, include_paths, data_dir)
     check_names(names, manager)
     return manager
