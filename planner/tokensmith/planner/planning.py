@@ -434,10 +434,17 @@ def _budget_conflict(ctx: _Ctx, res: dict[str, Any]) -> str:
         what.append(f"--budget-usd {ctx.req.budget_usd:,.0f}")
     if ctx.req.gpu_hours is not None:
         what.append(f"--gpu-hours {ctx.req.gpu_hours:,.0f}")
+    # The MFU that would make the cheapest shape fit the tightest cap (cost is inversely proportional).
+    over = max(
+        res["cost_usd"][cheapest] / (ctx.req.budget_usd or float("inf")),
+        res["gpu_hours_total"][cheapest] / (ctx.req.gpu_hours or float("inf")),
+    )
+    needed = res["mfu"][cheapest] * over
+    hint = f" (or an MFU of {needed:.3f} instead of {res['mfu'][cheapest]:.3f}: --mfu)" if needed < 1 else ""
     return (
         f"this model and token budget need at least ${res['cost_usd'][cheapest]:,.0f} "
         f"({res['gpu_hours_total'][cheapest]:,.0f} GPU-hours) but {' and '.join(what)} allow less; "
-        "raise the budget or lower --params/--tokens"
+        f"raise the budget or lower --params/--tokens{hint}"
     )
 
 
