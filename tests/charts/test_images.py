@@ -127,3 +127,26 @@ def test_dockerignore_keeps_the_context_small() -> None:
     assert lines[0] == "*", "whitelist: ignore everything, then re-include the sources"
     assert {"!pyproject.toml", "!planner/", "!operator/", "!trainer/", "!evaluator/"} <= set(lines)
     assert not any(x.startswith("!.venv") or x.startswith("!.git") for x in lines)
+
+
+def test_tiny_example_reads_the_sample_data_the_trainer_image_curates() -> None:
+    """examples/tiny-job.yaml trains on shards baked into the trainer image: same path, and a BPE
+    vocabulary that fits the `tiny` preset."""
+    import yaml
+
+    from tokensmith.planner.arch import PRESETS
+
+    runs = " ".join(x.args for x in parse(_dockerfile("trainer")) if x.keyword == "RUN")
+    curate = re.search(r"tokensmith curate (\S+) --out (\S+)(.*?)(&&|$)", runs)
+    assert curate, "the trainer image curates no sample data"
+    out, options = curate.group(2), curate.group(3)
+    vocab = re.search(r"--vocab-size (\d+)", options)
+    assert vocab and int(vocab.group(1)) <= PRESETS["tiny"]["vocab_size"]
+    job = next(
+        d
+        for d in yaml.safe_load_all((REPO / "examples" / "tiny-job.yaml").read_text())
+        if d["kind"] == "LLMTrainingJob"
+    )
+    assert job["spec"]["model"]["preset"] == "tiny"
+    for key in ("trainPath", "validPath", "tokenizerPath"):
+        assert job["spec"]["data"][key].startswith(out + "/"), key
