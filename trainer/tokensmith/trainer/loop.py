@@ -170,6 +170,18 @@ class Trainer:
             cfg.train.precision, self.cuda, self.cuda and torch.cuda.is_bf16_supported()
         )
         ds_config = dsconfig.render(cfg, self.world, self.precision)
+        self.root = Path(cfg.checkpoint.dir)
+        self.step = 0
+        self.data_position = 0
+        self.tokens = 0
+        self.resumed_from: Path | None = None
+        chosen = self.select_checkpoint()
+        load_dir: Path | None = None
+        if chosen is not None:
+            load_dir = chosen[0]
+            if chosen[1].get("world_size") != self.world and cfg.deepspeed.zero_stage >= 1:
+                load_dir = self.universal_copy(chosen[0])
+                ds_config["checkpoint"] = {"load_universal": True}
         self.accumulation = ds_config["gradient_accumulation_steps"]
         self.plan = BatchPlan(cfg.train.micro_batch, self.world, self.accumulation)
         self.total_steps = cfg.total_steps()
@@ -200,14 +212,10 @@ class Trainer:
         )
         self.flops_per_token = flops_per_token(cfg.model)
         self.peak = peak_flops(torch.cuda.get_device_name(self.device) if self.cuda else None)
-        self.root = Path(cfg.checkpoint.dir)
         self.tokenizer = default_tokenizer(cfg)
         self.grace = float(os.environ.get(GRACE_ENV, cfg.checkpoint.grace_seconds))
-        self.step = 0
-        self.data_position = 0
-        self.tokens = 0
-        self.resumed_from: Path | None = None
-        self.resume()
+        if chosen is not None and load_dir is not None:
+            self.load(chosen[0], load_dir, chosen[1])
         metrics_path = Path(cfg.train.metrics_file or self.root / "metrics.jsonl")
         self.metrics: JsonLines | None = None
         self.reporter = make_reporter(self.rank, cfg.train.tokens)
@@ -218,8 +226,9 @@ class Trainer:
             signal.signal(signal.SIGTERM, self.control.on_sigterm)
 
     # --- resume -----------------------------------------------------------------------------------
-    def resume(self) -> None:
-        """Load the newest checkpoint that verifies on every rank; skip torn or corrupt ones."""
+    def select_checkpoint(self) -> tuple[Path, dict[str, Any]] | None:
+        """The newest checkpoint that verifies on every rank (each rank checks its share of the files);
+        torn or corrupt ones are skipped with a warning."""
         checksums = self.cfg.checkpoint.verify == "checksum"
         for candidate in ck.candidates(self.root):
             problems = ck.verify(candidate, checksums, self.rank, self.world)
@@ -238,26 +247,62 @@ class Trainer:
                     f"{candidate} was written for a different model; use a new checkpoint.dir "
                     "or restore the model section it was trained with"
                 )
-            self.engine.load_checkpoint(
-                str(candidate),
-                tag=ck.DS_TAG,
-                load_module_strict=True,
-                load_optimizer_states=True,
-                load_lr_scheduler_states=False,
+            return candidate, state
+        return None
+
+    def universal_copy(self, candidate: Path) -> Path:
+        """ZeRO partitions the optimizer state by world size; to resume on another one, rank 0 converts
+        the checkpoint with DeepSpeed's `ds_to_universal` (once; kept under ROOT/.universal until the
+        next save) and every rank loads that with `load_universal`."""
+        import subprocess
+
+        target = self.root / ".universal" / candidate.name
+        if self.rank == 0 and not (target / "done").is_file():
+            shutil.rmtree(target, ignore_errors=True)
+            tmp = target.with_name(f".{candidate.name}.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            command = [
+                sys.executable,
+                "-m",
+                "deepspeed.checkpoint.ds_to_universal",
+                "--input_folder",
+                str(candidate / ck.DS_TAG),
+                "--output_folder",
+                str(tmp / ck.DS_TAG),
+                "--num_extract_workers",
+                str(min(8, os.cpu_count() or 1)),
+                "--num_merge_workers",
+                "2",
+            ]
+            log.warning("world size changed: converting %s to a universal checkpoint", candidate.name)
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode:
+                raise RuntimeError(f"ds_to_universal failed on {candidate}: {done.stderr[-2000:]}")
+            (tmp / "done").write_text("ok\n")
+            os.replace(tmp, target)
+        self.dist.barrier()
+        return target
+
+    def load(self, candidate: Path, load_dir: Path, state: dict[str, Any]) -> None:
+        self.engine.load_checkpoint(
+            str(load_dir),
+            tag=ck.DS_TAG,
+            load_module_strict=True,
+            load_optimizer_states=True,
+            load_lr_scheduler_states=False,
+        )
+        self.step, self.tokens = int(state["step"]), int(state["tokens"])
+        self.data_position = int(state["samples_seen"])
+        self.resumed_from = candidate
+        if self.rank == 0:
+            log.warning(
+                "resumed from %s (step %d, %d tokens, saved by %d processes, now %d)",
+                candidate,
+                self.step,
+                self.tokens,
+                state.get("world_size", 0),
+                self.world,
             )
-            self.step, self.tokens = int(state["step"]), int(state["tokens"])
-            self.data_position = int(state["samples_seen"])
-            self.resumed_from = candidate
-            if self.rank == 0:
-                log.warning(
-                    "resumed from %s (step %d, %d tokens, saved by %d processes, now %d)",
-                    candidate,
-                    self.step,
-                    self.tokens,
-                    state.get("world_size", 0),
-                    self.world,
-                )
-            return
 
     # --- one step ---------------------------------------------------------------------------------
     def batch(self, positions: Any) -> tuple[Any, Any, Any]:
@@ -333,7 +378,11 @@ class Trainer:
                 shutil.rmtree(ckpt)
             ckpt.mkdir(parents=True)
         self.dist.barrier()
-        self.engine.save_checkpoint(str(ckpt), tag=ck.DS_TAG, save_latest=False)
+        # An (empty) universal_checkpoint_info lets DeepSpeed's ds_to_universal convert this checkpoint
+        # for a different world size (plain data parallel: no tensor/pipeline patterns to declare).
+        self.engine.save_checkpoint(
+            str(ckpt), tag=ck.DS_TAG, client_state={"universal_checkpoint_info": {}}, save_latest=False
+        )
         if self.cfg.deepspeed.zero_stage == 3:
             weights = self.engine._zero3_consolidated_16bit_state_dict()  # collective: every rank
         else:
@@ -360,6 +409,7 @@ class Trainer:
             ck.set_latest(self.root, ckpt.name)
             for gone in ck.prune(self.root, self.cfg.checkpoint.keep):
                 log.info("removed old checkpoint %s", gone.name)
+            shutil.rmtree(self.root / ".universal", ignore_errors=True)  # a newer native one exists now
             self.reporter.checkpoint(self.step, str(ckpt))
             self._log({"type": "checkpoint", "step": self.step, "path": str(ckpt)})
         self.dist.barrier()
