@@ -28,6 +28,7 @@ MODES: dict[str, dict[str, Any]] = {
     "metrics-off": {"metrics": {"enabled": False}},
     "two-replicas": {"replicaCount": 2},
     "standalone": {"peering": {"enabled": False}},
+    "debug-logs": {"operator": {"logLevel": "debug"}},
 }
 
 Manifest = dict[str, Any]

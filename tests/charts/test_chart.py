@@ -381,3 +381,36 @@ def test_documented_install_commands_render(render: Render, doc: str) -> None:
         for manifest in docs:
             if manifest["kind"] not in CUSTOM_KINDS:
                 kv.validate(manifest, kv.utils.latest_version(), strict=True)
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_rendered_arguments_are_what_tokensmith_operator_run_accepts(render: Render, mode: str) -> None:
+    """The Deployment's arguments parse with the operator's real click command (without running it),
+    and the image defaults reach it through the environment variables it reads."""
+    from tokensmith.operator.cli import operator as operator_group
+
+    container = _operator_container(render(MODES[mode]))
+    args = container["args"]
+    assert args[:2] == ["operator", "run"]
+    if "command" in container:  # the peering wrapper appends a drawn --priority
+        args = [*args, "--priority=4242"]
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    run = operator_group.commands["run"]
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in env.items():
+            mp.setenv(name, value)
+        ctx = run.make_context("run", list(args[2:]))
+    params = ctx.params
+    values = MODES[mode]
+    expected_ns = values.get("watch", {}).get("namespaces") or (
+        [NAMESPACE] if values.get("watch", {}).get("mode") == "namespaced" else []
+    )
+    assert list(params["namespaces"]) == expected_ns
+    peering = values.get("peering", {}).get("enabled", True)
+    assert params["standalone"] is (not peering)
+    assert params["priority"] == (4242 if peering else 0)
+    assert params["metrics_port"] == (9090 if values.get("metrics", {}).get("enabled", True) else 0)
+    assert params["liveness"] == "http://0.0.0.0:8080/healthz"
+    assert params["verbose"] is (values.get("operator", {}).get("logLevel") == "debug")
+    assert params["trainer_image"] == env["TOKENSMITH_TRAINER_IMAGE"]
+    assert params["evaluator_image"] == env["TOKENSMITH_EVALUATOR_IMAGE"]

@@ -101,7 +101,8 @@ def test_the_operator_may_grant_the_per_job_trainer_role(render: Render) -> None
 
 def test_nothing_sensitive_is_granted(render: Render) -> None:
     for mode in MODES:
-        for role in by_kind(render(MODES[mode]), "ClusterRole") + by_kind(render(MODES[mode]), "Role"):
+        docs = render(MODES[mode])
+        for role in by_kind(docs, "ClusterRole") + by_kind(docs, "Role"):
             granted = _grants(role["rules"])
             assert not any(
                 resource in {"secrets", "nodes", "clusterroles", "clusterrolebindings"}
