@@ -129,6 +129,8 @@ def test_vectorised_search_equals_one_by_one_evaluation() -> None:
     for i in rng.choice(search.grid_size(grid), 25, replace=False):
         one = {k: flat[k][i : i + 1] for k in search.AXES}
         assert all(res[k][i] == flat[k][i] for k in search.AXES)
+        row = res.row(int(i))
+        assert all(row[k] == res[k][i].item() for k in res)
         single = search.evaluate(one, _model(cfg), gpu, 8, 1e11, 4e6, econ)
         for key in ("fits", "memory_gb", "step_seconds", "cost_usd", "wall_hours", "energy_mwh"):
             assert single[key][0] == pytest.approx(res[key][i], rel=1e-12), key

@@ -368,14 +368,14 @@ def _gpu_counts(ctx: _Ctx) -> list[int]:
     return search.gpu_count_grid(ctx.gpus_per_node)
 
 
-def _run_search(ctx: _Ctx, cfg: ModelConfig, tokens: float) -> dict[str, Any]:
+def _run_search(ctx: _Ctx, cfg: ModelConfig, tokens: float) -> search.Candidates:
     scal = _scalars(cfg)
     gbt = ctx.req.global_batch_tokens or default_global_batch_tokens(6.0 * scal.params * tokens, cfg.seq_len)
     grid = search.candidate_grid(_gpu_counts(ctx))
     return search.evaluate(grid, scal, ctx.gpu, ctx.gpus_per_node, tokens, gbt, ctx.econ, ctx.req.mfu)
 
 
-def _select(ctx: _Ctx, res: dict[str, Any], budget_derived: bool) -> int:
+def _select(ctx: _Ctx, res: search.Candidates, budget_derived: bool) -> int:
     """Index of the chosen candidate (rules in the module docstring); PlanError names the conflict."""
     import numpy as np
 
@@ -426,7 +426,7 @@ def _select(ctx: _Ctx, res: dict[str, Any], budget_derived: bool) -> int:
     return idx
 
 
-def _budget_conflict(ctx: _Ctx, res: dict[str, Any]) -> str:
+def _budget_conflict(ctx: _Ctx, res: search.Candidates) -> str:
     cheapest = search.pick(res, res["fits"], "cost_usd", "wall_hours")
     assert cheapest is not None
     what = []
@@ -661,7 +661,6 @@ def _spent(req: Request, p: Plan) -> float:
 def _finish(
     ctx: _Ctx, cfg: ModelConfig, tokens: float, budget_derived: bool, alternatives: bool = True
 ) -> Plan:
-    import numpy as np
 
     if not (tokens > 0 and math.isfinite(tokens)):
         raise PlanError(f"the inputs give a token budget of {tokens:g}; check --params/--tokens/--compute")
@@ -672,7 +671,7 @@ def _finish(
     n_law = _law_params(law, cfg)
     flops = 6.0 * counts.total * tokens
     model_flops = arch.training_flops(cfg, tokens)
-    val = {k: (v[idx].item() if isinstance(v, np.ndarray) else v) for k, v in res.items()}
+    val = res.row(idx)
     mfu = float(val["mfu"])
     cluster = ClusterPlan(
         gpu=ctx.gpu.name,
@@ -748,7 +747,7 @@ def _finish(
     return plan_obj
 
 
-def _pareto_rows(res: dict[str, Any], limit: int = 40) -> list[dict[str, Any]]:
+def _pareto_rows(res: search.Candidates, limit: int = 40) -> list[dict[str, Any]]:
     idx = search.pareto_front(res)
     if idx.size > limit:  # keep the ends and an even spread between them
         import numpy as np

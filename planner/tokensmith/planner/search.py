@@ -14,6 +14,7 @@ Constraints applied (why):
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,7 +117,7 @@ def evaluate(
     global_batch_tokens: float,
     econ: Economics,
     mfu: float | None = None,
-) -> dict[str, Any]:
+) -> Candidates:
     """Evaluate every candidate; returns the grid's arrays plus one array per derived quantity.
 
     With `mfu` given, time follows from it (the performance model still ranks shapes and memory still
@@ -236,11 +237,54 @@ def evaluate(
         co2_tonnes=energy.co2_tonnes(mwh, econ.carbon_kg_per_kwh),
         cost_usd=cost,
     )
-    shape = np.broadcast_shapes(*(np.shape(v) for v in out.values()))
-    return {k: np.broadcast_to(v, shape).reshape(-1) for k, v in out.items()}
+    return Candidates(out)
 
 
-def pareto_front(result: dict[str, Any]) -> Any:
+class Candidates(Mapping[str, Any]):
+    """The evaluated candidates: `result[key]` is a flat array (one entry per candidate, in the order of
+    the dense grid), made on first access and cached. Quantities that depend on few axes are kept at
+    their small broadcast shape until then, and `row(i)` reads one candidate without flattening."""
+
+    def __init__(self, arrays: dict[str, Any]) -> None:
+        import numpy as np
+
+        self._arrays = {k: np.asarray(v) for k, v in arrays.items()}
+        self.shape: tuple[int, ...] = np.broadcast_shapes(*(v.shape for v in self._arrays.values()))
+        self._flat: dict[str, Any] = {}
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._flat:
+            import numpy as np
+
+            self._flat[key] = np.broadcast_to(self._arrays[key], self.shape).reshape(-1)
+        return self._flat[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._arrays)
+
+    def __len__(self) -> int:
+        return len(self._arrays)
+
+    @property
+    def size(self) -> int:
+        import math
+
+        return math.prod(self.shape)
+
+    def row(self, index: int) -> dict[str, Any]:
+        """Every quantity of candidate `index` (a flat index) as plain Python numbers."""
+        import numpy as np
+
+        where = np.unravel_index(index, self.shape)
+        out = {}
+        for key, value in self._arrays.items():
+            pad = (1,) * (len(self.shape) - value.ndim) + value.shape
+            at = tuple(i if n > 1 else 0 for i, n in zip(where, pad, strict=True))
+            out[key] = value.reshape(pad)[at].item()
+        return out
+
+
+def pareto_front(result: Mapping[str, Any]) -> Any:
     """Indices of the fitting candidates on the time/cost Pareto front, fastest first."""
     import numpy as np
 
@@ -253,7 +297,7 @@ def pareto_front(result: dict[str, Any]) -> Any:
     return order[cost < best_before]
 
 
-def pick(result: dict[str, Any], mask: Any, key: str, tie: str) -> int | None:
+def pick(result: Mapping[str, Any], mask: Any, key: str, tie: str) -> int | None:
     """Index of the candidate within `mask` & fits minimising `key` (then `tie`), or None."""
     import numpy as np
 
