@@ -1,0 +1,241 @@
+"""The local driver: observe processes -> `reconcile` (the operator's own decision) -> apply.
+
+One loop, the local twin of `handlers.reconcile_once`: fold the trainer's new report lines into the
+status (as its status patches would), observe worker and evaluation processes, call `reconcile`,
+then apply the Decision in the documented order (create, record `status.json`, delete, tell).
+
+Ctrl-C is `spec.suspend`: the first one sets it in memory, so `reconcile` itself deletes the gang
+(SIGTERM: the trainer finishes its step and writes a checkpoint) and records phase Suspended; the
+next `run` of the same job clears it and `reconcile` resumes from the last checkpoint without
+counting a restart, as `kubectl patch ... suspend: false` does. A second Ctrl-C kills everything.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from tokensmith.core.io import atomic_write_text
+from tokensmith.operator.local.manifest import LocalJob
+from tokensmith.operator.local.observe import fold_reports, worker_observation
+from tokensmith.operator.local.processes import Evaluations, Gang, ReportTail
+from tokensmith.operator.observed import (
+    CreateEvaluation,
+    CreateGang,
+    Decision,
+    DeleteWorkers,
+    EmitEvent,
+    Observed,
+)
+from tokensmith.operator.reconcile import reconcile
+from tokensmith.operator.spec import (
+    TERMINAL_PHASES,
+    LLMTrainingJobStatus,
+    status_to_dict,
+    token_budget,
+)
+
+POLL_SECONDS = 0.5
+HISTORY_FILE = "history.jsonl"
+
+
+def read_status(path: Path) -> LLMTrainingJobStatus:
+    """The saved status, or a fresh one (an unreadable file is an error the user must look at)."""
+    from pydantic import ValidationError
+
+    from tokensmith.core.errors import TokensmithError
+
+    if not path.exists():
+        return LLMTrainingJobStatus()
+    try:
+        return LLMTrainingJobStatus.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, ValidationError) as err:
+        raise TokensmithError(
+            f"{path} is not a readable status document ({str(err).splitlines()[0]}); "
+            "move it away or run with --fresh"
+        ) from err
+
+
+def write_status(path: Path, status: LLMTrainingJobStatus) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(status_to_dict(status), indent=2) + "\n")
+
+
+@dataclass
+class Interrupts:
+    """SIGINT/SIGTERM to the runner: the first asks for a clean stop, the second for a kill."""
+
+    count: int = 0
+    event: threading.Event = field(default_factory=threading.Event)
+
+    def handler(self, signum: int, frame: FrameType | None) -> None:
+        self.count += 1
+        self.event.set()
+
+    def install(self) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        old_int = signal.signal(signal.SIGINT, self.handler)
+        old_term = signal.signal(signal.SIGTERM, self.handler)
+
+        def restore() -> None:
+            signal.signal(signal.SIGINT, old_int)
+            signal.signal(signal.SIGTERM, old_term)
+
+        return restore
+
+
+@dataclass
+class RunResult:
+    status: LLMTrainingJobStatus
+    interrupted: bool
+    history: Path
+
+
+class LocalRunner:
+    """Runs one job to a terminal phase (or until interrupted)."""
+
+    def __init__(
+        self,
+        job: LocalJob,
+        inject_failure_step: int | None = None,
+        max_parallel_evals: int = 1,
+        on_change: Callable[[LLMTrainingJobStatus], None] | None = None,
+        on_event: Callable[[EmitEvent], None] | None = None,
+    ) -> None:
+        self.job = job
+        self.spec = job.spec.model_copy(deep=True)
+        self.gang = Gang(job, inject_failure_step)
+        self.evals = Evaluations(job, max_parallel_evals)
+        self.tail = ReportTail()
+        self.on_change = on_change or (lambda st: None)
+        self.on_event = on_event or (lambda ev: None)
+        self.interrupts = Interrupts()
+        self.history_path = job.run_dir / HISTORY_FILE
+        self.report_files: dict[Path, int] = {}  # report file -> attempt, kept after a worker is gone
+
+    # ----------------------------------------------------------------------------- recording
+
+    def _history(self, record: dict[str, Any]) -> None:
+        self.history_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.history_path.open("a", encoding="utf-8") as out:
+            out.write(json.dumps(record, default=str) + "\n")
+
+    def _reports(self, status: LLMTrainingJobStatus) -> LLMTrainingJobStatus:
+        records: list[dict[str, Any]] = []
+        for w in list(self.gang.workers.values()):
+            self.report_files[w.report] = w.attempt
+        for path, attempt in self.report_files.items():
+            for rec in self.tail.read([path]):
+                rec = {**rec, "attempt": attempt}
+                self._history(rec)
+                records.append(rec)
+        return fold_reports(status, records, token_budget(self.spec)) if records else status
+
+    # ----------------------------------------------------------------------------- the loop
+
+    def observe(self, now: datetime) -> Observed:
+        workers = tuple(worker_observation(s) for s in self.gang.states())
+        return Observed(now=now, workers=workers, evaluations=self.evals.observations())
+
+    def apply(self, old: LLMTrainingJobStatus, decision: Decision) -> None:
+        """Create, record, delete, tell: the order `reconcile.py` documents."""
+        for action in decision.actions:
+            if isinstance(action, CreateGang):
+                if self.gang.create(action.attempt, action.indices) and action.attempt != old.attempt:
+                    ckpt = decision.status.last_checkpoint
+                    self._history(
+                        {
+                            "type": "attempt",
+                            "attempt": action.attempt,
+                            "resume_step": ckpt.step if ckpt else 0,
+                            "time": datetime.now(UTC).isoformat(),
+                        }
+                    )
+            elif isinstance(action, CreateEvaluation):
+                self.evals.create(action.step, action.path, action.name)
+        if status_to_dict(old) != status_to_dict(decision.status):
+            write_status(self.job.status_path, decision.status)
+        for action in decision.actions:
+            if isinstance(action, DeleteWorkers):
+                self.gang.delete([w.name for w in action.workers if w.name])
+        for action in decision.actions:
+            if isinstance(action, EmitEvent):
+                self._history(
+                    {
+                        "type": "event",
+                        "event": action.type,
+                        "reason": action.reason,
+                        "message": action.message,
+                        "attempt": decision.status.attempt,
+                        "time": datetime.now(UTC).isoformat(),
+                    }
+                )
+                self.on_event(action)
+
+    def run(self) -> RunResult:
+        status = read_status(self.job.status_path)
+        self._readopt_evaluations(status)
+        restore = self.interrupts.install()
+        try:
+            status = self._loop(status)
+        finally:
+            restore()
+            self.gang.kill_all()
+            self.evals.stop()
+        return RunResult(status, self.interrupts.count > 0, self.history_path)
+
+    def _loop(self, status: LLMTrainingJobStatus) -> LLMTrainingJobStatus:
+        shown: dict[str, Any] | None = None
+        while True:
+            if self.interrupts.count >= 2:
+                self.gang.kill_all()
+                self.evals.stop()
+                return status
+            if self.interrupts.count == 1 and not self.spec.suspend:
+                self.spec.suspend = True  # Ctrl-C = suspend: reconcile deletes the gang gracefully
+            self.gang.enforce_grace()
+            status = self._reports(status)
+            observed = self.observe(datetime.now(UTC))
+            decision = reconcile(self.job.name, self.spec, status, observed)
+            self.apply(status, decision)
+            status = decision.status
+            self.evals.start_waiting()
+            view = status_to_dict(status)
+            view.pop("accountedTime", None)
+            if view != shown:
+                shown = view
+                self.on_change(status)
+            if self._done(status):
+                status = self._reports(status)
+                write_status(self.job.status_path, status)
+                return status
+            wait = decision.requeue_after if decision.requeue_after is not None else POLL_SECONDS
+            self.interrupts.event.wait(min(max(wait, 0.05), POLL_SECONDS))
+            self.interrupts.event.clear()
+
+    def _readopt_evaluations(self, status: LLMTrainingJobStatus) -> None:
+        """Evaluations recorded as Running by an earlier, interrupted run: their processes died with
+        it, so they run again (on a cluster their Jobs would have survived the operator)."""
+        from tokensmith.operator.names import eval_job_name
+        from tokensmith.trainer.checkpoint import checkpoint_name
+
+        for entry in status.evaluations:
+            if entry.phase == "Running":
+                path = self.job.checkpoint_dir / checkpoint_name(entry.step)
+                name = entry.job or eval_job_name(self.job.name, entry.step)
+                self.evals.create(entry.step, str(path), name)
+
+    def _done(self, status: LLMTrainingJobStatus) -> bool:
+        if self.gang.alive:
+            return False
+        if status.phase in TERMINAL_PHASES:
+            return not self.evals.busy
+        return bool(status.phase == "Suspended" and self.spec.suspend)
