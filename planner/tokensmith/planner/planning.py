@@ -173,6 +173,11 @@ class _Ctx:
         gpn = req.gpus_per_node or self.gpu.gpus_per_node
         if req.gpus is not None and req.gpus < gpn:
             gpn = req.gpus
+        if req.gpus is not None and req.gpus % gpn:
+            raise PlanError(
+                f"--gpus {req.gpus} is not a whole number of {gpn}-GPU nodes; "
+                "change --gpus or set --gpus-per-node"
+            )
         self.gpus_per_node = gpn
         self.seq_len = int(
             self._default("seq_len", req.seq_len, DEFAULT_SEQ_LEN, "Llama 2's context (Touvron et al. 2023)")
