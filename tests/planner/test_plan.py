@@ -71,6 +71,7 @@ def test_tokens_alone_gives_the_optimal_size() -> None:
         (dict(params="seven"), "not a number"),
         (dict(gpus=8), "give a size"),
         (dict(params="7B", gpus=12), "whole number of 8-GPU nodes"),
+        (dict(params="7B", tokens="2T", gpu_hours=10_000), "MFU of"),
         (dict(params="7B", inference_tokens=1e12), "--compute"),
     ],
 )

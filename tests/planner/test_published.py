@@ -133,6 +133,44 @@ def test_bloom_energy() -> None:
     assert p.co2_tonnes == pytest.approx(float(row["tco2e"]), rel=0.02)
 
 
+def test_bloom_energy_from_its_gpu_hours() -> None:
+    """Published inputs only (size, tokens, GPUs, GPU-hours): the MFU is derived from the GPU-hours."""
+    row = RUNS["bloom-176b"]
+    p = plan(
+        params=176e9,
+        tokens=366e9,
+        seq_len=2048,
+        vocab_size=250880,
+        gpu="A100-80GB",
+        gpus=384,
+        gpu_hours=float(row["gpu_hours"]),
+        pue=1.0,
+        node_overhead=0.0,
+        carbon_intensity=0.057,
+    )
+    assert p.gpu_hours_total == pytest.approx(float(row["gpu_hours"]), rel=1e-3)
+    assert p.mfu_source.startswith("implied by --gpu-hours")
+    assert p.energy_mwh == pytest.approx(float(row["energy_mwh"]), rel=0.02)
+    assert p.co2_tonnes == pytest.approx(float(row["tco2e"]), rel=0.02)
+
+
+def test_llama2_70b_carbon_from_its_gpu_hours() -> None:
+    row = RUNS["llama-2-70b"]
+    p = plan(
+        params=70e9,
+        tokens=2e12,
+        gpu="A100-80GB",
+        gpu_hours=float(row["gpu_hours"]),
+        gpu_power_w=400,
+        pue=1.0,
+        node_overhead=0.0,
+        carbon_intensity=LLAMA2_KG_PER_KWH,
+    )
+    assert p.co2_tonnes == pytest.approx(float(row["tco2e"]), rel=0.01)
+    # Failures and checkpoints take a few percent of the hours, so the MFU while running is that much higher.
+    assert _implied_mfu(row) < p.mfu < 1.06 * _implied_mfu(row)
+
+
 @pytest.mark.parametrize("run", PUBLISHED_RUNS, ids=lambda r: r.name)
 def test_performance_model_calibration_error(run) -> None:
     """Without --mfu the performance model estimates MFU; against published runs it is within 30%

@@ -168,6 +168,7 @@ class _Ctx:
         self.req = req
         self.assumptions: dict[str, dict[str, Any]] = {}
         self.notes: list[str] = []
+        self.mfu_source: str | None = None  # set when the MFU is derived from a budget
         self.law = self._law()
         self.gpu: GPU = self._gpu()
         gpn = req.gpus_per_node or self.gpu.gpus_per_node
@@ -592,14 +593,47 @@ def _plan(req: Request) -> Plan:
     if req.compute is not None and compute is None and req.params is not None and req.tokens is None:
         cfg = _shape(ctx, req.params if not ctx.law.non_embedding else _non_embedding_target(ctx, req.params))
         tokens = req.compute / (6.0 * _law_params(ctx.law, cfg))
-        return _finish(ctx, cfg, tokens, budget_derived=False)
-    if req.compute is not None and compute is None and req.tokens is not None and req.params is None:
-        cfg = _shape(ctx, req.compute / (6.0 * req.tokens))
-        return _finish(ctx, cfg, req.tokens, budget_derived=False)
-    if compute is not None or req.params is not None or req.tokens is not None:
+    elif req.compute is not None and compute is None and req.tokens is not None and req.params is None:
+        cfg, tokens = _shape(ctx, req.compute / (6.0 * req.tokens)), req.tokens
+    elif compute is not None or req.params is not None or req.tokens is not None:
         cfg, tokens = _resolve(ctx, compute)
-        return _finish(ctx, cfg, tokens, budget_derived=False)
-    return _from_budget(ctx)
+    else:
+        return _from_budget(ctx)
+    explicit_size = sum(x is not None for x in (req.params, req.tokens, req.compute)) >= 2
+    if explicit_size and req.mfu is None and (req.gpu_hours is not None or req.budget_usd is not None):
+        return _implied_mfu(ctx, cfg, tokens)
+    return _finish(ctx, cfg, tokens, budget_derived=False)
+
+
+def _implied_mfu(ctx: _Ctx, cfg: ModelConfig, tokens: float) -> Plan:
+    """Model, tokens and a GPU-hour or dollar figure all given: the MFU is the missing input. It is
+    solved so that the plan uses exactly that budget (failures included), which is how a published
+    run's GPU-hours become its energy and carbon; the performance model's estimate is noted beside it."""
+    req = ctx.req
+    modelled = _finish(ctx, cfg, tokens, budget_derived=True, alternatives=False)
+    what = "--gpu-hours" if req.gpu_hours is not None else "--budget-usd"
+    mfu = modelled.mfu * _spent(req, modelled)
+    for _ in range(6):
+        if mfu > 1.0:
+            raise PlanError(
+                f"contradictory inputs: {what} is too small for this model and token budget "
+                f"(it would take an MFU of {mfu:.2f} > 1); raise the budget or lower --params/--tokens"
+            )
+        ctx.req = req.model_copy(update={"mfu": mfu})
+        result = _finish(ctx, cfg, tokens, budget_derived=True, alternatives=False)
+        ratio = _spent(req, result)
+        if abs(ratio - 1.0) < 1e-4:
+            break
+        mfu *= ratio
+    ctx.mfu_source = f"implied by {what} (the performance model estimates {modelled.mfu:.3f} for this model)"
+    ctx.record("mfu", round(mfu, 4), f"implied by {what}")
+    if mfu > 1.25 * modelled.mfu:
+        ctx.notes.append(
+            f"{what} implies an MFU of {mfu:.3f}, well above the {modelled.mfu:.3f} the performance model "
+            f"expects on {ctx.gpu.name}: at that MFU the run needs {modelled.gpu_hours_total:,.0f} GPU-hours "
+            f"(${modelled.cost_usd:,.0f})"
+        )
+    return _finish(ctx, cfg, tokens, budget_derived=True)
 
 
 def _from_budget(ctx: _Ctx) -> Plan:
@@ -718,7 +752,8 @@ def _finish(
         model=model,
         cluster=cluster,
         mfu=mfu,
-        mfu_source="given (--mfu)" if ctx.req.mfu is not None else "performance model (performance.py)",
+        mfu_source=ctx.mfu_source
+        or ("given (--mfu)" if ctx.req.mfu is not None else "performance model (performance.py)"),
         mfu_palm=mfu * model_flops / flops,
         memory_per_gpu_gb=float(val["memory_gb"]),
         step_seconds=float(val["step_seconds"])
