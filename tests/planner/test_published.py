@@ -65,9 +65,8 @@ def test_llama2_gpu_hours_and_carbon(run: str) -> None:
         tokens=float(row["tokens"]),
         gpu="A100-80GB",
         mfu=_implied_mfu(row),
-        gpu_power_w=float(row["gpu_power_w"]),
+        gpu_power_w=float(row["gpu_power_w"]),  # a given per-GPU power includes its node share
         pue=1.0,
-        node_overhead=0.0,
         carbon_intensity=LLAMA2_KG_PER_KWH,
         mtbf_gpu_hours=NO_FAILURES,
     )

@@ -35,8 +35,9 @@ NUMBER_OPTIONS: dict[str, str] = {
     "pue": "Data-centre power usage effectiveness (default 1.1).",
     "carbon-intensity": "Grid carbon intensity, kg CO2e per kWh (default 0.429).",
     "energy-price": "Electricity price, USD per MWh (default 80).",
-    "gpu-power-w": "Average draw per GPU in W (default: utilisation-dependent fraction of TDP).",
-    "node-overhead": "Non-GPU power per GPU as a fraction of TDP (default 0.25; 0 = GPU power only).",
+    "gpu-power-w": "Average power per GPU in W, node share included unless --node-overhead is given "
+    "(default: utilisation-dependent fraction of TDP plus node overhead).",
+    "node-overhead": "Non-GPU power per GPU as a fraction of TDP (default 0.25, or 0 with --gpu-power-w).",
     "mtbf-gpu-hours": "Mean GPU-hours between failures (default 50,700, Llama 3).",
     "restart-minutes": "Time to restart after a failure (default 10).",
     "checkpoint-minutes": "Checkpoint interval (default: Daly's optimum).",

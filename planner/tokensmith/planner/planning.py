@@ -285,12 +285,17 @@ class _Ctx:
             )
         else:
             self.record("gpu_power_w", req.gpu_power_w, "given")
-        overhead = self._default(
-            "node_overhead_fraction_of_tdp",
-            req.node_overhead,
-            energy.NODE_OVERHEAD,
-            "DGX A100/H100 system power specs",
-        )
+        if req.gpu_power_w is not None and req.node_overhead is None:
+            # A given per-GPU power is taken as the whole per-GPU figure (as papers quote it).
+            overhead = 0.0
+            self.record("node_overhead_fraction_of_tdp", 0.0, "default with --gpu-power-w: included in it")
+        else:
+            overhead = self._default(
+                "node_overhead_fraction_of_tdp",
+                req.node_overhead,
+                energy.NODE_OVERHEAD,
+                "DGX A100/H100 system power specs",
+            )
         mtbf = self._default(
             "mtbf_gpu_hours",
             req.mtbf_gpu_hours,
