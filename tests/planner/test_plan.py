@@ -173,6 +173,14 @@ def test_failures_lengthen_the_run_and_checkpoint_interval_follows_mtbf() -> Non
     assert fixed.checkpoint_interval_minutes == pytest.approx(30)
 
 
+def test_llama3_scale_interruptions() -> None:
+    """16,384 H100s for 54 days at Llama 3's failure rate: about 419 interruptions (Dubey et al. 2024)."""
+    p = plan(gpus=16_384, deadline_days=54, gpu="H100-SXM")
+    assert p.expected_interruptions == pytest.approx(419 * p.wall_clock_days / 54, rel=0.01)
+    assert 0.95 * 419 <= p.expected_interruptions <= 419 * 1.001
+    assert p.checkpoint_interval_minutes < 60  # a job that fails every 3 h checkpoints often
+
+
 def test_alternatives_bracket_the_optimum() -> None:
     p = plan(compute=1e23, gpu="H100-SXM")
     rows = {a["variant"]: a for a in p.alternatives}

@@ -50,7 +50,9 @@ INTEGER_OPTIONS = {"gpus", "gpus-per-node", "seq-len", "vocab-size"}
 
 def _number_options(func: Any) -> Any:
     for name, text in reversed(NUMBER_OPTIONS.items()):
-        func = click.option(f"--{name}", name.replace("-", "_"), type=str, default=None, help=text)(func)
+        func = click.option(
+            f"--{name}", name.replace("-", "_"), type=str, default=None, metavar="NUMBER", help=text
+        )(func)
     return func
 
 

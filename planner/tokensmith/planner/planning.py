@@ -674,10 +674,9 @@ def _from_budget(ctx: _Ctx) -> Plan:
         try:
             ratio = _spent(req, _finish(ctx, cfg, tokens, budget_derived=True, alternatives=False))
         except PlanError:
-            if step == 0 or best is None:
-                compute *= 0.5
-                continue
-            raise
+            # Too much for the cap (e.g. no shape meets the deadline): back off towards the best so far.
+            compute = 0.5 * compute if best is None else 0.5 * (compute + best[1])
+            continue
         if ratio <= 1.0 and (best is None or ratio > best[0]):
             best = (ratio, compute)
         if 0.99 <= ratio <= 1.0:
