@@ -68,7 +68,10 @@ def shape_for_params(
     if params < 1e5:
         raise ValueError(f"a {params:.3g}-parameter model is too small to shape (at least 100k)")
     head = _head_dim(params)
-    step = head * (GQA_KV_HEADS if params >= GQA_FROM_PARAMS else 1)
+    # Head counts published models use: a multiple of 8 under GQA (8 KV groups), of 4 from 3B, even
+    # from 1B (tensor parallelism splits heads evenly).
+    heads_multiple = 8 if params >= GQA_FROM_PARAMS else 4 if params >= 3e9 else 2 if params >= 1e9 else 1
+    step = head * heads_multiple
     aspect = target_aspect(params)
     best: tuple[float, ModelConfig] | None = None
     emb_per_d = 0 if non_embedding else 2 * vocab_size
@@ -98,7 +101,21 @@ def shape_for_params(
             f"(its embeddings alone need about {2 * vocab_size * step:.3g}); "
             "raise --params or lower --vocab-size"
         )
-    return best[1]
+    return _tune_ffn(best[1], params, non_embedding)
+
+
+def _tune_ffn(cfg: ModelConfig, params: float, non_embedding: bool) -> ModelConfig:
+    """Close the last few percent of the count with the MLP width (multiples of 64 within 10% of the
+    default; published models vary it the same way, e.g. Llama 3's ffn multiplier)."""
+    if abs(_count(cfg, non_embedding) / params - 1.0) < 0.005:
+        return cfg
+    base = cfg.ffn
+    best = cfg
+    for width in range(64 * round(0.9 * base / 64), 64 * round(1.1 * base / 64) + 1, 64):
+        trial = cfg.model_copy(update={"ffn_hidden": width})
+        if abs(_count(trial, non_embedding) - params) < abs(_count(best, non_embedding) - params):
+            best = trial
+    return best
 
 
 def _count(cfg: ModelConfig, non_embedding: bool) -> int:
