@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tokensmith.evaluator import scoring
+from tokensmith.evaluator.models import TokensmithLogits, adapt, logits_at
 from tokensmith.planner.arch import ModelConfig
 from tokensmith.trainer.model import Transformer
 
@@ -61,12 +62,17 @@ def singles(model: Transformer) -> list[tuple[list[int], list[int], tuple[float,
     return out
 
 
+@pytest.mark.parametrize("adapted", [False, True], ids=["full-logits", "head-at-positions"])
 @pytest.mark.parametrize("batch_size", [3, 64])
 def test_batched_equals_one_at_a_time(
-    model: Transformer, singles: list[tuple[list[int], list[int], tuple[float, bool]]], batch_size: int
+    model: Transformer,
+    singles: list[tuple[list[int], list[int], tuple[float, bool]]],
+    batch_size: int,
+    adapted: bool,
 ) -> None:
     pairs = [(ctx, cont) for ctx, cont, _ in singles]
-    batched = scoring.loglikelihoods(model, pairs, max_length=SEQ, batch_size=batch_size)
+    fn = adapt(model) if adapted else model
+    batched = scoring.loglikelihoods(fn, pairs, max_length=SEQ, batch_size=batch_size)
     for (_, _, single), (logprob, greedy) in zip(singles, batched, strict=True):
         assert logprob == pytest.approx(single[0], abs=1e-4)
         assert greedy == single[1]
@@ -155,3 +161,25 @@ def test_greedy_generate_stops_at_eos() -> None:
         max_length=SEQ, eos_id=10, batch_size=1,
     )  # fmt: skip
     assert out == ["8,9"]
+
+
+@pytest.mark.parametrize(
+    "arch",
+    [
+        {},
+        {"norm_position": "post", "norm": "layernorm", "activation": "gelu", "position": "learned"},
+        {"position": "alibi", "tie_embeddings": False},
+    ],
+    ids=["pre-ln-rope", "post-ln-learned", "alibi-untied"],
+)
+def test_head_at_positions_equals_full_logits(arch: dict) -> None:
+    torch.manual_seed(1)
+    net = Transformer(ModelConfig(preset="tiny", vocab_size=VOCAB, seq_len=SEQ, **arch)).eval()
+    fn = adapt(net)
+    assert isinstance(fn, TokensmithLogits)
+    ids = torch.randint(0, VOCAB, (3, 20))
+    keep = [0, 7, 19]
+    with torch.no_grad():
+        full = net(ids)
+        assert torch.allclose(logits_at(fn, ids, keep), full[:, keep], atol=1e-5)
+        assert torch.equal(fn(ids), full)  # the hook is gone afterwards

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tokensmith.core.errors import TokensmithError
+from tokensmith.evaluator.models import HFLogits, TokensmithLogits
 from tokensmith.evaluator.scoring import LogitsFn
 from tokensmith.evaluator.tokenizer import FileTokenizer, HFTokenizer, TextTokenizer
 
@@ -104,7 +105,7 @@ def _load_tokensmith(p: Path, device: str, tokenizer: str | Path | None, verify:
     model_cfg = loaded.config.model
     recorded = ckpt_io.read_state(ckpt).get("model_hash")
     return EvalModel(
-        forward=loaded.model,
+        forward=TokensmithLogits(loaded.model),
         tokenizer=FileTokenizer.from_file(tok_path),
         max_length=model_cfg.seq_len,
         path=ckpt,
@@ -129,12 +130,9 @@ def _load_hf(p: Path, device: str, tokenizer: str | Path | None) -> EvalModel:
     model = model.to(device).eval()
     text_tokenizer = _hf_tokenizer(p, tokenizer)
 
-    def forward(ids: Any) -> Any:
-        return model(input_ids=ids).logits
-
     meta = _export_metadata(p)
     return EvalModel(
-        forward=forward,
+        forward=HFLogits(model),
         tokenizer=text_tokenizer,
         max_length=int(config.get("max_position_embeddings") or config.get("n_positions") or 2048),
         path=p,

@@ -20,6 +20,7 @@ from lm_eval.api.registry import register_model
 from tqdm import tqdm
 
 from tokensmith.evaluator import scoring
+from tokensmith.evaluator.models import adapt
 from tokensmith.evaluator.tokenizer import TextTokenizer
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ class TokensmithLM(TemplateLM):
             self.info = loaded.info()
         if model is None or tokenizer is None or max_length is None:
             raise ValueError("TokensmithLM needs checkpoint=PATH, or model=, tokenizer= and max_length=")
-        self.model_fn = model
+        self.model_fn = adapt(model)
         self.text_tokenizer = tokenizer
         self._max_length = int(max_length)
         self.batch_size = parse_batch_size(batch_size)

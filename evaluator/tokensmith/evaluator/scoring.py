@@ -10,7 +10,8 @@ This is the numerical core behind the lm-eval model class (`lm.py`) and the perp
   largest, so an out-of-memory error shows at once, and rows of similar length share a batch, so
   little padding is wasted); inputs are right-padded, which a causal model needs no attention mask
   for: a real position never attends to the padding after it, and every row starts at position 0.
-  Only the scored positions go through log-softmax, never the whole [B, T, V] tensor.
+  The output head runs only at the scored positions where the model allows it (`models.py`), and only
+  those go through log-softmax, never the whole [B, T, V] tensor.
 - `rolling_windows`: the disjoint windows lm-evaluation-harness uses for a document's full
   log-likelihood (each token predicted exactly once, with as much context as fits).
 - `greedy_generate`: greedy decoding with stop strings, batched, for `generate_until` tasks.
@@ -24,6 +25,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from tokensmith.evaluator.models import logits_at
 
 if TYPE_CHECKING:
     import torch
@@ -93,7 +96,7 @@ def loglikelihoods(
             ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
             for r, row in enumerate(batch):
                 ids[r, : len(row.tokens)] = torch.tensor(row.tokens, dtype=torch.long)
-            logits = model(ids.to(device))
+            ids = ids.to(device)
             # Every (row, position, target) triple that some request scores, flattened.
             row_idx: list[int] = []
             pos_idx: list[int] = []
@@ -108,7 +111,10 @@ def loglikelihoods(
                         pos_idx.append(n - len(continuation) + k)
                         targets.append(target)
                         owner.append(req)
-            picked = logits[torch.tensor(row_idx), torch.tensor(pos_idx)].float()
+            keep = sorted(set(pos_idx))
+            column = {p: k for k, p in enumerate(keep)}
+            logits = logits_at(model, ids, keep)  # [B, len(keep), V]: the head runs only where needed
+            picked = logits[torch.tensor(row_idx), torch.tensor([column[p] for p in pos_idx])].float()
             logprobs = torch.log_softmax(picked, dim=-1)
             target_t = torch.tensor(targets, device=logprobs.device)
             token_lp = logprobs.gather(1, target_t[:, None])[:, 0].double().cpu()
@@ -210,9 +216,11 @@ def greedy_generate(
                 ids = torch.full((len(live), width), pad_id, dtype=torch.long)
                 for r, w in enumerate(windows):
                     ids[r, : len(w)] = torch.tensor(w, dtype=torch.long)
-                logits = model(ids.to(device))
-                last = torch.tensor([len(w) - 1 for w in windows])
-                nxt = logits[torch.arange(len(live)), last].argmax(dim=-1).tolist()
+                ends = [len(w) - 1 for w in windows]
+                positions = sorted(set(ends))
+                column = torch.tensor([positions.index(e) for e in ends])
+                logits = logits_at(model, ids.to(device), positions)
+                nxt = logits[torch.arange(len(live)), column].argmax(dim=-1).tolist()
                 for k, token in zip(live, nxt, strict=True):
                     if eos_id is not None and token == eos_id:
                         done[k] = True
