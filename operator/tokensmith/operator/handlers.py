@@ -70,6 +70,9 @@ class Runtime:
     wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
     seen: dict[tuple[str, str], Any] = field(default_factory=dict)
     last_write: dict[tuple[str, str], float] = field(default_factory=dict)
+    # the status keys this process last wrote per job: read-your-own-writes while the watch stream
+    # has not yet delivered them (else a reconcile could act on its own stale status)
+    own_status: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     # pods created but not yet seen in the index (avoids re-POSTing them on the next reconcile)
     inflight: dict[str, float] = field(default_factory=dict)
     shared_children: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -132,7 +135,8 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
         status = body.get("status") or {}
         fingerprint = (repr(body.get("spec")), *(repr(status.get(k)) for k in TRAINER_STATUS))
         if type == "DELETED":
-            rt.seen.pop((namespace, name), None)
+            for memory in (rt.seen, rt.own_status, rt.shared_children, rt.last_write):
+                memory.pop((namespace, name), None)
             rt.metrics.forget_job(namespace, name)
             return
         if rt.seen.get((namespace, name)) != fingerprint:
@@ -161,6 +165,8 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
     ) -> None:
         key = (namespace, name)
         wake = rt.wakeups.setdefault(key, asyncio.Event())
+        for memory in (rt.own_status, rt.shared_children):  # a new object may reuse a deleted one's name
+            memory.pop(key, None)
         try:
             while not stopped:
                 wake.clear()
@@ -223,7 +229,8 @@ async def reconcile_once(
     now = datetime.now(UTC)
     meta = body.get("metadata") or {}
     generation = meta.get("generation")
-    status = read_status(body.get("status"))
+    stored = current_status(rt, namespace, name, body.get("status"))
+    status = read_status(stored)
     spec: LLMTrainingJobSpec | None = None
     try:
         spec = LLMTrainingJobSpec.model_validate(dict(body.get("spec") or {}))
@@ -274,7 +281,9 @@ async def apply(
                 children.evaluation_job(job, spec, action.step, action.path, action.name, rt.defaults)
             )
 
-    await _write_status(rt, job, dict(body.get("status") or {}), decision.status)
+    await _write_status(
+        rt, job, current_status(rt, job.namespace, job.name, body.get("status")), decision.status
+    )
 
     for action in decision.actions:
         if isinstance(action, DeleteWorkers):
@@ -316,6 +325,22 @@ async def _delete_pod(
         rt.metrics.api_requests.labels("delete", "Pod").inc()
 
 
+def current_status(rt: Runtime, namespace: str, name: str, raw: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The stored status with this process's own last writes laid over it (the trainer's keys
+    always come from the API: only the trainer writes them)."""
+    merged = dict(raw or {})
+    own = rt.own_status.get((namespace, name))
+    if own is not None:
+        for key in set(merged) | set(own):
+            if key in TRAINER_STATUS:
+                continue
+            if key in own:
+                merged[key] = own[key]
+            else:
+                merged.pop(key, None)
+    return merged
+
+
 async def _write_status(
     rt: Runtime, job: children.JobRef, stored: dict[str, Any], new: LLMTrainingJobStatus
 ) -> None:
@@ -335,3 +360,4 @@ async def _write_status(
     await rt.client.patch(f"{GROUP}/{VERSION}", PLURAL, job.namespace, job.name, {"status": patch}, "status")
     rt.metrics.api_requests.labels("patch", "LLMTrainingJob/status").inc()
     rt.last_write[key] = time.monotonic()
+    rt.own_status[key] = {k: v for k, v in after.items() if k not in TRAINER_STATUS}

@@ -29,6 +29,7 @@ import json
 import threading
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -50,8 +51,16 @@ class _Emulator(k8s.KubernetesEmulator):
     """kmock's emulator plus uid/resourceVersion/generation/creationTimestamp (see the module doc)."""
 
     _versions = itertools.count(1)
+    served: list[Served]
 
     async def _handle(self, request: Any) -> Any:
+        # kmock matches each request against its whole request history (quadratic over a long run):
+        # keep a light log of our own and only the recent history there.
+        if not hasattr(self, "served"):
+            self.served = []
+        method = request.method.value if hasattr(request.method, "value") else str(request.method)
+        self.served.append(Served(method.upper(), request.url, str(request.headers.get("User-Agent", ""))))
+        del self._requests[:-1]  # the current request stays: kmock matches it by identity
         if (
             request.resource is not None
             and request.action == kmock.action.CREATE
@@ -99,6 +108,15 @@ RESOURCES: dict[str, dict[str, Any]] = {
     ),
 }
 VERBS = {"get", "list", "watch", "create", "patch", "update", "delete"}
+
+
+@dataclass(frozen=True)
+class Served:
+    """One request the emulator served."""
+
+    method: str
+    url: Any  # yarl.URL
+    agent: str
 
 
 def api_call(method: str, url: Any) -> tuple[str, str, str] | None:
@@ -172,11 +190,12 @@ class EmulatedCluster:
     # ------------------------------------------------------------------------ reading
 
     def objects(self, plural: str, namespace: str | None = None) -> list[dict[str, Any]]:
-        """Live objects of a resource ("pods", "jobs", "llmtrainingjobs", ...), from memory."""
+        """Live objects of a resource ("pods", "jobs", "llmtrainingjobs", ...), from memory (shared
+        dicts: read them, never change them)."""
         out = []
         for (resource, ns, _name), obj in list(self._emu.objects.items()):
             if resource.plural == plural and (namespace is None or ns == namespace) and not obj.deleted:
-                out.append(json.loads(json.dumps(obj.raw)))
+                out.append(obj.raw)
         return out
 
     def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
@@ -198,19 +217,20 @@ class EmulatedCluster:
             pods = [p for p in pods if p["metadata"]["labels"][names.LABEL_ATTEMPT] == str(attempt)]
         return sorted(pods, key=lambda p: p["metadata"]["name"])
 
-    def requests(self, agent_prefix: str | None = None) -> list[Any]:
-        """Requests the emulator served, optionally only those whose User-Agent starts with a prefix."""
-        reqs = list(self._emu._requests)
+    def requests(self, agent_prefix: str | None = None) -> list[Served]:
+        """Requests the emulator served (all but the harness's own, or those whose User-Agent starts
+        with `agent_prefix`: "kopf" for kopf, "tokensmith-operator" for the handlers' client)."""
+        reqs = list(getattr(self._emu, "served", []))
         if agent_prefix is None:
-            return [r for r in reqs if not str(r.headers.get("User-Agent", "")).startswith(HARNESS_AGENT)]
-        return [r for r in reqs if str(r.headers.get("User-Agent", "")).startswith(agent_prefix)]
+            return [r for r in reqs if not r.agent.startswith(HARNESS_AGENT)]
+        return [r for r in reqs if r.agent.startswith(agent_prefix)]
 
     def api_calls(self, agent_prefix: str | None = None) -> set[tuple[str, str, str]]:
         """The (verb, group, resource) triples of the requests served (discovery URLs left out: every
         authenticated client may read them) - what an RBAC Role must allow."""
         calls = set()
         for req in self.requests(agent_prefix):
-            call = api_call(req.method.value if hasattr(req.method, "value") else str(req.method), req.url)
+            call = api_call(req.method, req.url)
             if call is not None:
                 calls.add(call)
         return calls
