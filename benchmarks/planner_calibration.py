@@ -12,8 +12,7 @@ import math
 import sys
 
 from tokensmith.planner import performance
-from tokensmith.planner.calibration import PUBLISHED_RUNS
-from tokensmith.planner.planning import predicted_mfu
+from tokensmith.planner.calibration import PUBLISHED_RUNS, predicted_mfu
 
 
 def errors() -> list[tuple[str, float, float]]:

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from tokensmith.planner import plan
-from tokensmith.planner.calibration import PUBLISHED_RUNS
-from tokensmith.planner.planning import predicted_mfu
+from tokensmith.planner.calibration import PUBLISHED_RUNS, predicted_mfu
 
 REFERENCE = Path("/work/shared/reference/published_runs.csv")
 NO_FAILURES = 1e15  # GPU-hours between failures

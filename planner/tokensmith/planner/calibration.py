@@ -10,6 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tokensmith.planner import search
+from tokensmith.planner.gpus import get_gpu
+from tokensmith.planner.performance import ModelScalars
+from tokensmith.planner.shapes import shape_for_params
+
 
 @dataclass(frozen=True)
 class PublishedRun:
@@ -117,3 +122,24 @@ PUBLISHED_RUNS: tuple[PublishedRun, ...] = (
         "Narayanan et al. 2021, Table 1: 140 TFLOP/s/GPU with recomputation",
     ),
 )
+
+
+def predicted_mfu(run: PublishedRun) -> float:
+    """The performance model's best MFU for a published run's model, data and GPU counts."""
+    import numpy as np
+
+    gpu = get_gpu(run.gpu)
+    cfg = shape_for_params(run.params, vocab_size=run.vocab_size, seq_len=run.seq_len)
+    econ = search.Economics(price_per_gpu_hour=gpu.price_usd_hour)
+    res = search.evaluate(
+        search.candidate_grid(list(run.gpu_counts)),
+        ModelScalars.from_config(cfg),
+        gpu,
+        gpu.gpus_per_node,
+        run.tokens,
+        run.global_batch_tokens,
+        econ,
+    )
+    ok = res["fits"]
+    # Scale to the published parameter count's convention (6ND with the paper's N).
+    return float(np.max(np.where(ok, res["model_mfu"], 0.0)))

@@ -28,6 +28,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from tokensmith.planner import arch
+from tokensmith.planner.arch import ModelConfig
+
 # Calibrated against published runs (see docs/planner.md, "Calibration"): the best dense BF16 GEMM
 # efficiency reached in end-to-end training and the local width at which half of it is lost.
 EFF_MAX = 0.45
@@ -51,6 +54,21 @@ class ModelScalars:
     n_kv_heads: int
     seq_len: int
     vocab_size: int
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig) -> ModelScalars:
+        """Counts from `tokensmith.planner.arch`, the one implementation."""
+        counts = arch.param_counts(cfg)
+        return cls(
+            params=float(counts.total),
+            forward_flops_per_token=arch.forward_flops_per_token(cfg),
+            n_layers=cfg.n_layers,
+            d_model=cfg.d_model,
+            n_heads=cfg.n_heads,
+            n_kv_heads=cfg.kv_heads,
+            seq_len=cfg.seq_len,
+            vocab_size=cfg.vocab_size,
+        )
 
 
 @dataclass(frozen=True)

@@ -22,317 +22,19 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from tokensmith.planner import arch, energy, reliability, scaling, search
+from tokensmith.planner import arch, scaling, search
 from tokensmith.planner.arch import ModelConfig
-from tokensmith.planner.calibration import PublishedRun
-from tokensmith.planner.gpus import GPU, get_gpu
+from tokensmith.planner.context import Context as _Ctx
 from tokensmith.planner.performance import ModelScalars
+from tokensmith.planner.schema import ClusterPlan, Plan, PlanError, Request
 from tokensmith.planner.shapes import shape_for_params
 
+__all__ = ["Plan", "PlanError", "Request", "default_global_batch_tokens", "plan", "sweep"]
+
 DEFAULT_BUDGET_USD = 100_000.0
-DEFAULT_GPU = "H100-SXM"
-DEFAULT_SEQ_LEN = 4096
-DEFAULT_VOCAB = 32000
 DEFAULT_WINDOW_DAYS = 30.0
 CONSISTENCY = 0.05  # relative tolerance when params, tokens and compute are all given
 MAX_GLOBAL_BATCH_TOKENS = 16 * 2**20  # Llama 3 405B's final batch (Dubey et al. 2024, §3.4.1)
-
-
-class PlanError(ValueError):
-    """Inputs that cannot give a plan; the message names the problem and what to change."""
-
-
-class Request(BaseModel):
-    """Inputs of a plan; None means "derive it" (or "use the default", recorded in assumptions)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    params: float | None = None
-    tokens: float | None = None
-    compute: float | None = None
-    budget_usd: float | None = None
-    gpu_hours: float | None = None
-    deadline_days: float | None = None
-    gpu: str | None = None
-    gpus: int | None = None
-    gpus_per_node: int | None = None
-    mfu: float | None = None
-    law: str | None = None
-    tokens_per_param: float | None = None
-    inference_tokens: float | None = None
-    price_per_gpu_hour: float | None = None
-    owned: bool = False
-    purchase_price: float | None = None
-    lifetime_years: float | None = None
-    pue: float | None = None
-    carbon_intensity: float | None = None
-    energy_price: float | None = None
-    gpu_power_w: float | None = None
-    node_overhead: float | None = None
-    mtbf_gpu_hours: float | None = None
-    restart_minutes: float | None = None
-    checkpoint_minutes: float | None = None
-    seq_len: int | None = None
-    vocab_size: int | None = None
-    global_batch_tokens: float | None = None
-
-
-class ClusterPlan(BaseModel):
-    gpu: str
-    gpus: int
-    nodes: int
-    gpus_per_node: int
-    tensor_parallel: int
-    pipeline_parallel: int
-    data_parallel: int
-    zero_stage: int
-    micro_batch: int
-    gradient_accumulation: int
-    global_batch_tokens: int
-    recompute: bool
-    virtual_stages: int = Field(1, description="Interleaved pipeline chunks per stage (1: plain 1F1B)")
-
-
-class Plan(BaseModel):
-    """A complete plan; `to_dict()` is the `--format json` object (SI units, plain numbers)."""
-
-    law: str
-    law_source: str
-    params: int
-    non_embedding_params: int
-    embedding_params: int
-    tokens: float
-    tokens_per_param: float
-    flops: float = Field(
-        description="6 x params x tokens, the convention of scaling laws and published budgets"
-    )
-    law_flops: float = Field(description="6 N D with N in the law's convention (non-embedding for kaplan)")
-    model_flops: float = Field(description="arch.training_flops: PaLM convention, attention included")
-    predicted_loss: float
-    model: dict[str, Any]
-    cluster: ClusterPlan
-    mfu: float
-    mfu_source: str
-    mfu_palm: float
-    memory_per_gpu_gb: float
-    step_seconds: float
-    steps: int
-    gpu_hours: float
-    gpu_hours_total: float
-    compute_days: float
-    wall_clock_days: float
-    cost_usd: float
-    cost_breakdown: dict[str, float]
-    energy_mwh: float
-    energy_cost_usd: float
-    gpu_power_w: float
-    co2_tonnes: float
-    checkpoint_interval_minutes: float
-    checkpoint_write_seconds: float
-    job_mtbf_hours: float
-    expected_interruptions: float
-    goodput: float
-    alternatives: list[dict[str, Any]]
-    pareto_front: list[dict[str, Any]]
-    assumptions: dict[str, dict[str, Any]]
-    notes: list[str]
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
-
-    def model_config_obj(self) -> ModelConfig:
-        return ModelConfig(**self.model)
-
-    def to_frame(self) -> Any:
-        """One row (flattened keys, e.g. `cluster.gpus`) as a pandas DataFrame."""
-        import pandas as pd
-
-        from tokensmith.core.output import flatten
-
-        row = self.to_dict()
-        for key in ("alternatives", "pareto_front", "assumptions", "notes"):
-            row.pop(key)
-        return pd.DataFrame([flatten(row)])
-
-
-# ---------------------------------------------------------------------------------------------------
-# Context: the resolved inputs and their assumptions
-
-
-class _Ctx:
-    """Resolved settings shared by every evaluation of one plan (built once by `_context`)."""
-
-    def __init__(self, req: Request) -> None:
-        self.req = req
-        self.assumptions: dict[str, dict[str, Any]] = {}
-        self.notes: list[str] = []
-        self.mfu_source: str | None = None  # set when the MFU is derived from a budget
-        self.law = self._law()
-        self.gpu: GPU = self._gpu()
-        gpn = req.gpus_per_node or self.gpu.gpus_per_node
-        if req.gpus is not None and req.gpus < gpn:
-            gpn = req.gpus
-        if req.gpus is not None and req.gpus % gpn:
-            raise PlanError(
-                f"--gpus {req.gpus} is not a whole number of {gpn}-GPU nodes; "
-                "change --gpus or set --gpus-per-node"
-            )
-        self.gpus_per_node = gpn
-        self.seq_len = int(
-            self._default("seq_len", req.seq_len, DEFAULT_SEQ_LEN, "Llama 2's context (Touvron et al. 2023)")
-        )
-        self.vocab = int(
-            self._default(
-                "vocab_size", req.vocab_size, DEFAULT_VOCAB, "Llama 2's tokenizer (Touvron et al. 2023)"
-            )
-        )
-        self.econ = self._economics()
-
-    def record(self, name: str, value: Any, source: str) -> None:
-        self.assumptions[name] = {"value": value, "source": source}
-
-    def _default(self, name: str, given: Any, default: Any, source: str) -> Any:
-        if given is not None:
-            self.record(name, given, "given")
-            return given
-        self.record(name, default, f"default: {source}")
-        return default
-
-    def _law(self) -> scaling.Law:
-        req = self.req
-        name = req.law
-        if req.tokens_per_param is not None:
-            if name not in (None, "tokens-per-param"):
-                raise PlanError(
-                    f"--tokens-per-param applies to --law tokens-per-param, not --law {name}; "
-                    "drop one of them"
-                )
-            name = "tokens-per-param"
-        name = name or "chinchilla"
-        try:
-            law = scaling.get_law(name, req.tokens_per_param or 20.0)
-        except ValueError as err:
-            raise PlanError(str(err)) from None
-        self.record(
-            "law", law.name, law.source if req.law or req.tokens_per_param else f"default: {law.source}"
-        )
-        if law.name == "tokens-per-param":
-            self.record(
-                "predicted_loss_law",
-                "chinchilla",
-                "tokens-per-param predicts no loss; Chinchilla's fit is used",
-            )
-        return law
-
-    def _gpu(self) -> GPU:
-        try:
-            gpu = get_gpu(self.req.gpu or DEFAULT_GPU)
-        except ValueError as err:
-            raise PlanError(str(err)) from None
-        self.record("gpu", gpu.name, "given" if self.req.gpu else "default: a current training GPU")
-        self.record("gpu_peak_tflops", gpu.peak_tflops, f"{gpu.vendor} datasheet, dense BF16")
-        return gpu
-
-    def _economics(self) -> search.Economics:
-        req, gpu = self.req, self.gpu
-        price = self._default(
-            "price_per_gpu_hour",
-            req.price_per_gpu_hour,
-            gpu.price_usd_hour,
-            "indicative 2025 on-demand price",
-        )
-        purchase = (
-            self._default(
-                "purchase_price",
-                req.purchase_price,
-                gpu.purchase_usd,
-                "indicative price per GPU incl. server share",
-            )
-            if req.owned
-            else gpu.purchase_usd
-        )
-        lifetime = (
-            self._default("lifetime_years", req.lifetime_years, 4.0, "typical accelerator depreciation")
-            if req.owned
-            else 4.0
-        )
-        self.record(
-            "ownership", "owned" if req.owned else "cloud", "given" if req.owned else "default: rented"
-        )
-        pue = self._default(
-            "pue", req.pue, energy.DEFAULT_PUE, "Patterson et al. 2021, hyperscale data centre"
-        )
-        carbon = self._default(
-            "carbon_intensity_kg_per_kwh",
-            req.carbon_intensity,
-            energy.DEFAULT_CARBON_KG_PER_KWH,
-            "US average used by Patterson et al. 2021",
-        )
-        eprice = self._default(
-            "energy_price_usd_per_mwh",
-            req.energy_price,
-            energy.DEFAULT_ENERGY_USD_PER_MWH,
-            "typical US industrial price",
-        )
-        if req.gpu_power_w is None:
-            self.record(
-                "gpu_power",
-                f"TDP {gpu.tdp_w:g} W x ({energy.IDLE_FRACTION} + {1 - energy.IDLE_FRACTION} "
-                f"x min(1, MFU/{energy.MFU_AT_TDP}))",
-                "default: utilisation-dependent draw (energy.py)",
-            )
-        else:
-            self.record("gpu_power_w", req.gpu_power_w, "given")
-        if req.gpu_power_w is not None and req.node_overhead is None:
-            # A given per-GPU power is taken as the whole per-GPU figure (as papers quote it).
-            overhead = 0.0
-            self.record("node_overhead_fraction_of_tdp", 0.0, "default with --gpu-power-w: included in it")
-        else:
-            overhead = self._default(
-                "node_overhead_fraction_of_tdp",
-                req.node_overhead,
-                energy.NODE_OVERHEAD,
-                "DGX A100/H100 system power specs",
-            )
-        mtbf = self._default(
-            "mtbf_gpu_hours",
-            req.mtbf_gpu_hours,
-            round(reliability.LLAMA3_GPU_HOURS_PER_FAILURE),
-            "Llama 3: 419 interruptions in 54 days on 16,384 H100 (Dubey et al. 2024)",
-        )
-        restart = self._default(
-            "restart_minutes",
-            req.restart_minutes,
-            reliability.DEFAULT_RESTART_MINUTES,
-            "Daly 2006's examples",
-        )
-        if req.checkpoint_minutes is None:
-            self.record("checkpoint_interval", "Daly 2006 optimum", "default")
-        else:
-            self.record("checkpoint_minutes", req.checkpoint_minutes, "given")
-        self.record(
-            "checkpoint_write",
-            f"{reliability.CHECKPOINT_FIXED_SECONDS:g} s + "
-            f"{reliability.CHECKPOINT_BYTES_PER_PARAM} B/param at "
-            f"min(nodes x {reliability.DEFAULT_NODE_WRITE_GBS:g}, {reliability.DEFAULT_STORAGE_GBS:g}) GB/s",
-            "default: reliability.py",
-        )
-        return search.Economics(
-            price_per_gpu_hour=float(price),
-            owned=req.owned,
-            purchase_usd=float(purchase),
-            lifetime_years=float(lifetime),
-            pue=float(pue),
-            carbon_kg_per_kwh=float(carbon),
-            energy_usd_per_mwh=float(eprice),
-            gpu_power_w=req.gpu_power_w,
-            node_overhead=float(overhead),
-            mtbf_gpu_hours=float(mtbf),
-            restart_minutes=float(restart),
-            checkpoint_minutes=req.checkpoint_minutes,
-        )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -340,17 +42,7 @@ class _Ctx:
 
 
 def _scalars(cfg: ModelConfig) -> ModelScalars:
-    counts = arch.param_counts(cfg)
-    return ModelScalars(
-        params=float(counts.total),
-        forward_flops_per_token=arch.forward_flops_per_token(cfg),
-        n_layers=cfg.n_layers,
-        d_model=cfg.d_model,
-        n_heads=cfg.n_heads,
-        n_kv_heads=cfg.kv_heads,
-        seq_len=cfg.seq_len,
-        vocab_size=cfg.vocab_size,
-    )
+    return ModelScalars.from_config(cfg)
 
 
 def default_global_batch_tokens(compute: float, seq_len: int) -> float:
@@ -847,7 +539,7 @@ def _alternatives(ctx: _Ctx, base: Plan, budget_derived: bool) -> list[dict[str,
 
 
 # ---------------------------------------------------------------------------------------------------
-# Library helpers: sweeps and calibration
+# Library helper: sweeps
 
 
 def sweep(vary: str, values: list[Any], **fixed: Any) -> Any:
@@ -857,24 +549,3 @@ def sweep(vary: str, values: list[Any], **fixed: Any) -> Any:
 
     frames = [plan(**{**fixed, vary: v}).to_frame().assign(**{f"sweep.{vary}": v}) for v in values]
     return pd.concat(frames, ignore_index=True)
-
-
-def predicted_mfu(run: PublishedRun) -> float:
-    """The performance model's best MFU for a published run's model, data and GPU counts."""
-    import numpy as np
-
-    gpu = get_gpu(run.gpu)
-    cfg = shape_for_params(run.params, vocab_size=run.vocab_size, seq_len=run.seq_len)
-    econ = search.Economics(price_per_gpu_hour=gpu.price_usd_hour)
-    res = search.evaluate(
-        search.candidate_grid(list(run.gpu_counts)),
-        _scalars(cfg),
-        gpu,
-        gpu.gpus_per_node,
-        run.tokens,
-        run.global_batch_tokens,
-        econ,
-    )
-    ok = res["fits"]
-    # Scale to the published parameter count's convention (6ND with the paper's N).
-    return float(np.max(np.where(ok, res["model_mfu"], 0.0)))
