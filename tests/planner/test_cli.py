@@ -158,3 +158,19 @@ def test_json_plan_does_not_import_pandas() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip().splitlines()[-1] == "False False"
+
+
+def test_owned_plan_emits_no_dollar_budget_and_table_shows_hardware(tmp_path: Path) -> None:
+    job = tmp_path / "job.yaml"
+    code, out, _ = run(
+        "--params", "1B", "--gpus", "8", "--owned", "--purchase-price", "30k", "--emit-job", str(job)
+    )
+    assert code == 0 and "hardware" in out
+    budget = yaml.safe_load(job.read_text())["spec"]["budget"]
+    assert "maxGPUHours" in budget and "maxCostUSD" not in budget
+
+
+def test_kaplan_plan_notes_the_fitted_frontier() -> None:
+    code, out, _ = run("--compute", "1e21", "--law", "kaplan", "--format", "json")
+    assert code == 0
+    assert any("frontier" in note for note in json.loads(out)["notes"])

@@ -209,3 +209,16 @@ def test_default_plan_states_its_defaults() -> None:
     assert p.assumptions["budget_usd"]["value"] == 100_000
     assert 95_000 <= p.cost_usd <= 100_000
     assert p.notes and "default" in p.notes[0]
+
+
+def test_plot_page_has_the_three_figures() -> None:
+    from tokensmith.planner.plots import isoflop_points, render_html
+
+    p = plan(compute=1e22, gpu="H100-SXM")
+    sizes, losses = isoflop_points(p)
+    best = min(range(len(losses)), key=losses.__getitem__)
+    # The IsoFLOP minimum sits at the law's optimum (within the grid spacing).
+    assert sizes[best] == pytest.approx(CHINCHILLA.optimal(p.law_flops).params, rel=0.07)
+    page = render_html(p)
+    for title in ("IsoFLOP", "Pareto front", "Cost and energy"):
+        assert title in page

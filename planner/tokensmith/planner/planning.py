@@ -433,6 +433,13 @@ def _finish(
             "failures_and_checkpoints_usd": val["cost_usd"] - compute_cost,
         }
     model = cfg.model_dump(exclude={"preset"})
+    if law.name == "kaplan":
+        n_f, d_f, _ = scaling.kaplan_frontier(6.0 * n_law * tokens)
+        ctx.notes.append(
+            f"Kaplan et al.'s fitted compute-efficient frontier (N = 1.3e9 C^0.73, which stops training well "
+            f"before convergence) would put this compute at {n_f:.3g} non-embedding parameters and "
+            f"{d_f:.3g} tokens; the plan uses the optimum of their L(N, D) on C = 6ND"
+        )
     plan_obj = Plan(
         law=law.name,
         law_source=law.source,
