@@ -1,0 +1,51 @@
+"""`tokensmith operator` and `tokensmith crd` at the command line; metrics names."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from tokensmith.cli import cli
+
+
+def test_operator_is_a_group_with_run() -> None:
+    result = CliRunner().invoke(cli, ["operator", "--help"])
+    assert result.exit_code == 0 and "run" in result.output
+    result = CliRunner().invoke(cli, ["operator", "run", "--help"])
+    assert result.exit_code == 0
+    for flag in ("--namespace", "--peering", "--standalone", "--metrics-port", "--liveness", "--interval"):
+        assert flag in result.output
+
+
+def test_bad_interval_is_one_clear_line() -> None:
+    result = CliRunner().invoke(cli, ["operator", "run", "--interval", "0", "--standalone"])
+    assert result.exit_code == 2 and "--interval must be positive" in result.output
+
+
+def test_crd_and_operator_help_do_not_import_kopf() -> None:
+    code = (
+        "import sys; from tokensmith.cli import main\n"
+        "try:\n    main(['crd', '--help'])\nexcept SystemExit:\n    pass\n"
+        "assert 'kopf' not in sys.modules and 'kubernetes' not in sys.modules, 'heavy import'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_metrics_have_the_documented_names() -> None:
+    from prometheus_client import generate_latest
+
+    from tokensmith.operator.metrics import OperatorMetrics
+
+    m = OperatorMetrics()
+    m.observe_job("ml", "a", "Running", 1.5)
+    m.observe_job("ml", "b", "Failed", 0.0)
+    m.restarts.labels("OOMKilled").inc()
+    m.reconcile_seconds.observe(0.01)
+    text = generate_latest(m.registry).decode()
+    assert 'tokensmith_jobs{phase="Running"} 1.0' in text and 'tokensmith_jobs{phase="Failed"} 1.0' in text
+    assert 'tokensmith_job_gpu_hours{job="a",namespace="ml"} 1.5' in text
+    assert "tokensmith_gang_restarts_total" in text and "tokensmith_reconcile_duration_seconds_bucket" in text
+    m.forget_job("ml", "a")
+    assert 'tokensmith_jobs{phase="Running"} 0.0' in generate_latest(m.registry).decode()
