@@ -72,6 +72,9 @@ def test_tokens_alone_gives_the_optimal_size() -> None:
         (dict(gpus=8), "give a size"),
         (dict(params="7B", gpus=12), "whole number of 8-GPU nodes"),
         (dict(params="7B", tokens="2T", gpu_hours=10_000), "MFU of"),
+        (dict(params="7B", gpus=1024, mtbf_gpu_hours=1), "failures would dominate"),
+        (dict(params="7B", checkpoint_minutes=0.001), "failures would dominate"),
+        (dict(params="100T"), "no decoder shape"),
         (dict(params="7B", inference_tokens=1e12), "--compute"),
     ],
 )

@@ -78,7 +78,25 @@ def _run_search(ctx: _Ctx, cfg: ModelConfig, tokens: float) -> search.Candidates
     return search.evaluate(grid, scal, ctx.gpu, ctx.gpus_per_node, tokens, gbt, ctx.econ, ctx.req.mfu)
 
 
+MIN_GOODPUT = 0.05  # below this, failures and checkpoints are the run: refuse rather than plan it
+
+
 def _select(ctx: _Ctx, res: search.Candidates, budget_derived: bool) -> int:
+    """Index of the chosen candidate; PlanError when none fits or failures would dominate it."""
+    idx = _choose(ctx, res, budget_derived)
+    row = res.row(idx)
+    if not row["goodput"] >= MIN_GOODPUT:
+        raise PlanError(
+            f"failures would dominate this run (goodput {row['goodput']:.2g}: "
+            f"the {int(row['gpus'])}-GPU job fails "
+            f"every {row['job_mtbf_hours'] * 60:.3g} min, checkpoints take {row['checkpoint_seconds']:.0f} s "
+            f"every {row['checkpoint_interval_minutes']:.3g} min); use fewer GPUs, a higher --mtbf-gpu-hours "
+            "or a longer --checkpoint-minutes"
+        )
+    return idx
+
+
+def _choose(ctx: _Ctx, res: search.Candidates, budget_derived: bool) -> int:
     """Index of the chosen candidate (rules in the module docstring); PlanError names the conflict."""
     import numpy as np
 

@@ -64,4 +64,6 @@ def wall_time(solve: Any, tau: Any, delta: Any, restart: Any, mtbf: Any) -> Any:
     Uses expm1 so that a huge MTBF gives solve (1 + delta / tau) without cancellation."""
     import numpy as np
 
-    return mtbf * np.exp(restart / mtbf) * np.expm1((tau + delta) / mtbf) * solve / tau
+    # Overflow to inf is the right answer for hopeless shapes (they are never chosen); keep it quiet.
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        return mtbf * np.exp(restart / mtbf) * np.expm1((tau + delta) / mtbf) * solve / tau

@@ -97,9 +97,9 @@ def shape_for_params(
                 best = (score, cfg)
     if best is None or 30.0 * abs(math.log(_count(best[1], non_embedding) / params)) > 3.0:
         raise ValueError(
-            f"no decoder shape has about {params:.3g} parameters with a {vocab_size}-token vocabulary "
-            f"(its embeddings alone need about {2 * vocab_size * step:.3g}); "
-            "raise --params or lower --vocab-size"
+            f"no decoder shape of 1 to 256 layers has about {params:.3g} parameters with a "
+            f"{vocab_size}-token vocabulary (its embeddings alone take about {2 * vocab_size * step:.3g}); "
+            "change --params (or --compute) or --vocab-size"
         )
     return _tune_ffn(best[1], params, non_embedding)
 
