@@ -167,7 +167,7 @@ def test_rerun_skips_completed_work(run: dict[str, Any]) -> None:
     before = shard.stat().st_mtime_ns
     result = invoke(*run["args"])
     assert result.exit_code == 0, result.output
-    assert "resuming" in result.stderr and result.stderr.count("done earlier, skipped") == 8
+    assert "resuming" in result.stderr and result.stderr.count("done earlier, skipped") == 7
     assert "training a byte-level BPE" not in result.stderr
     assert shard.stat().st_mtime_ns == before
     assert json.loads(result.stdout)["steps"] == run["report"]["steps"]
@@ -177,14 +177,14 @@ def test_interrupted_run_redoes_only_the_unfinished_task(run: dict[str, Any], tm
     copy = tmp_path / "out"
     shutil.copytree(run["out"], copy)
     manifest = json.loads((copy / "train" / "shards.json").read_text())
-    (copy / ".work" / "logs" / "tokenize_train" / "completions" / "00001").unlink()
+    (copy / ".work" / "logs" / "tokenize" / "completions" / "00001").unlink()
     for path in (copy / "train").glob("train_00001*"):
         path.unlink()
     (copy / "train" / "shards.json").unlink()
     args = [a if a != str(run["out"]) else str(copy) for a in run["args"]]
     result = invoke(*args)
     assert result.exit_code == 0, result.output
-    assert "tokenize_train: 1/2 task(s)" in result.stderr and "filter: done earlier" in result.stderr
+    assert "tokenize: 1/2 task(s)" in result.stderr and "filter: done earlier" in result.stderr
     assert json.loads((copy / "train" / "shards.json").read_text())["shards"] == manifest["shards"]
 
 

@@ -9,8 +9,8 @@ run is resumed), over the work folder `OUT/.work/`:
 3. `near_buckets` (one task per band), `near_cluster` (1 task): MinHash LSH pairs and clusters.
 4. `finalize` (T tasks): drop near duplicates, redact PII, write `final/{rank}.jsonl`.
 5. tokenizer: train a byte-level BPE on the train split (or load `--tokenizer`).
-6. `tokenize_train` / `tokenize_valid` (T tasks): datatrove's `DocumentTokenizer` into `OUT/train`,
-   `OUT/valid`; then each split's `shards.json` manifest is written (last, atomically).
+6. `tokenize` (T tasks): each rank tokenizes its documents once into its `OUT/train` and `OUT/valid`
+   shard (datatrove's `TokenizedFile`); then each split's `shards.json` is written (last, atomically).
 
 Ranks are how the same stages spread over a Kubernetes Indexed Job: one rank per completion index.
 """
@@ -190,16 +190,14 @@ def _quality_steps(config: CurateConfig) -> list[Any]:
 
 def minhash_config(config: CurateConfig) -> Any:
     from datatrove.pipeline.dedup.minhash import MinhashConfig
-    from datatrove.utils.hashing import HashConfig
 
     bands, rows = config.near_dedup.lsh()
-    # sha1 (64-bit): datatrove's default xxhash refuses the str shingles it passes with xxhash>=3.
+    # datatrove's default 64-bit xxhash; our signature step hashes shingles as bytes (see steps.py).
     return MinhashConfig(
         n_grams=config.near_dedup.n_grams,
         num_buckets=bands,
         hashes_per_bucket=rows,
         seed=config.near_dedup.seed,
-        hash_config=HashConfig(precision=64, hash_fc="sha1"),
     )
 
 
@@ -406,33 +404,18 @@ def ensure_tokenizer(ctx: RunContext) -> Path:
 
 
 def tokenize_stages(ctx: RunContext, tokenizer_path: Path) -> list[Stage]:
-    from datatrove.pipeline.tokens import DocumentTokenizer
+    """One stage: each rank tokenizes its curated documents into its train and valid shards."""
+    from tokensmith.trainer.data.steps import RankJsonlReader, SplitDocumentTokenizer
 
-    from tokensmith.trainer.data.steps import RankJsonlReader, SplitFilter
-
-    stages = []
-    for split in SPLITS:
-        if split == "valid" and ctx.config.valid_fraction == 0:
-            continue
-        stages.append(
-            Stage(
-                f"tokenize_{split}",
-                [
-                    RankJsonlReader(str(ctx.work / "final"), compression=None),
-                    SplitFilter(split, ctx.config.valid_fraction, ctx.config.split_seed),
-                    DocumentTokenizer(
-                        output_folder=str(ctx.out / split),
-                        tokenizer_name_or_path=str(tokenizer_path),
-                        save_filename=split,
-                        eos_token=ctx.config.tokenizer.eos_token,
-                        shuffle_documents=False,
-                        save_final_metadata=True,
-                    ),
-                ],
-                ctx.config.tasks,
-            )
-        )
-    return stages
+    tokenizer = SplitDocumentTokenizer(
+        str(ctx.out),
+        str(tokenizer_path),
+        ctx.config.tokenizer.eos_token,
+        ctx.config.valid_fraction,
+        ctx.config.split_seed,
+    )
+    reader = RankJsonlReader(str(ctx.work / "final"), compression=None)
+    return [Stage("tokenize", [reader, tokenizer], ctx.config.tasks)]
 
 
 def write_manifests(ctx: RunContext, tokenizer_path: Path) -> dict[str, Any]:

@@ -8,7 +8,8 @@
   documents they see, so one pass both stores a stage's output and hashes it.
 - `RankJsonlReader`: reads exactly the file its rank wrote in the previous stage (datatrove's dedup
   stages address documents by (rank, index in that rank's stream), so the pairing must be exact).
-- `SplitFilter`: the train/validation split, a pure hash of (seed, document id).
+- `SplitDocumentTokenizer`: tokenizes once into the train and validation shards; the split is a
+  pure hash of (seed, document id), independent of ranks and order.
 
 This module imports datatrove at the top; only the pipeline imports it, inside `tokensmith curate`.
 """
@@ -28,11 +29,12 @@ from datatrove.executor import LocalPipelineExecutor
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.dedup.exact_dedup import ExactDedupConfig, ExactDedupSignature
 from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupSignature
-from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.pipeline.formatters.base import BaseFormatter
 from datatrove.pipeline.readers.base import BaseReader
 from datatrove.pipeline.readers.jsonl import JsonlReader
 from datatrove.pipeline.writers.disk_base import DiskWriter
+from datatrove.utils.batching import batched
+from datatrove.utils.tokenization import PipelineStepWithTokenizer
 from datatrove.utils.typeshelper import StatHints
 from datatrove.utils.word_tokenizers import WhitespaceTokenizer, WordTokenizer
 
@@ -168,12 +170,15 @@ class InputReader(BaseReader):
                 text = _decode(handle.read(), path, self.encoding_errors)
                 yield from self._emit(text, path, 0)
 
-    def _emit(self, text: Any, path: str, index: int) -> Iterator[Document]:
+    def _emit(self, text: Any, path: str, index: int, doc_id: Any = None) -> Iterator[Document]:
         if not isinstance(text, str) or not text.strip():
             self.stat_update("empty_or_missing_text")
             return
         self.stat_update("documents")
-        document = Document(text=text, id=f"{path}#{index}", metadata={"source": path})
+        # The record's own id when it has one (datatrove's `id` field): the split hashes it, so a
+        # document keeps its split wherever the file lives; else the file and line.
+        identifier = str(doc_id) if isinstance(doc_id, (str, int)) else f"{path}#{index}"
+        document = Document(text=text, id=identifier, metadata={"source": path, "line": index})
         self.update_doc_stats(document)
         yield document
 
@@ -190,7 +195,7 @@ class InputReader(BaseReader):
             if not isinstance(record, dict):
                 self._bad(path, lineno, f"not a JSON object (a {type(record).__name__})")
                 continue
-            yield from self._emit(record.get(self.text_key), path, lineno)
+            yield from self._emit(record.get(self.text_key), path, lineno, record.get(self.id_key))
 
     def _read_parquet(self, handle: Any, path: str) -> Iterator[Document]:
         import pyarrow.parquet as pq
@@ -232,6 +237,10 @@ class RankJsonlReader(JsonlReader):
                 yield document
 
 
+# Unicode category Cc is exactly C0 (U+0000-001F), DEL and C1 (U+0080-009F); keep tab and newline.
+_CONTROL = {c: None for c in (*range(0x20), 0x7F, *range(0x80, 0xA0)) if c not in (0x09, 0x0A)}
+
+
 class UnicodeNormalizer(BaseFormatter):
     """Unicode normal form (UAX #15), newline and control-character clean-up."""
 
@@ -248,7 +257,7 @@ class UnicodeNormalizer(BaseFormatter):
         if self.newlines:
             out = out.replace("\r\n", "\n").replace("\r", "\n")
         if self.strip_control:
-            out = "".join(c for c in out if c in "\t\n" or unicodedata.category(c) != "Cc")
+            out = out.translate(_CONTROL)
         return out
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
@@ -334,6 +343,15 @@ class MinhashSignatureTee(MinhashDedupSignature):
         super().__init__(output_folder, config, language=language)
         self.writer = writer
 
+    def get_shingles(self, text: str) -> Any:
+        """datatrove's shingles, hashed as UTF-8 bytes so its default xxhash (fast) accepts them."""
+        import numpy as np
+        from datatrove.utils.text import ngrams, simplify_text
+
+        words = self.word_tokenizer.word_tokenize(simplify_text(text, self.config.norm_config))
+        hashes = (self._hash_func(" ".join(gram).encode()) for gram in ngrams(words, self.config.n_grams))
+        return np.fromiter(hashes, dtype=np.uint64).reshape((-1, 1))
+
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> None:
         with self.writer as writer:
             super().run(_tee(data, writer, rank), rank, world_size)
@@ -345,19 +363,57 @@ def split_of(doc_id: str, valid_fraction: float, seed: int = 0) -> str:
     return "valid" if int.from_bytes(digest, "little") / 2**64 < valid_fraction else "train"
 
 
-class SplitFilter(BaseFilter):
-    """Keeps the documents of one split."""
+class SplitDocumentTokenizer(PipelineStepWithTokenizer):
+    """Tokenizes each document once and appends it to its split's shard (datatrove's `TokenizedFile`).
 
-    name = "🔀 Split"
+    datatrove's `DocumentTokenizer` writes one output folder; running it once per split would read
+    and filter the curated text twice. Documents keep their order (the trainer shuffles), end with EOS.
+    """
 
-    def __init__(self, split: str, valid_fraction: float, seed: int = 0) -> None:
-        super().__init__()
-        self.split = split
+    name = "✍️ Tokenize into splits"
+    type = "🔢 - TOKENIZER"
+
+    def __init__(
+        self,
+        output_folder: str,
+        tokenizer_path: str,
+        eos_token: str,
+        valid_fraction: float,
+        seed: int = 0,
+        batch_size: int = 1000,
+    ) -> None:
+        super().__init__(tokenizer_path, eos_token)
+        self.output_folder = output_folder
         self.valid_fraction = valid_fraction
         self.seed = seed
+        self.batch_size = batch_size
 
-    def filter(self, doc: Document) -> bool | tuple[bool, str]:
-        return split_of(str(doc.id), self.valid_fraction, self.seed) == self.split
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        from datatrove.pipeline.tokens.tokenizer import TokenizedFile
+
+        splits = ("train", "valid") if self.valid_fraction > 0 else ("train",)
+        files = {
+            split: TokenizedFile(
+                f"{self.output_folder}/{split}",
+                f"{split}_{rank:05d}.ds",
+                tokenizer_name_or_path=self.tokenizer_name_or_path,
+                save_final_metadata=True,
+                token_size=self.token_size,
+            )
+            for split in splits
+        }
+        for batch in batched(data, self.batch_size):
+            with self.track_time(unit="batch"):
+                encoded = self.tokenizer.encode_batch([doc.text for doc in batch])
+                for doc, encoding in zip(batch, encoded, strict=True):
+                    split = split_of(str(doc.id), self.valid_fraction, self.seed)
+                    files[split].write(encoding.ids, None)
+                    self.stat_update(f"documents_{split}")
+                    self.stat_update(f"tokens_{split}", value=len(encoding.ids))
+        for handle in files.values():
+            handle.close()
+        if data is None:  # pragma: no cover - a generator step must be one even when it yields nothing
+            yield from ()
 
 
 class QuietLocalExecutor(LocalPipelineExecutor):
@@ -395,7 +451,7 @@ __all__ = [
     "PipelineStep",
     "QuietLocalExecutor",
     "RankJsonlReader",
-    "SplitFilter",
+    "SplitDocumentTokenizer",
     "UnicodeNormalizer",
     "input_kind",
     "quiet_datatrove",
