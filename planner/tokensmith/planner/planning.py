@@ -414,7 +414,8 @@ def _spent(req: Request, p: Plan) -> float:
 def _finish(
     ctx: _Ctx, cfg: ModelConfig, tokens: float, budget_derived: bool, alternatives: bool = True
 ) -> Plan:
-
+    """The plan for this architecture and token budget; `alternatives=False` (inner evaluations of the
+    budget iteration and of the half/double-size rows) skips the alternatives and the Pareto front."""
     if not (tokens > 0 and math.isfinite(tokens)):
         raise PlanError(f"the inputs give a token budget of {tokens:g}; check --params/--tokens/--compute")
     res = _run_search(ctx, cfg, tokens)
@@ -499,7 +500,7 @@ def _finish(
         expected_interruptions=float(val["expected_interruptions"]),
         goodput=float(val["goodput"]),
         alternatives=[],
-        pareto_front=_pareto_rows(res),
+        pareto_front=_pareto_rows(res) if alternatives else [],
         assumptions=dict(ctx.assumptions),
         notes=list(dict.fromkeys(ctx.notes)),
     )
