@@ -341,3 +341,28 @@ async def test_budget_exhaustion_stops_the_gang(
     st = status(cluster, "capped")
     assert st["lastFailure"]["reason"] == "BudgetExceeded" and st["gpuHours"] >= 0.001
     await cluster.wait_for(lambda: not cluster.workers(NS, "capped"), what="gang stopped")
+
+
+async def test_two_replicas_with_peering_do_not_fight(cluster: EmulatedCluster) -> None:
+    await cluster.create_peering("tokensmith")
+    active = OperatorUnderTest(cluster, interval=0.3, peering="tokensmith", priority=100)
+    standby = OperatorUnderTest(cluster, interval=0.3, peering="tokensmith", priority=10)
+    await active.start()
+    await asyncio.sleep(0.5)
+    await standby.start()
+    try:
+        await cluster.apply_job(build_manifest("peer", spec(), namespace=NS))
+        await running(cluster, "peer")
+        await asyncio.sleep(1.0)
+        pod_posts = [
+            r for r in cluster.requests("tokensmith-operator") if r.method == "POST" and "/pods" in r.url.path
+        ]
+        assert len(pod_posts) == 2  # one gang, created by one replica
+        assert standby.runtime.reconciles == 0 and active.runtime.reconciles > 0
+        await active.stop()  # the active replica goes away: the standby takes over
+        await cluster.terminate(NS, "peer-a1-w0", 1)
+        await running(cluster, "peer", attempt=2)
+        assert standby.runtime.reconciles > 0 and status(cluster, "peer")["restarts"] == 1
+    finally:
+        await active.stop()
+        await standby.stop()

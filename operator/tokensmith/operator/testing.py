@@ -103,6 +103,10 @@ RESOURCES: dict[str, dict[str, Any]] = {
     ),
     "batch/v1/jobs": dict(kind="Job", singular="job", namespaced=True, subresources={"status"}),
     "scheduling.volcano.sh/v1beta1/podgroups": dict(kind="PodGroup", singular="podgroup", namespaced=True),
+    "kopf.dev/v1/clusterkopfpeerings": dict(
+        kind="ClusterKopfPeering", singular="clusterkopfpeering", namespaced=False
+    ),
+    "kopf.dev/v1/kopfpeerings": dict(kind="KopfPeering", singular="kopfpeering", namespaced=True),
     "apiextensions.k8s.io/v1/customresourcedefinitions": dict(
         kind="CustomResourceDefinition", singular="customresourcedefinition", namespaced=False
     ),
@@ -312,6 +316,11 @@ class EmulatedCluster:
     async def lose_node(self, namespace: str, pod: str) -> None:
         await self._patch("pods", namespace, pod, {"status": {"phase": "Unknown"}}, "status")
 
+    async def create_peering(self, name: str) -> None:
+        """The cluster-wide KopfPeering object kopf's peering uses (the Helm chart creates it)."""
+        body = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": name}}
+        await self._call("POST", "/apis/kopf.dev/v1/clusterkopfpeerings", body)
+
     async def delete_pod(self, namespace: str, pod: str) -> None:
         await self._call("DELETE", f"/api/v1/namespaces/{namespace}/pods/{pod}")
 
@@ -426,9 +435,16 @@ class OperatorUnderTest:
     its business). `restart()` simulates a crash and a new replica."""
 
     def __init__(
-        self, cluster: EmulatedCluster, interval: float = 0.5, namespaces: tuple[str, ...] = ()
+        self,
+        cluster: EmulatedCluster,
+        interval: float = 0.5,
+        namespaces: tuple[str, ...] = (),
+        peering: str | None = None,
+        priority: int = 0,
     ) -> None:
         self.cluster = cluster
+        self.peering = peering
+        self.priority = priority
         self.interval = interval
         self.namespaces = namespaces
         self.runtime: Any = None
@@ -441,7 +457,8 @@ class OperatorUnderTest:
 
         config = OperatorConfig(
             namespaces=self.namespaces,
-            peering=None,
+            peering=self.peering,
+            priority=self.priority,
             metrics_port=None,
             liveness=None,
             interval=self.interval,
@@ -456,6 +473,8 @@ class OperatorUnderTest:
             settings.watching.reconnect_backoff = 0.1
             settings.batching.idle_timeout = 0.1
             settings.batching.batch_window = 0.01
+            settings.peering.lifetime = 30
+            settings.peering.mandatory = self.peering is not None
 
         def runtime_hook(rt: Any) -> None:
             self.runtime = rt
