@@ -99,6 +99,30 @@ def render(plan: Plan) -> str:
                 ["variant", "params", "tokens", "loss", "GPUs", "MFU", "days", "cost", "MWh"],
             )
         )
+    front = plan.pareto_front
+    if len(front) > 1:
+        step = max(1, (len(front) - 1) // 6)
+        shown = front[::step] if front[::step][-1] is front[-1] else [*front[::step], front[-1]]
+        lines.append("")
+        lines.append("Cluster shapes on the time/cost Pareto front (fastest first):")
+        lines.append(
+            table(
+                [
+                    (
+                        r["gpus"],
+                        f"TP{r['tensor_parallel']} PP{r['pipeline_parallel']}"
+                        + (f"x{r['virtual_stages']}" if r["virtual_stages"] > 1 else "")
+                        + f" DP{r['data_parallel']} Z{r['zero_stage']} mb{r['micro_batch']}"
+                        + (" rc" if r["recompute"] else ""),
+                        round(r["mfu"], 3),
+                        round(r["wall_clock_hours"] / 24.0, 1),
+                        _usd(r["cost_usd"]),
+                    )
+                    for r in shown
+                ],
+                ["GPUs", "shape", "MFU", "days", "cost"],
+            )
+        )
     lines.append("")
     lines.append("Assumptions:")
     lines.append(table([(k, str(v["value"]), v["source"]) for k, v in plan.assumptions.items()]))
