@@ -321,3 +321,36 @@ def test_specs_that_can_never_run_end_failed_with_the_reason(overrides: dict, ex
 
 def test_bad_job_name_is_reported() -> None:
     assert "DNS-1035" in (check_spec("9" + "x" * 50, make_spec()) or "")
+
+
+def test_local_driver_helpers_feed_the_same_decisions() -> None:
+    """What the local runner does: processes' return codes and report-file lines -> the same reconcile."""
+    from tokensmith.operator.observe import apply_report, worker_from_exit
+
+    assert worker_from_exit(0, 1, None).phase == "Running"
+    assert worker_from_exit(0, 1, 0).phase == "Succeeded"
+    killed = worker_from_exit(1, 1, -9)
+    assert (killed.phase, killed.exit_code, killed.reason) == ("Failed", 137, "OOMKilled")
+    config = worker_from_exit(1, 1, 78)
+    spec = make_spec()
+    st = running_status(spec)
+    st = apply_report(
+        st,
+        {
+            "type": "progress",
+            "step": 7,
+            "tokens": 700,
+            "loss": 2.5,
+            "tokens_per_s": 10.0,
+            "time": "2026-01-01T00:00:05Z",
+        },
+        total_tokens=100_000,
+    )
+    st = apply_report(
+        st, {"type": "checkpoint", "step": 5, "path": "/c/step-5", "time": "2026-01-01T00:00:04Z"}
+    )
+    assert st.progress is not None and st.progress.tokens == 700 and st.progress.total_tokens == 100_000
+    assert st.last_checkpoint is not None and st.last_checkpoint.step == 5
+    d = reconcile(NAME, spec, st, Observed(now=T0, workers=(worker_from_exit(0, 1, None), config)))
+    assert d.status.phase == "Failed" and d.status.last_failure is not None
+    assert d.status.last_failure.reason == "ConfigError"

@@ -12,6 +12,7 @@ from typing import Any
 
 from tokensmith.operator import names
 from tokensmith.operator.observed import EvalObservation, WorkerObservation, WorkerPhase
+from tokensmith.operator.spec import CheckpointRef, LLMTrainingJobStatus, Progress
 
 # Disruption reasons Kubernetes writes to the DisruptionTarget pod condition (>= 1.26).
 _DISRUPTIONS = {"PreemptionByScheduler", "PreemptionByKubeScheduler", "DeletionByTaintManager",
@@ -115,3 +116,70 @@ def _eval_message(pods: Iterable[Mapping[str, Any]]) -> tuple[dict[str, Any] | N
         if exit_code not in (None, 0):
             return None, f"evaluator exited {exit_code}" + (f" ({reason})" if reason else "")
     return None, None
+
+
+# ------------------------------------------------------------------ for drivers without Kubernetes
+
+
+def worker_from_exit(
+    index: int, attempt: int, returncode: int | None, *, terminating: bool = False, name: str | None = None
+) -> WorkerObservation:
+    """A local worker process as an observation (the local runner's equivalent of a pod).
+
+    `returncode` as `subprocess.Popen.returncode`: None while running, a negative value -N when killed
+    by signal N (reported as exit code 128 + N, reason `OOMKilled` for SIGKILL as a kernel OOM kill
+    looks, `Killed` for other signals).
+    """
+    if returncode is None:
+        return WorkerObservation(index, attempt, "Running", terminating=terminating, name=name)
+    if returncode == 0:
+        return WorkerObservation(index, attempt, "Succeeded", exit_code=0, terminating=terminating, name=name)
+    if returncode < 0:
+        signal = -returncode
+        reason = "OOMKilled" if signal == 9 else "Killed"
+        return WorkerObservation(
+            index,
+            attempt,
+            "Failed",
+            exit_code=128 + signal,
+            reason=reason,
+            terminating=terminating,
+            name=name,
+        )
+    return WorkerObservation(
+        index, attempt, "Failed", exit_code=returncode, reason="Error", terminating=terminating, name=name
+    )
+
+
+def apply_report(
+    status: LLMTrainingJobStatus, record: Mapping[str, Any], total_tokens: int | None = None
+) -> LLMTrainingJobStatus:
+    """Fold one trainer report (a `TOKENSMITH_REPORT_FILE` JSON line: type progress|checkpoint|done)
+    into the status the way the trainer's Kubernetes reporter patches it: `progress` and
+    `lastCheckpoint`. Unknown record types are ignored (pure; returns a new status)."""
+    kind = record.get("type")
+    new = status.model_copy(deep=True)
+    when = record.get("time")
+    if kind == "progress":
+        new.progress = Progress.model_validate(
+            {
+                "step": int(record.get("step", 0)),
+                "tokens": int(record.get("tokens", 0)),
+                "loss": record.get("loss"),
+                "heartbeatTime": when,
+                "tokensPerSecond": record.get("tokens_per_s"),
+                "totalTokens": total_tokens,
+            }
+        )
+    elif kind == "checkpoint":
+        new.last_checkpoint = CheckpointRef.model_validate(
+            {"step": int(record["step"]), "path": str(record["path"]), "time": when}
+        )
+    elif kind == "done" and new.progress is not None:
+        new.progress = new.progress.model_copy(
+            update={
+                "step": int(record.get("step", new.progress.step)),
+                "tokens": int(record.get("tokens", 0)),
+            }
+        )
+    return new
