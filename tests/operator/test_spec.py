@@ -105,3 +105,12 @@ def test_status_field_names_are_the_documented_ones() -> None:
 def test_manifest_with_wrong_kind_is_rejected() -> None:
     with pytest.raises(ValueError, match="expected apiVersion"):
         parse_manifest({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}, "spec": {}})
+
+
+def test_status_tolerates_unknown_fields_and_a_corrupted_field_keeps_the_rest() -> None:
+    from tokensmith.operator.handlers import read_status
+
+    st = LLMTrainingJobStatus.model_validate({"phase": "Running", "restarts": 2, "mfu": 0.41})
+    assert st.restarts == 2
+    kept = read_status({"phase": "Running", "restarts": 3, "attempt": 4, "progress": {"step": "many"}})
+    assert (kept.phase, kept.restarts, kept.attempt, kept.progress) == ("Running", 3, 4, None)

@@ -213,12 +213,19 @@ def observed_from_indices(
 
 
 def read_status(raw: Mapping[str, Any] | None) -> LLMTrainingJobStatus:
-    """The stored status; a corrupted one (hand-edited) restarts the bookkeeping instead of crashing."""
-    try:
-        return LLMTrainingJobStatus.model_validate(dict(raw or {}))
-    except ValidationError as err:
-        log.warning("ignoring an unreadable status: %s", format_validation_error(err, "status"))
-        return LLMTrainingJobStatus()
+    """The stored status. A field someone corrupted (a hand edit) is dropped with a warning, the rest
+    is kept: the restart count and the attempt must survive a bad `progress`."""
+    data = dict(raw or {})
+    for _ in range(len(data) + 1):
+        try:
+            return LLMTrainingJobStatus.model_validate(data)
+        except ValidationError as err:
+            bad = {str(e["loc"][0]) for e in err.errors() if e["loc"]}
+            log.warning("ignoring unreadable status fields: %s", format_validation_error(err, "status"))
+            if not bad & set(data):
+                break
+            data = {k: v for k, v in data.items() if k not in bad}
+    return LLMTrainingJobStatus()
 
 
 async def reconcile_once(

@@ -71,6 +71,13 @@ class K8sModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
 
+class StatusModel(K8sModel):
+    """Status is written by several parties (operator, trainer, local runner, people with kubectl):
+    fields a reader does not know are ignored, never fatal."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
 # ----------------------------------------------------------------------------------------- spec
 
 
@@ -328,7 +335,7 @@ class LLMTrainingJobSpec(K8sModel):
 # --------------------------------------------------------------------------------------- status
 
 
-class Condition(K8sModel):
+class Condition(StatusModel):
     """A standard metav1.Condition."""
 
     type: str
@@ -339,7 +346,7 @@ class Condition(K8sModel):
     observed_generation: int | None = None
 
 
-class Progress(K8sModel):
+class Progress(StatusModel):
     """Written by trainer rank 0 (status.progress) or by the local runner."""
 
     step: int = Field(0, ge=0)
@@ -350,7 +357,7 @@ class Progress(K8sModel):
     tokens_per_second: float | None = None
 
 
-class CheckpointRef(K8sModel):
+class CheckpointRef(StatusModel):
     """The last complete checkpoint (written by trainer rank 0 once every rank has saved it)."""
 
     step: int = Field(ge=0)
@@ -358,7 +365,7 @@ class CheckpointRef(K8sModel):
     time: datetime | None = None
 
 
-class EvaluationResult(K8sModel):
+class EvaluationResult(StatusModel):
     """One evaluation of one checkpoint step."""
 
     step: int = Field(ge=0)
@@ -370,7 +377,7 @@ class EvaluationResult(K8sModel):
     message: str | None = None
 
 
-class FailureRecord(K8sModel):
+class FailureRecord(StatusModel):
     """Why the last attempt ended (for the restart decision and for people)."""
 
     kind: str
@@ -383,7 +390,7 @@ class FailureRecord(K8sModel):
     time: datetime | None = None
 
 
-class LLMTrainingJobStatus(K8sModel):
+class LLMTrainingJobStatus(StatusModel):
     """The status document; the local runner writes the same one to `status.json`."""
 
     phase: Phase = "Pending"
