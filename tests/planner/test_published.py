@@ -187,3 +187,28 @@ def test_llama2_7b_without_mfu_lands_near_published_gpu_hours() -> None:
     """The whole model, no --mfu: on 1,024 A100s the plan's GPU-hours are within 25% of Llama 2's."""
     p = plan(params=6.74e9, tokens=2e12, gpu="A100-80GB", gpus=1024, mtbf_gpu_hours=NO_FAILURES)
     assert p.gpu_hours == pytest.approx(184_320, rel=0.25)
+
+
+@pytest.mark.parametrize(
+    ("run", "params", "tokens", "gpu_hours", "mwh", "tco2e"),
+    [
+        ("llama-7b", 6.7e9, 1.0e12, 82_432, 36, 14),
+        ("llama-65b", 65.2e9, 1.4e12, 1_022_362, 449, 173),
+        ("opt-175b", 175e9, 180e9, 809_472, 356, 137),
+    ],
+)
+def test_llama1_table15_energy_and_carbon(run, params, tokens, gpu_hours, mwh, tco2e) -> None:
+    """Touvron et al. 2023 (LLaMA), Table 15: GPU-hours x 400 W x PUE 1.1, at 0.385 kg CO2e/kWh
+    (the US average they use), for their models and for OPT-175B. Runs not in the reference CSV."""
+    p = plan(
+        params=params,
+        tokens=tokens,
+        seq_len=2048,
+        gpu="A100-80GB",
+        gpu_hours=gpu_hours,
+        gpu_power_w=400,
+        pue=1.1,
+        carbon_intensity=0.385,
+    )
+    assert p.energy_mwh == pytest.approx(mwh, rel=0.01)
+    assert p.co2_tonnes == pytest.approx(tco2e, rel=0.01)
