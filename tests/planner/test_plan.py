@@ -75,6 +75,8 @@ def test_tokens_alone_gives_the_optimal_size() -> None:
         (dict(params="7B", gpus=1024, mtbf_gpu_hours=1), "failures would dominate"),
         (dict(params="7B", checkpoint_minutes=0.001), "failures would dominate"),
         (dict(params="100T"), "no decoder shape"),
+        (dict(params="7B", gpus=3.5), "--gpus"),
+        (dict(params="7B", bogus=1), "--bogus"),
         (dict(params="7B", inference_tokens=1e12), "--compute"),
     ],
 )
@@ -225,3 +227,13 @@ def test_plot_page_has_the_three_figures() -> None:
     page = render_html(p)
     for title in ("IsoFLOP", "Pareto front", "Cost and energy"):
         assert title in page
+
+
+def test_parallelism_limits_give_data_parallel_plans() -> None:
+    p = plan(
+        params="13B", tokens="300B", gpu="H100-SXM", gpus=64, max_tensor_parallel=1, max_pipeline_parallel=1
+    )
+    assert p.cluster.tensor_parallel == 1 and p.cluster.pipeline_parallel == 1
+    assert p.cluster.data_parallel == 64
+    with pytest.raises(PlanError, match="no cluster shape fits"):
+        plan(params="175B", gpu="A100-40GB", gpus=8, max_tensor_parallel=1, max_pipeline_parallel=1)

@@ -44,8 +44,18 @@ NUMBER_OPTIONS: dict[str, str] = {
     "seq-len": "Context length (default 4096).",
     "vocab-size": "Vocabulary size (default 32000).",
     "global-batch-tokens": "Tokens per optimizer step (default: DeepSeek LLM's batch-size law).",
+    "max-tensor-parallel": "Largest tensor-parallel degree to consider (1 with --max-pipeline-parallel 1: "
+    "data parallel only, what `tokensmith train` runs today).",
+    "max-pipeline-parallel": "Largest pipeline-parallel degree to consider.",
 }
-INTEGER_OPTIONS = {"gpus", "gpus-per-node", "seq-len", "vocab-size"}
+INTEGER_OPTIONS = {
+    "gpus",
+    "gpus-per-node",
+    "seq-len",
+    "vocab-size",
+    "max-tensor-parallel",
+    "max-pipeline-parallel",
+}
 
 
 def _number_options(func: Any) -> Any:

@@ -22,6 +22,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from pydantic import ValidationError
+
 from tokensmith.planner import arch, scaling, search
 from tokensmith.planner.arch import ModelConfig
 from tokensmith.planner.context import Context as _Ctx
@@ -75,7 +77,18 @@ def _run_search(ctx: _Ctx, cfg: ModelConfig, tokens: float) -> search.Candidates
     scal = _scalars(cfg)
     gbt = ctx.req.global_batch_tokens or default_global_batch_tokens(6.0 * scal.params * tokens, cfg.seq_len)
     grid = search.candidate_grid(_gpu_counts(ctx))
-    return search.evaluate(grid, scal, ctx.gpu, ctx.gpus_per_node, tokens, gbt, ctx.econ, ctx.req.mfu)
+    return search.evaluate(
+        grid,
+        scal,
+        ctx.gpu,
+        ctx.gpus_per_node,
+        tokens,
+        gbt,
+        ctx.econ,
+        ctx.req.mfu,
+        max_tp=ctx.req.max_tensor_parallel or max(search.TP_DEGREES),
+        max_pp=ctx.req.max_pipeline_parallel or max(search.PP_DEGREES),
+    )
 
 
 MIN_GOODPUT = 0.05  # below this, failures and checkpoints are the run: refuse rather than plan it
@@ -195,6 +208,8 @@ def _check_inputs(req: Request) -> None:
         "vocab_size",
         "global_batch_tokens",
         "gpu_power_w",
+        "max_tensor_parallel",
+        "max_pipeline_parallel",
     )
     for name in positive:
         value = getattr(req, name)
@@ -291,9 +306,18 @@ def plan(**kwargs: Any) -> Plan:
         clean[key] = value
     try:
         req = Request(**clean)
-    except Exception as err:  # pydantic's message, shortened to its first line
-        raise PlanError(str(err).splitlines()[0] if str(err) else "invalid plan inputs") from None
-    for key in ("gpus", "gpus_per_node", "seq_len", "vocab_size"):
+    except ValidationError as err:  # one line: the first problem, named as the CLI flag
+        first = err.errors()[0]
+        flag = "--" + str(first["loc"][0]).replace("_", "-") if first["loc"] else "input"
+        raise PlanError(f"{flag}: {first['msg']}") from None
+    for key in (
+        "gpus",
+        "gpus_per_node",
+        "seq_len",
+        "vocab_size",
+        "max_tensor_parallel",
+        "max_pipeline_parallel",
+    ):
         value = getattr(req, key)
         if value is not None and float(value) != int(value):
             raise PlanError(f"--{key.replace('_', '-')} must be a whole number, got {value}")

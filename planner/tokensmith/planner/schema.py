@@ -47,6 +47,8 @@ class Request(BaseModel):
     seq_len: int | None = None
     vocab_size: int | None = None
     global_batch_tokens: float | None = None
+    max_tensor_parallel: int | None = None
+    max_pipeline_parallel: int | None = None
 
 
 class ClusterPlan(BaseModel):

@@ -117,6 +117,8 @@ def evaluate(
     global_batch_tokens: float,
     econ: Economics,
     mfu: float | None = None,
+    max_tp: int = max(TP_DEGREES),
+    max_pp: int = max(PP_DEGREES),
 ) -> Candidates:
     """Evaluate every candidate; returns the grid's arrays plus one array per derived quantity.
 
@@ -144,6 +146,8 @@ def evaluate(
             (gpus == dp * model_par)
             & (dp >= 1)
             & (tp <= gpus_per_node)
+            & (tp <= max_tp)
+            & (pp <= max_pp)
             & (np.fmod(model.n_heads, tp) == 0)
             & ((np.fmod(model.n_kv_heads, tp) == 0) | (np.fmod(tp, model.n_kv_heads) == 0))
             & (pp <= model.n_layers)
