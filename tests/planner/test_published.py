@@ -212,3 +212,11 @@ def test_llama1_table15_energy_and_carbon(run, params, tokens, gpu_hours, mwh, t
     )
     assert p.energy_mwh == pytest.approx(mwh, rel=0.01)
     assert p.co2_tonnes == pytest.approx(tco2e, rel=0.01)
+
+
+def test_llama65b_throughput_per_gpu() -> None:
+    """LLaMA 65B processed about 380 tokens/s/GPU on 2,048 A100-80GB (Touvron et al. 2023, §2.4):
+    at that MFU the plan reports the same throughput."""
+    mfu = 6 * 65.2e9 * 380 / 312e12
+    p = plan(params=65.2e9, tokens=1.4e12, seq_len=2048, gpu="A100-80GB", gpus=2048, mfu=mfu)
+    assert p.tokens_per_gpu_second == pytest.approx(380, rel=0.02)

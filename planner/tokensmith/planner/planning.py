@@ -501,6 +501,9 @@ def _finish(
         mfu_source=ctx.mfu_source
         or ("given (--mfu)" if ctx.req.mfu is not None else "performance model (performance.py)"),
         mfu_palm=mfu * model_flops / flops,
+        hfu=mfu * model_flops / flops * (4.0 / 3.0 if cluster.recompute else 1.0),
+        tokens_per_second=tokens / (float(val["solve_hours"]) * 3600.0),
+        tokens_per_gpu_second=tokens / (float(val["solve_hours"]) * 3600.0 * cluster.gpus),
         memory_per_gpu_gb=float(val["memory_gb"]),
         step_seconds=float(val["step_seconds"])
         if ctx.req.mfu is None

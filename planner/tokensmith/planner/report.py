@@ -44,7 +44,12 @@ def render(plan: Plan) -> str:
             "global batch",
             f"{c.global_batch_tokens:,} tokens, {plan.steps:,} steps of {plan.step_seconds:.2f} s",
         ),
-        ("MFU", f"{plan.mfu:.3f} (6ND; {plan.mfu_palm:.3f} with attention), {plan.mfu_source}"),
+        (
+            "MFU",
+            f"{plan.mfu:.3f} (6ND; {plan.mfu_palm:.3f} with attention, HFU {plan.hfu:.3f}), "
+            f"{plan.mfu_source}",
+        ),
+        ("throughput", f"{plan.tokens_per_second:,.0f} tokens/s ({plan.tokens_per_gpu_second:,.0f} per GPU)"),
         ("memory per GPU", f"{plan.memory_per_gpu_gb:.1f} GB"),
         ("GPU-hours", f"{plan.gpu_hours:,.0f} compute, {plan.gpu_hours_total:,.0f} with failures"),
         ("wall clock", f"{plan.wall_clock_days:.1f} days ({plan.compute_days:.1f} without failures)"),

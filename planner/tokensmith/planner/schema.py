@@ -88,6 +88,11 @@ class Plan(BaseModel):
     mfu: float
     mfu_source: str
     mfu_palm: float
+    hfu: float = Field(
+        description="hardware FLOPs utilisation: recomputation counted (Korthikanti et al. 2022)"
+    )
+    tokens_per_second: float
+    tokens_per_gpu_second: float
     memory_per_gpu_gb: float
     step_seconds: float
     steps: int
