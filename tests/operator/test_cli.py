@@ -24,6 +24,17 @@ def test_bad_interval_is_one_clear_line() -> None:
     assert result.exit_code == 2 and "--interval must be positive" in result.output
 
 
+def test_no_credentials_is_one_clear_line(tmp_path: object, monkeypatch: object) -> None:
+    import pytest
+
+    mp: pytest.MonkeyPatch = monkeypatch  # type: ignore[assignment]
+    mp.setenv("KUBECONFIG", "/nonexistent/kubeconfig")
+    mp.setenv("HOME", str(tmp_path))
+    mp.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    result = CliRunner().invoke(cli, ["operator", "run", "--standalone"])
+    assert result.exit_code == 2 and "no Kubernetes credentials" in result.output
+
+
 def test_crd_and_operator_help_do_not_import_kopf() -> None:
     code = (
         "import sys; from tokensmith.cli import main\n"

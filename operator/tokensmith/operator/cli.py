@@ -11,6 +11,19 @@ import click
 from tokensmith.core.errors import TokensmithError
 
 
+def _has_credentials() -> bool:
+    """In a pod (service-account token) or with a kubeconfig: what kopf's login can use."""
+    import os
+
+    if (
+        os.environ.get("KUBERNETES_SERVICE_HOST")
+        and Path("/var/run/secrets/kubernetes.io/serviceaccount/token").is_file()
+    ):
+        return True
+    paths = [*os.environ.get("KUBECONFIG", "").split(os.pathsep), str(Path.home() / ".kube" / "config")]
+    return any(p and Path(p).is_file() for p in paths)
+
+
 @click.command(name="crd", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True)
 @click.option("--output", type=click.Path(path_type=Path), help="Write the CRD here (atomically).")
@@ -89,6 +102,11 @@ def run(
     """
     if interval <= 0:
         raise TokensmithError(f"--interval must be positive, got {interval}")
+    if not _has_credentials():
+        raise TokensmithError(
+            "no Kubernetes credentials: not running in a pod and no kubeconfig "
+            "(set KUBECONFIG or create ~/.kube/config, e.g. with `kind create cluster`)"
+        )
     from tokensmith.operator.children import Defaults
     from tokensmith.operator.main import OperatorConfig, run_operator
 
