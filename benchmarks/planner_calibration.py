@@ -12,7 +12,7 @@ import math
 import sys
 
 from tokensmith.planner import performance
-from tokensmith.planner.calibration import PUBLISHED_RUNS, predicted_mfu
+from tokensmith.planner.calibration import PUBLISHED_RUNS, VALIDATION_RUNS, predicted_mfu
 
 
 def errors() -> list[tuple[str, float, float]]:
@@ -47,6 +47,10 @@ def main() -> None:
     for name, want, got in errors():
         print(f"{name:22} {want:14.3f} {got:10.3f} {100 * (got / want - 1):7.1f}%")
     print(f"mean |log error| {score():.3f}")
+    print("held out of the fit:")
+    for run in VALIDATION_RUNS:
+        got = predicted_mfu(run)
+        print(f"{run.name:22} {run.mfu:14.3f} {got:10.3f} {100 * (got / run.mfu - 1):7.1f}%")
 
 
 if __name__ == "__main__":
