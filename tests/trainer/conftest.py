@@ -14,45 +14,29 @@ import pytest
 VOCAB = 512
 
 
-def write_pydoc_shards(out: Path, vocab_size: int = VOCAB) -> Path:
-    """Train a small byte-level BPE on pydoc_data's topics and write train/valid shards with it, in the
-    format `tokensmith curate` writes (datatrove .ds files + shards.json + tokenizer.json)."""
+def curate_pydoc(out: Path, vocab_size: int = VOCAB) -> Path:
+    """CPython's pydoc_data topics (real English reference text) curated by `tokensmith curate` into
+    train/valid token shards with a small byte-level BPE. The prose-quality rules (Gopher, C4, FineWeb)
+    are skipped: they are tuned for web pages and drop most of this code-heavy documentation."""
     import pydoc_data.topics as topics
 
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    from tokensmith.trainer.data.shards import write_manifest, write_shard
-
-    texts = [topics.topics[k] for k in sorted(topics.topics)]
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(texts, trainer)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer.save(str(out / "tokenizer.json"))
-    eos = tokenizer.token_to_id("<|endoftext|>")
-    docs = [[*enc.ids, eos] for enc in tokenizer.encode_batch(texts)]
-    valid = [d for i, d in enumerate(docs) if i % 20 == 7]  # every 20th document, spread over topics
-    train = [d for i, d in enumerate(docs) if i % 20 != 7]
-    for split, part in (("train", train), ("valid", valid)):
-        directory = out / split
-        directory.mkdir(exist_ok=True)
-        write_shard(directory, "000_pydoc.ds", part, vocab_size, "pydoc-bpe")
-        write_manifest(
-            directory, ["000_pydoc.ds"], vocab_size, eos, tokenizer="../tokenizer.json", split=split
-        )
-    return out
+    source = out / "pydoc.jsonl"
+    source.write_text(
+        "".join(json.dumps({"id": k, "text": topics.topics[k]}) + "\n" for k in sorted(topics.topics))
+    )
+    args = [source, "--out", out / "curated", "--vocab-size", vocab_size, "--valid-fraction", 0.08]
+    args += ["--word-tokenizer", "regex", "--no-progress"]
+    for step in ("gopher_quality", "gopher_repetition", "c4", "fineweb"):
+        args += ["--skip", step]
+    done = run_cli(["curate", *map(str, args)])
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return out / "curated"
 
 
 @pytest.fixture(scope="session")
 def pydoc_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_pydoc_shards(tmp_path_factory.mktemp("pydoc"))
+    return curate_pydoc(tmp_path_factory.mktemp("pydoc"))
 
 
 def tiny_sets(data: Path, ckpt: Path, **extra: Any) -> list[str]:

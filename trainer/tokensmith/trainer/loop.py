@@ -164,6 +164,13 @@ class Trainer:
             self.device = torch.device("cuda", local_rank)
         else:
             self.device = torch.device("cpu")
+        if not self.cuda and os.environ.get("TOKENSMITH_DS_SHM_COMM") != "1":
+            # On CPU DeepSpeed JIT-compiles a shared-memory all-reduce at start-up: minutes on first use,
+            # and a build killed half way leaves a lock file that every later run waits on forever.
+            # gloo does the job for CPU runs; TOKENSMITH_DS_SHM_COMM=1 restores DeepSpeed's choice.
+            import deepspeed.ops
+
+            deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
         deepspeed.init_distributed(dist_backend="nccl" if self.cuda else "gloo", verbose=False)
         self.dist = dist
         self.precision = dsconfig.choose_precision(
