@@ -174,3 +174,15 @@ def test_kaplan_plan_notes_the_fitted_frontier() -> None:
     code, out, _ = run("--compute", "1e21", "--law", "kaplan", "--format", "json")
     assert code == 0
     assert any("frontier" in note for note in json.loads(out)["notes"])
+
+
+def test_importing_the_package_stays_light() -> None:
+    code = (
+        "import sys\n"
+        "import tokensmith.planner\n"
+        "light = not any(m in sys.modules for m in ('numpy', 'pandas', 'plotly'))\n"
+        "from tokensmith.planner import plan\n"
+        "print(light, callable(plan))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "True True"
