@@ -4,7 +4,8 @@ Pure functions over typed data: nothing here reads or writes files (the CLI does
 
 Resolution of the model size N and token budget D (the law's convention: total parameters for the
 Chinchilla fits, non-embedding for Kaplan):
-- params and tokens given: used as they are (with compute too, 6ND must agree within 5%);
+- params and tokens given: used as they are (with compute too, 6ND must agree within 5%); with a
+  GPU-hour or dollar figure as well and no --mfu, the MFU is the derived input (`_implied_mfu`);
 - two of (params, tokens, compute): the third from C = 6ND;
 - params alone: the law's compute-optimal tokens for that size; tokens alone: the optimal size;
 - compute alone: the law's compute-optimal (N, D) (inference-aware with `inference_tokens`);
@@ -14,7 +15,8 @@ Chinchilla fits, non-embedding for Kaplan):
 
 Cluster choice among the shapes that fit (search.py): with a deadline, the cheapest that meets it; with
 a cost or GPU-hour cap, the fastest under it; with a fixed GPU count, the fastest on it; otherwise the
-cheapest that finishes within `DEFAULT_WINDOW_DAYS` (or the fastest when none does).
+cheapest that finishes within `DEFAULT_WINDOW_DAYS` (or the fastest when none does). A choice whose
+goodput is under `MIN_GOODPUT` is refused: failures would be the run.
 """
 
 from __future__ import annotations
