@@ -354,3 +354,16 @@ def test_local_driver_helpers_feed_the_same_decisions() -> None:
     d = reconcile(NAME, spec, st, Observed(now=T0, workers=(worker_from_exit(0, 1, None), config)))
     assert d.status.phase == "Failed" and d.status.last_failure is not None
     assert d.status.last_failure.reason == "ConfigError"
+
+
+def test_a_gang_size_edit_applies_at_the_next_attempt_not_as_a_failure() -> None:
+    spec = make_spec()
+    st = running_status(spec)
+    bigger = make_spec(cluster={"nodes": 4})
+    d = reconcile(NAME, bigger, st, Observed(now=T0, workers=workers(1, "Running", "Running")))
+    assert d.status.phase == "Running" and not [a for a in d.actions if not isinstance(a, EmitEvent)]
+    d = reconcile(
+        NAME, bigger, d.status, Observed(now=T0, workers=workers(1, "Failed", "Running", exit_code=1))
+    )
+    d = reconcile(NAME, bigger, d.status, Observed(now=T0 + timedelta(seconds=10)))
+    assert d.actions[0] == CreateGang(2, (0, 1, 2, 3)) and d.status.attempt_nodes == 4

@@ -154,6 +154,7 @@ def _start_attempt(
     spec: LLMTrainingJobSpec, st: LLMTrainingJobStatus, acts: list[Action], now: datetime, reason: str
 ) -> Decision:
     st.attempt += 1
+    st.attempt_nodes = spec.cluster.nodes
     st.gang_ready, st.restart_after, st.running_since = False, None, None
     st.attempt_start_time = now
     ckpt = st.last_checkpoint
@@ -187,7 +188,8 @@ def _judge_gang(
         return _finish(st, acts, _unfinished(observed.workers), "training finished")
 
     found: list[Failure] = [f for w in current.values() if (f := failures.classify_worker(w, rp)) is not None]
-    missing = [i for i in range(spec.cluster.nodes) if i not in current]
+    size = st.attempt_nodes or spec.cluster.nodes  # an edited spec takes effect at the next attempt
+    missing = [i for i in range(size) if i not in current]
     if st.gang_ready:
         found += [failures.lost_worker(i, rp) for i in missing]
         silent = _silence(st, now)
@@ -201,7 +203,7 @@ def _judge_gang(
         acts.insert(0, CreateGang(st.attempt, tuple(missing)))
     elif all(w.phase == "Running" for w in current.values()) and not st.gang_ready:
         st.gang_ready, st.running_since = True, now
-        message = f"attempt {st.attempt}: all {spec.cluster.nodes} worker(s) running"
+        message = f"attempt {st.attempt}: all {size} worker(s) running"
         _enter(st, "Running", "GangRunning", message, now)
         acts.append(EmitEvent("Normal", "GangRunning", message))
     return Decision(st, tuple(acts + deletions), _requeue(spec, st, now))

@@ -405,6 +405,9 @@ class LLMTrainingJobStatus(StatusModel):
     attempt_start_time: datetime | None = Field(
         None, description="When the current attempt's gang was created."
     )
+    attempt_nodes: int | None = Field(
+        None, description="Gang size of the current attempt (spec edits apply from the next attempt)."
+    )
     running_since: datetime | None = Field(None, description="When every worker of the attempt was running.")
     gang_ready: bool = Field(False, description="All workers of the current attempt have been seen running.")
     restart_after: datetime | None = Field(None, description="Earliest time of the next attempt (backoff).")
