@@ -69,3 +69,18 @@ def test_table_and_csv() -> None:
     rows = to_csv([{"a": 1, "b": {"c": 2}}, {"a": 3, "d": [1, 2]}]).splitlines()
     assert rows[0] == "a,b.c,d"
     assert json.loads(rows[2].split(",", 2)[2].strip('"').replace('""', '"')) == [1, 2]
+
+
+def test_atomic_write_uses_normal_file_mode(tmp_path: Path) -> None:
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        target = tmp_path / "plan.json"
+        atomic_write_text(target, "{}")
+        assert target.stat().st_mode & 0o777 == 0o644
+        target.chmod(0o600)
+        atomic_write_text(target, "{}")
+        assert target.stat().st_mode & 0o777 == 0o600  # an existing file keeps its mode
+    finally:
+        os.umask(umask)
