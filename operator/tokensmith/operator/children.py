@@ -53,14 +53,9 @@ class Defaults:
 
 
 def owner_reference(job: JobRef) -> dict[str, Any]:
-    return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "name": job.name,
-        "uid": job.uid,
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
+    """No `blockOwnerDeletion`: with the OwnerReferencesPermissionEnforcement admission plugin it
+    would need `update` on `llmtrainingjobs/finalizers`, and background deletion does not use it."""
+    return {"apiVersion": API_VERSION, "kind": KIND, "name": job.name, "uid": job.uid, "controller": True}
 
 
 def _meta(job: JobRef, name: str, role: str, extra: dict[str, str] | None = None) -> dict[str, Any]:
