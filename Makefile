@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/tokensmith plan
+	$(BIN)/python -m tokensmith.operator.local.demo --out demo-out
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

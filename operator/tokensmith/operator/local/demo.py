@@ -1,0 +1,127 @@
+"""`make demo`: the whole journey on one machine without a GPU, in a few minutes.
+
+1. `tokensmith plan` for the tiny model and token budget the demo trains (plots: plan.html);
+2. `tokensmith curate` on real text every CPython installation carries (the pydoc topics);
+3. `tokensmith run examples/tiny-job.yaml --local` with 2 processes, a worker killed after step 15,
+   the automatic restart from the checkpoint of step 10, an evaluation of every checkpoint, and the
+   final summary (plan vs what happened, the evaluation table, the HTML report).
+The demo then checks what it promised (a restart that resumed from a checkpoint step > 0, every
+evaluation finished) and exits non-zero otherwise.
+
+    python -m tokensmith.operator.local.demo [--out demo-out]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[4]
+JOB = REPO / "examples" / "tiny-job.yaml"
+DATA_IN_IMAGE = "/opt/tokensmith/sample-data"  # where tiny-job.yaml expects the shards
+TOKENS = 245_760  # 30 optimizer steps of 8,192 tokens
+FAIL_AFTER = 15  # kill the gang after step 15: the checkpoint of step 10 is the newest
+TOKENSMITH = [sys.executable, "-m", "tokensmith.cli"]
+
+
+def stage(title: str) -> None:
+    print(f"\n=== {title}", flush=True)
+
+
+def call(args: list[str]) -> int:
+    print("$ tokensmith " + " ".join(args), flush=True)
+    return subprocess.call([*TOKENSMITH, *args])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="demo-out", help="output directory (git-ignored)")
+    args = parser.parse_args(argv)
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+
+    from tokensmith.operator.local.manifest import load_job
+    from tokensmith.planner.arch import param_counts
+
+    job = load_job(JOB, out / "runs")
+    model = job.trainer_config().model
+    params = param_counts(model).total
+
+    stage(f"1/3 plan: {params:,} parameters, {TOKENS:,} tokens")
+    plan = out / "plan.json"
+    code = call(
+        ["plan", "--params", str(params), "--tokens", str(TOKENS), "--vocab-size", str(model.vocab_size),
+         "--seq-len", str(model.seq_len), "--gpus", "1", "--format", "json", "--output", str(plan),
+         "--plot", str(out / "plan.html")]
+    )  # fmt: skip
+    if code:
+        return code
+    doc = json.loads(plan.read_text())
+    print(
+        f"plan: {doc['law']} law predicts loss {doc['predicted_loss']:.2f} at {doc['tokens']:,.0f} tokens; "
+        f"{doc['cluster']['gpus']}x {doc['cluster']['gpu']} would need "
+        f"{doc['gpu_hours_total']:.2e} GPU-hours; "
+        f"plots: {out / 'plan.html'}"
+    )
+
+    stage("2/3 curate the CPython documentation (pydoc topics) into token shards")
+    from tokensmith.trainer.data.samples import pydoc_corpus
+
+    corpus = pydoc_corpus(out / "pydoc.jsonl")
+    data = out / "data"
+    code = call(
+        ["curate", str(corpus), "--out", str(data), "--vocab-size", "2048", "--valid-fraction", "0.1",
+         "--word-tokenizer", "regex", "--skip", "gopher_quality", "--skip", "gopher_repetition",
+         "--skip", "c4", "--skip", "fineweb", "--no-progress"]
+    )  # fmt: skip
+    if code:
+        return code
+
+    stage(f"3/3 run {JOB.relative_to(REPO)} locally: 2 processes, worker killed after step {FAIL_AFTER}")
+    summary = out / "summary.json"
+    code = call(
+        ["run", str(JOB), "--local", "--fresh", "--workdir", str(out / "runs"),
+         "--mount", f"{DATA_IN_IMAGE}={data}", "--set", f"data.tokens={TOKENS}",
+         "--set", "checkpoint.everySteps=10", "--set", "checkpoint.keep=5",
+         "--set", "restartPolicy.backoffSeconds=2", "--set", "trainer.train.log_every_steps=2",
+         "--inject-failure", f"step={FAIL_AFTER}", "--plan", str(plan),
+         "--report", str(out / "report.html"), "--output", str(summary)]
+    )  # fmt: skip
+    if code:
+        return code
+    return check(job.status_path, out, time.monotonic() - started)
+
+
+def check(status_path: Path, out: Path, seconds: float) -> int:
+    """What the demo promises, checked from the status document the run wrote."""
+    status = json.loads(status_path.read_text())
+    lines = (status_path.parent / "local" / "history.jsonl").read_text().splitlines()
+    history = [json.loads(x) for x in lines if x.strip()]
+    resumed = [r for r in history if r.get("type") == "attempt" and r.get("resume_step", 0) > 0]
+    problems = []
+    if status.get("phase") != "Succeeded":
+        problems.append(f"phase {status.get('phase')}, expected Succeeded")
+    if not resumed:
+        problems.append("no attempt resumed from a checkpoint")
+    evals = status.get("evaluations") or []
+    if not evals or any(e.get("phase") != "Succeeded" for e in evals):
+        problems.append(f"evaluations not all Succeeded: {[(e['step'], e['phase']) for e in evals]}")
+    print()
+    if problems:
+        print("demo FAILED: " + "; ".join(problems))
+        return 1
+    r = resumed[-1]
+    print(
+        f"demo OK in {seconds:.0f}s: attempt {r['attempt']} resumed from checkpoint step {r['resume_step']}, "
+        f"{len(evals)} checkpoints evaluated. Open {out / 'report.html'} and {out / 'plan.html'}."
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
