@@ -389,8 +389,10 @@ class SplitDocumentTokenizer(PipelineStepWithTokenizer):
         self.batch_size = batch_size
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        import numpy as np
         from datatrove.pipeline.tokens.tokenizer import TokenizedFile
 
+        dtype = np.dtype("<u4") if self.token_size == 4 else np.dtype("<u2")
         splits = ("train", "valid") if self.valid_fraction > 0 else ("train",)
         files = {
             split: TokenizedFile(
@@ -407,7 +409,8 @@ class SplitDocumentTokenizer(PipelineStepWithTokenizer):
                 encoded = self.tokenizer.encode_batch([doc.text for doc in batch])
                 for doc, encoding in zip(batch, encoded, strict=True):
                     split = split_of(str(doc.id), self.valid_fraction, self.seed)
-                    files[split].write(encoding.ids, None)
+                    # numpy instead of TokenizedFile.write's struct.pack(*ids): same bytes, faster
+                    files[split].write_bytes(np.asarray(encoding.ids, dtype=dtype).tobytes())
                     self.stat_update(f"documents_{split}")
                     self.stat_update(f"tokens_{split}", value=len(encoding.ids))
         for handle in files.values():
