@@ -41,6 +41,7 @@ class LocalJob:
     name: str
     spec: LLMTrainingJobSpec
     source: Path
+    mapped: tuple[tuple[str, str], ...] = ()  # (local path, the manifest's path) rewritten by --mount
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -95,19 +96,25 @@ def _rewrite(path: str | None, mounts: list[tuple[str, str]]) -> str | None:
     return path
 
 
-def _map_paths(spec: dict[str, Any], mounts: list[tuple[str, str]], workdir: Path) -> None:
+def _map_paths(spec: dict[str, Any], mounts: list[tuple[str, str]], workdir: Path) -> list[tuple[str, str]]:
+    mapped: list[tuple[str, str]] = []
     data = spec.get("data") or {}
-    for key in ("trainPath", "validPath", "tokenizerPath", "train_path", "valid_path", "tokenizer_path"):
-        if isinstance(data.get(key), str):
-            data[key] = _rewrite(data[key], mounts)
     tdata = (spec.get("trainer") or {}).get("data") or {}
-    for key in ("train_path", "valid_path", "tokenizer_path"):
-        if isinstance(tdata.get(key), str):
-            tdata[key] = _rewrite(tdata[key], mounts)
+    for section, keys in (
+        (data, ("trainPath", "validPath", "tokenizerPath", "train_path", "valid_path", "tokenizer_path")),
+        (tdata, ("train_path", "valid_path", "tokenizer_path")),
+    ):
+        for key in keys:
+            if isinstance(section.get(key), str):
+                local = _rewrite(section[key], mounts)
+                if local != section[key]:
+                    mapped.append((str(local), section[key]))
+                section[key] = local
     ckpt = spec.setdefault("checkpoint", {})
     # The checkpoint volume is this directory; its mount path becomes the directory itself.
     ckpt["mountPath"] = str(workdir.resolve())
     ckpt.pop("mount_path", None)
+    return mapped
 
 
 def read_documents(path: Path) -> dict[str, Any]:
@@ -150,14 +157,14 @@ def load_job(
     for inside, _ in pairs:
         if not inside.startswith("/"):
             raise TokensmithError(f"--mount {inside}: the container path must be absolute")
-    _map_paths(spec, pairs, Path(workdir))
+    mapped = _map_paths(spec, pairs, Path(workdir))
     try:
         metadata, model = parse_manifest({**doc, "spec": spec})
     except ValidationError as err:
         raise TokensmithError(f"{source}: {format_validation_error(err)}") from err
     except ValueError as err:
         raise TokensmithError(f"{source}: {err}") from err
-    return LocalJob(name=str(metadata["name"]), spec=model, source=source)
+    return LocalJob(name=str(metadata["name"]), spec=model, source=source, mapped=tuple(mapped))
 
 
 def check_local_paths(job: LocalJob) -> None:
@@ -172,6 +179,12 @@ def check_local_paths(job: LocalJob) -> None:
         ("data.tokenizerPath", cfg.data.tokenizer_path),
     ):
         if value and not Path(value).exists():
+            inside = dict(job.mapped).get(value)
+            if inside is not None:
+                raise TokensmithError(
+                    f"{what} {inside} is {value} here (--mount), which does not exist; point --mount at "
+                    "the --out directory of `tokensmith curate`"
+                )
             parent = str(Path(value).parent)
             raise TokensmithError(
                 f"{what} {value} does not exist on this machine; map the container path to a local "
