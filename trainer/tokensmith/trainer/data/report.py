@@ -41,6 +41,28 @@ def stage_stats(logs: Path, stage: str) -> list[dict[str, float]]:
     return summed
 
 
+def _chars(stats: Mapping[str, float]) -> int | None:
+    """Characters of the documents a step passed on; None where datatrove's step does not count them."""
+    value = stats.get("doc_len")
+    if value is None:
+        return 0 if stats.get("total", 0) and not stats.get("forwarded", stats.get("documents", 0)) else None
+    return int(value)
+
+
+def estimate_tokens(steps: list[dict[str, Any]], tokens_out: int) -> None:
+    """Add `tokens_out_est` to each step: its characters out x the final tokens-per-character ratio.
+
+    Tokens exist only after the last step; this estimate uses the curated text's own ratio.
+    """
+    measured = [s["chars_out"] for s in steps if s.get("chars_out")]
+    if not measured or not tokens_out:
+        return
+    ratio = tokens_out / measured[-1]
+    for step in steps:
+        chars = step.get("chars_out")
+        step["tokens_out_est"] = round(chars * ratio) if chars is not None else None
+
+
 def step_entry(name: str, stats: Mapping[str, float], default_reason: str) -> dict[str, Any]:
     """{name, documents_in, documents_out, removed} from one datatrove filter/formatter's counters."""
     total = int(stats.get("total", 0))
@@ -54,7 +76,7 @@ def step_entry(name: str, stats: Mapping[str, float], default_reason: str) -> di
         "documents_in": total,
         "documents_out": total - dropped,
         "removed": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
-        "chars_out": int(stats.get("doc_len", 0)),
+        "chars_out": _chars(stats),
     }
 
 
@@ -70,7 +92,7 @@ def read_entry(stats: Mapping[str, float]) -> dict[str, Any]:
         "documents_in": kept + sum(removed.values()),
         "documents_out": kept,
         "removed": removed,
-        "chars_out": int(stats.get("doc_len", 0)),
+        "chars_out": _chars(stats),
     }
 
 
@@ -171,6 +193,7 @@ def build_report(
         for name, m in (manifests or {}).items()
     }
     tokens_out = sum(int(s["tokens"]) for s in splits.values())
+    estimate_tokens(steps, tokens_out)
     nbytes = input_bytes(ctx.files)
     first = next(iter((manifests or {}).values()), None)
     return {
