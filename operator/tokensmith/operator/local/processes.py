@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -31,6 +32,8 @@ from tokensmith.operator.observed import EvalObservation
 FAIL_AT_STEP_ENV = "TOKENSMITH_FAIL_AT_STEP"  # the trainer's testing hook (loop.py)
 GRACE_ENV = "TOKENSMITH_TERMINATION_GRACE_SECONDS"
 TOKENSMITH = [sys.executable, "-m", "tokensmith.cli"]
+# torch's C++ log prefix ("E1123 16:33:05.370000 23396 path/api.py:1002] "): noise in a one-line reason
+_GLOG = re.compile(r"^[IWEF]\d{4} [\d:.]+ +\d+ \S+\] ")
 
 
 def last_line(path: Path, limit: int = 4096) -> str | None:
@@ -43,7 +46,7 @@ def last_line(path: Path, limit: int = 4096) -> str | None:
             lines = [ln.strip() for ln in handle.read().decode("utf-8", "replace").splitlines()]
     except OSError:
         return None
-    lines = [ln for ln in lines if ln]
+    lines = [_GLOG.sub("", ln) for ln in lines if ln]
     return lines[-1] if lines else None
 
 
