@@ -53,7 +53,7 @@ def random_pairs(n: int, seed: int = 1) -> list[tuple[list[int], list[int]]]:
 def singles(model: Transformer) -> list[tuple[list[int], list[int], tuple[float, bool]]]:
     """Each pair scored alone (batch of one, no padding) and checked against the reference once."""
     out = []
-    for ctx, cont in random_pairs(40):
+    for ctx, cont in random_pairs(24):
         (single,) = scoring.loglikelihoods(model, [(ctx, cont)], max_length=SEQ, batch_size=1)
         ref = reference(model, ctx, cont)
         assert single[0] == pytest.approx(ref[0], abs=1e-4)
