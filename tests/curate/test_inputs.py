@@ -170,3 +170,17 @@ def test_out_that_is_not_ours_is_refused(tmp_path: Path) -> None:
     result = invoke("curate", str(src), "--out", str(out), *FAST)
     assert result.exit_code == 2 and "not a tokensmith curate output" in result.output
     assert (out / "precious.txt").read_text() == "keep me"
+
+
+@pytest.mark.slow
+def test_out_inside_an_input_directory_is_not_read_back(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        (src / f"{i}.txt").write_text(synthetic_prose(i, lines=4))
+    fast = [*FAST, "--skip", "exact_dedup", "--skip", "near_dedup", "--tasks", "1", "--workers", "1"]
+    out = src / "out"
+    assert invoke("curate", str(src), "--out", str(out), *fast).exit_code == 0
+    result = invoke("curate", str(src), "--out", str(out), *fast, "--valid-fraction", "0.5", "--force")
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "report.json").read_text())["documents_in"] == 3

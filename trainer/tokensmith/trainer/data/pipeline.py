@@ -323,6 +323,18 @@ def run_stage(ctx: RunContext, stage: Stage) -> None:
     ctx.timings[stage.name] = ctx.timings.get(stage.name, 0.0) + time.perf_counter() - started
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder)
+
+
+def _count_lines(folder: Path) -> int:
+    total = 0
+    for path in folder.glob("*.jsonl"):
+        with open(path, "rb") as handle:
+            total += sum(1 for line in handle if line.strip())
+    return total
+
+
 def _check_encoding(ctx: RunContext) -> None:
     """strict mode: a non-UTF-8 input stops the run (and its work folder, so a fixed file is re-read)."""
     from tokensmith.trainer.data.report import bad_line_locations
@@ -469,7 +481,10 @@ def curate(
 
     config = config or CurateConfig()
     out_dir = Path(out).resolve()
-    files = resolve_inputs(list(inputs))
+    # An --out inside an input directory must not read its own shards back as text.
+    files = [f for f in resolve_inputs(list(inputs)) if "://" in f or not _inside(Path(f), out_dir)]
+    if not files:
+        raise TokensmithError(f"no input file outside --out {out_dir}: check the INPUT paths")
     if config.tokenizer.path:
         check_tokenizer_file(config.tokenizer.path, config.tokenizer.eos_token)
     resumed = prepare_out_dir(out_dir, config, files, force)
@@ -483,9 +498,7 @@ def curate(
         run_stage(ctx, stage)
         if stage.name == "filter":
             _check_encoding(ctx)
-    kept = sum(
-        1 for _ in iter_jsonl_texts(ctx.work / "final", config.valid_fraction, config.split_seed, None)
-    )
+    kept = _count_lines(ctx.work / "final")
     if kept == 0:
         report = build_report(ctx, manifests=None, seconds=time.perf_counter() - started)
         write_report(out_dir, report)
