@@ -367,3 +367,21 @@ def test_a_gang_size_edit_applies_at_the_next_attempt_not_as_a_failure() -> None
     )
     d = reconcile(NAME, bigger, d.status, Observed(now=T0 + timedelta(seconds=10)))
     assert d.actions[0] == CreateGang(2, (0, 1, 2, 3)) and d.status.attempt_nodes == 4
+
+
+def test_a_gang_stuck_pending_is_released_and_retried() -> None:
+    spec = make_spec(restartPolicy={"pendingTimeoutSeconds": 300})
+    st = reconcile(NAME, spec, LLMTrainingJobStatus(), Observed(now=T0)).status
+    partial = (WorkerObservation(0, 1, "Running"), WorkerObservation(1, 1, "Pending"))
+    d = reconcile(NAME, spec, st, Observed(now=T0 + timedelta(seconds=200), workers=partial))
+    assert d.status.phase == "Pending" and d.requeue_after == pytest.approx(100.05)
+    d = reconcile(NAME, spec, st, Observed(now=T0 + timedelta(seconds=301), workers=partial))
+    assert d.status.phase == "Restarting" and d.status.last_failure is not None
+    assert d.status.last_failure.kind == "Unschedulable" and "only 1/2 worker(s) running" in d.status.message
+    assert any(isinstance(a, DeleteWorkers) and len(a.workers) == 2 for a in d.actions)  # GPUs freed
+    # a gang that comes up exactly at the deadline is fine
+    up = workers(1, "Running", "Running")
+    assert (
+        reconcile(NAME, spec, st, Observed(now=T0 + timedelta(seconds=301), workers=up)).status.phase
+        == "Running"
+    )

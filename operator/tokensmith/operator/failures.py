@@ -94,3 +94,12 @@ def _failure(
     if not retryable:
         text += f" ({kind} is not in restartPolicy.retryOn)"
     return Failure(kind, reason, text, retryable=retryable, worker=worker.index, exit_code=worker.exit_code)
+
+
+def unschedulable(seconds: float, running: int, size: int, policy: RestartPolicySpec) -> Failure:
+    """The gang did not get fully running within the pending timeout (e.g. a partial gang holds GPUs)."""
+    message = (
+        f"only {running}/{size} worker(s) running {seconds:.0f}s after the attempt started "
+        f"(restartPolicy.pendingTimeoutSeconds = {policy.pending_timeout_seconds:.0f})"
+    )
+    return Failure("Unschedulable", "Unschedulable", message, retryable="Unschedulable" in policy.retry_on)

@@ -195,6 +195,12 @@ def _judge_gang(
         silent = _silence(st, now)
         if rp.hang_timeout_seconds > 0 and silent is not None and silent > rp.hang_timeout_seconds:
             found.append(failures.hang(silent, rp))
+    elif rp.pending_timeout_seconds > 0 and st.attempt_start_time is not None:
+        waited = (now - st.attempt_start_time).total_seconds()
+        if waited > rp.pending_timeout_seconds:
+            up = sum(1 for w in current.values() if w.phase == "Running")
+            if up < size:
+                found.append(failures.unschedulable(waited, up, size, rp))
     failure = failures.worst(found)
     if failure is not None:
         return _on_failure(spec, st, acts, observed, failure, now)
@@ -326,6 +332,9 @@ def _requeue(spec: LLMTrainingJobSpec, st: LLMTrainingJobStatus, now: datetime) 
     silent = _silence(st, now)
     if st.gang_ready and rp.hang_timeout_seconds > 0 and silent is not None:
         waits.append(max(rp.hang_timeout_seconds - silent, 0.0) + 0.05)
+    if not st.gang_ready and rp.pending_timeout_seconds > 0 and st.attempt_start_time is not None:
+        waited = (now - st.attempt_start_time).total_seconds()
+        waits.append(max(rp.pending_timeout_seconds - waited, 0.0) + 0.05)
     if st.accounted_time is not None:
         left = budget.seconds_until_exhausted(spec, st)
         if left is not None:

@@ -19,6 +19,7 @@ receive in their ConfigMap; nothing else merges the two.
 
 from __future__ import annotations
 
+import typing
 from datetime import datetime
 from typing import Any, Literal
 
@@ -45,16 +46,10 @@ PHASES: tuple[str, ...] = ("Pending", "Running", "Restarting", "Succeeded", "Fai
 TERMINAL_PHASES = ("Succeeded", "Failed")
 
 # Failure kinds the operator recognises (see failures.py); `restartPolicy.retryOn` lists a subset.
-FailureKind = Literal["ExitCode", "OOMKilled", "Evicted", "Preempted", "NodeLost", "PodLost", "Hang"]
-FAILURE_KINDS: tuple[FailureKind, ...] = (
-    "ExitCode",
-    "OOMKilled",
-    "Evicted",
-    "Preempted",
-    "NodeLost",
-    "PodLost",
-    "Hang",
-)
+FailureKind = Literal[
+    "ExitCode", "OOMKilled", "Evicted", "Preempted", "NodeLost", "PodLost", "Hang", "Unschedulable"
+]
+FAILURE_KINDS: tuple[FailureKind, ...] = typing.get_args(FailureKind)
 
 
 def _check_volume_source(source: dict[str, Any], where: str) -> None:
@@ -253,6 +248,12 @@ class RestartPolicySpec(K8sModel):
     )
     hang_timeout_seconds: float = Field(
         1800.0, ge=0, description="No progress heartbeat for this long = hung gang (0 disables)."
+    )
+    pending_timeout_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="A gang not fully running this long after creation is deleted and retried "
+        "(Unschedulable): frees the GPUs a partial gang holds without a gang scheduler (0 disables).",
     )
 
 

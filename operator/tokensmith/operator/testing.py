@@ -59,7 +59,8 @@ class _Emulator(k8s.KubernetesEmulator):
         if not hasattr(self, "served"):
             self.served = []
         method = request.method.value if hasattr(request.method, "value") else str(request.method)
-        self.served.append(Served(method.upper(), request.url, str(request.headers.get("User-Agent", ""))))
+        served = Served(method.upper(), request.url, str(request.headers.get("User-Agent", "")))
+        self.served.append(served)
         del self._requests[:-1]  # the current request stays: kmock matches it by identity
         if (
             request.resource is not None
@@ -84,7 +85,13 @@ class _Emulator(k8s.KubernetesEmulator):
             key = (request.resource, request.namespace, request.name)
             old = self._objects[key].get("metadata", {}) if key in self._objects else {}
             request.data.setdefault("metadata", {})["generation"] = int(old.get("generation", 1)) + 1
-        return await super()._handle(request)
+        try:
+            response = await super()._handle(request)
+        except k8s.KubernetesError as err:  # rendered as a Status object by kmock
+            served.status = err.status
+            raise
+        served.status = getattr(response, "status", 0)
+        return response
 
 
 RESOURCES: dict[str, dict[str, Any]] = {
@@ -114,13 +121,14 @@ RESOURCES: dict[str, dict[str, Any]] = {
 VERBS = {"get", "list", "watch", "create", "patch", "update", "delete"}
 
 
-@dataclass(frozen=True)
+@dataclass
 class Served:
-    """One request the emulator served."""
+    """One request the emulator served, and its HTTP status."""
 
     method: str
     url: Any  # yarl.URL
     agent: str
+    status: int = 0
 
 
 def api_call(method: str, url: Any) -> tuple[str, str, str] | None:
