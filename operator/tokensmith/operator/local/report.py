@@ -169,6 +169,10 @@ def summary_text(data: Mapping[str, Any], report_path: Path | None) -> str:
         rows.append(["GPU-hours", fmt(plan["gpu_hours"]), fmt(act["gpu_hours"])])
         rows.append([f"loss ({plan.get('law')} law)", fmt(plan["predicted_loss"]), fmt(act["final_loss"])])
         lines += ["", table(rows, ["", "plan", "actual"])]
+        lines.append(
+            "(on CPU a 'GPU-hour' is a process-hour; the law is fitted far above this scale and on other "
+            "data and tokenizers, so compare the loss curve's shape in the report, not its level)"
+        )
     else:
         rows = [[k, fmt(v)] for k, v in act.items()]
         lines += ["", table(rows, ["", "actual"])]
