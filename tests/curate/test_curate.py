@@ -151,6 +151,12 @@ def test_data_stats(run: dict[str, Any]) -> None:
         assert rows[split]["tokens"] == run["report"]["splits"][split]["tokens"]
     table = invoke("data", "stats", str(run["out"] / "train"))
     assert table.exit_code == 0 and "train" in table.stdout
+    target = run["out"].parent / "stats.yaml"
+    written = invoke("data", "stats", str(run["out"]), "--format", "yaml", "--output", str(target))
+    assert written.exit_code == 0
+    assert "documents:" in target.read_text()
+    limited = invoke("data", "cat", str(run["out"]), "--limit", "2")
+    assert limited.exit_code == 0 and len(limited.stdout.splitlines()) == 2
 
 
 def test_report_html_is_self_contained(run: dict[str, Any]) -> None:
