@@ -353,17 +353,15 @@ async def _write_status(
 ) -> None:
     """Patch the keys that differ from the stored status (all of them the first time)."""
     before, after = stored, status_to_dict(new)
-    changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
+    # The trainer writes progress/lastCheckpoint concurrently: never send them back (a stale copy
+    # would overwrite a newer report).
+    changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)} - set(TRAINER_STATUS)
     if not changed:
         return
     key = (job.namespace, job.name)
     if changed <= VOLATILE_STATUS and time.monotonic() - rt.last_write.get(key, 0.0) < rt.interval:
         return
-    # The trainer writes progress/lastCheckpoint concurrently: never send them back (a stale copy
-    # would overwrite a newer report). JSON merge patch: null removes a key we no longer set.
-    patch: dict[str, Any] = {k: after.get(k) for k in changed if k not in TRAINER_STATUS}
-    if not patch:
-        return
+    patch: dict[str, Any] = {k: after.get(k) for k in changed}  # merge patch: null removes a key
     await rt.client.patch(f"{GROUP}/{VERSION}", PLURAL, job.namespace, job.name, {"status": patch}, "status")
     rt.metrics.api_requests.labels("patch", "LLMTrainingJob/status").inc()
     rt.last_write[key] = time.monotonic()
