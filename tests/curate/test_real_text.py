@@ -73,3 +73,23 @@ def test_curate_pydoc_gives_the_trainer_a_corpus(tmp_path: Path) -> None:
     assert train.num_documents + valid.num_documents == report["documents_out"]
     again = curate_pydoc(tmp_path / "pydoc", vocab_size=1024)  # resumes: nothing to redo
     assert again["splits"] == report["splits"] and again["stage_seconds"] == {}
+
+
+def test_a_lower_threshold_also_merges_lgpl_2_and_2_1(tmp_path: Path) -> None:
+    """LGPL 2 and 2.1 share 72% of their 5-grams, right at FineWeb's LSH threshold; asking for 0.6 picks
+    16 bands x 7 rows (threshold 0.67), which merges them, while GPL 1 and 2 (0.47) stay apart."""
+    out = tmp_path / "out"
+    skip = ["--skip", "gopher_repetition", "--skip", "gopher_quality", "--skip", "c4", "--skip", "fineweb"]
+    args = ["curate", str(LICENSES), "--out", str(out), "--vocab-size", "512", "--word-tokenizer", "regex"]
+    args += skip
+    result = CliRunner().invoke(cli, [*args, "--minhash-threshold", "0.6", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (report["near_dedup"]["bands"], report["near_dedup"]["rows"]) == (16, 7)
+    assert report["duplicate_clusters"]["near"] == {"2": 2}
+    lines = CliRunner().invoke(cli, ["data", "cat", str(out)]).stdout.splitlines()
+    texts = [json.loads(line)["text"] for line in lines]
+    heads = [t[:200] for t in texts]
+    assert sum("LESSER GENERAL PUBLIC" in h or "LIBRARY GENERAL PUBLIC" in h for h in heads) == 2  # 2/2.1 + 3
+    gpl_1_and_2 = [t for t in texts if "GNU GENERAL PUBLIC LICENSE" in t[:200] and "Version 3" not in t[:400]]
+    assert len(gpl_1_and_2) == 2
