@@ -115,3 +115,32 @@ def test_restart_from_checkpoint_ctrl_c_resume_and_budget(
     assert attempts[-1]["attempt"] == 3 and attempts[-1]["resume_step"] == suspended_at
     kept = status["lastCheckpoint"]["step"]
     assert kept >= suspended_at and (job_dir / f"step-{kept:08d}").is_dir()  # the checkpoint is kept
+
+
+@pytest.mark.timeout(400)
+def test_two_simulated_nodes_and_an_evaluation(
+    workspace: Path, shards: Path, tiny_manifest: Any, run_args: Any, run_cli: Any
+) -> None:
+    """Two launchers rendezvous on 127.0.0.1 as two nodes; every 2nd checkpoint gets a real
+    `tokensmith eval` process whose short JSON lands in status.evaluations."""
+    manifest = tiny_manifest(
+        workspace / "job.yaml",
+        nproc=1,
+        cluster={"nodes": 2},
+        data={"tokens": 256 * 8},
+        evaluation={"tasks": ["arc_easy_local"], "limit": 2, "everyCheckpoints": 2},
+    )
+    out = run_cli([*run_args(manifest, workspace / "runs", shards), "--format", "json"], timeout=360)
+    assert out.returncode == 0, out.stderr[-3000:]
+    job_dir = workspace / "runs" / "tiny"
+    status = _status(job_dir / "status.json")
+    assert status["phase"] == "Succeeded" and status["attempt"] == 1 and status["restarts"] == 0
+    assert status["progress"]["step"] == 8 and status["checkpointsObserved"] == 2
+    assert (job_dir / "local" / "logs" / "tiny-a1-w1.log").exists()  # the second "node"
+    [evaluation] = status["evaluations"]
+    assert evaluation["step"] == 8 and evaluation["phase"] == "Succeeded", evaluation
+    assert set(evaluation["results"]) >= {"arc_easy_local", "perplexity"}
+    full = json.loads((job_dir / "evals" / "step-8.json").read_text())  # the evaluator's --output
+    assert full["step"] == 8
+    summary = json.loads(out.stdout)
+    assert summary["evaluations"][0]["results"] == evaluation["results"]
