@@ -60,3 +60,36 @@ def test_metrics_have_the_documented_names() -> None:
     assert "tokensmith_gang_restarts_total" in text and "tokensmith_reconcile_duration_seconds_bucket" in text
     m.forget_job("ml", "a")
     assert 'tokensmith_jobs{phase="Running"} 0.0' in generate_latest(m.registry).decode()
+
+
+def test_render_prints_valid_children_and_rejects_bad_jobs(tmp_path: object) -> None:
+    from pathlib import Path
+
+    import kubernetes_validate
+    import yaml
+
+    from tokensmith.operator.spec import build_manifest
+
+    base = Path(str(tmp_path))
+    spec = {
+        "checkpoint": {"volume": {"persistentVolumeClaim": {"claimName": "ck"}}},
+        "cluster": {"nodes": 3, "gpusPerNode": 8},
+        "data": {"tokens": 10**9},
+        "parallelism": {"microBatch": 1, "globalBatchTokens": 128 * 24},
+    }
+    job = base / "job.yaml"
+    job.write_text(yaml.safe_dump(build_manifest("demo", spec, namespace="ml")))
+    out = base / "out.yaml"
+    result = CliRunner().invoke(cli, ["operator", "render", str(job), "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    docs = list(yaml.safe_load_all(out.read_text()))
+    assert [d["kind"] for d in docs].count("Pod") == 3
+    for d in docs:
+        kubernetes_validate.validate(d, kubernetes_validate.latest_version(), strict=True)
+    bad = base / "bad.yaml"
+    bad.write_text(yaml.safe_dump(build_manifest("demo", {**spec, "parallelism": {"tensor": 2}})))
+    result = CliRunner().invoke(cli, ["operator", "render", str(bad)])
+    assert result.exit_code == 2 and "tensor/pipeline > 1" in result.output
+    bad.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: x}\n")
+    result = CliRunner().invoke(cli, ["operator", "render", str(bad)])
+    assert result.exit_code == 2 and "expected apiVersion tokensmith.dev/v1alpha1" in result.output

@@ -126,3 +126,48 @@ def run(
         verbose=verbose,
     )
     run_operator(config)
+
+
+@operator.command(name="render")
+@click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--namespace", "-n", default=None, help="Namespace [default: the manifest's, else 'default'].")
+@click.option("--attempt", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--output", type=click.Path(path_type=Path), help="Write the YAML stream here (atomically).")
+def render(manifest: Path, namespace: str | None, attempt: int, output: Path | None) -> None:
+    """Print the objects the operator would create for a job (review before `kubectl apply`).
+
+    \b
+    tokensmith operator render job.yaml | kubectl apply --dry-run=server -f -
+    """
+    import yaml
+    from pydantic import ValidationError
+
+    from tokensmith.operator import children
+    from tokensmith.operator.reconcile import check_spec
+    from tokensmith.operator.spec import format_validation_error, parse_manifest
+
+    try:
+        doc = yaml.safe_load(manifest.read_text())
+        meta, spec = parse_manifest(doc if isinstance(doc, dict) else {})
+    except ValidationError as err:
+        raise TokensmithError(f"{manifest}: {format_validation_error(err)}") from None
+    except (ValueError, yaml.YAMLError) as err:
+        raise TokensmithError(f"{manifest}: {str(err).splitlines()[0]}") from None
+    name = meta["name"]
+    problem = check_spec(name, spec)
+    if problem is not None:
+        raise TokensmithError(f"{manifest}: {problem}")
+    job = children.JobRef(
+        name=name, namespace=namespace or meta.get("namespace") or "default", uid="<job-uid>"
+    )
+    objs = children.job_children(job, spec) + children.worker_pods(
+        job, spec, attempt, tuple(range(spec.cluster.nodes)), children.Defaults()
+    )
+    text = yaml.safe_dump_all(objs, sort_keys=False)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    from tokensmith.core.io import atomic_write_text
+
+    atomic_write_text(output, text)
+    click.echo(f"wrote {len(objs)} objects to {output}", err=True)
