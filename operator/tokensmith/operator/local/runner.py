@@ -237,5 +237,7 @@ class LocalRunner:
         if self.gang.alive:
             return False
         if status.phase in TERMINAL_PHASES:
-            return not self.evals.busy
+            # Ctrl-C does not wait for evaluations: they stay Running in status.json and run again
+            # at the next `run` of this job (see _readopt_evaluations).
+            return not self.evals.busy or self.interrupts.count > 0
         return bool(status.phase == "Suspended" and self.spec.suspend)
