@@ -5,9 +5,9 @@ patches: pure functions, so the scenario tests can drive them next to the Kubern
 that `reconcile` takes the same decisions.
 
 Mapping (Kubernetes -> here):
-- a worker pod -> one node's launcher process (`tokensmith train --nproc P`); Running while it
-  lives, Succeeded on exit 0, Failed otherwise with the exit code (a signal N reads 128 + N, as the
-  container runtime reports it) and reason `Error`, the kubelet's reason for a non-zero exit;
+- a worker pod -> one node's launcher process (`tokensmith train --nproc P`), mapped by the
+  operator's `observe.worker_from_exit`: Running while it lives, Succeeded on exit 0, Failed otherwise
+  (the launcher reports a rank killed by signal N as exit 128 + N, reason `Error`);
 - the pod's termination message (FallbackToLogsOnError) -> the last line of the process's log;
 - `deletionTimestamp` -> the runner has sent SIGTERM;
 - an evaluation Job and its termination message -> a `tokensmith eval` process and the file named
@@ -21,11 +21,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from tokensmith.operator.observed import EvalObservation, WorkerObservation
-from tokensmith.operator.spec import CheckpointRef, LLMTrainingJobStatus, Progress
+from tokensmith.operator.spec import LLMTrainingJobStatus
 
 
 @dataclass(frozen=True)
@@ -42,25 +41,24 @@ class ProcessState:
 
 def exit_code(returncode: int) -> int:
     """Popen's return code as a shell (and the container runtime) reports it: signal N -> 128 + N."""
-    return 128 - returncode if returncode < 0 else returncode
+    from tokensmith.operator.launch import exit_code_of
+
+    return exit_code_of(returncode)
 
 
 def worker_observation(proc: ProcessState) -> WorkerObservation:
-    if proc.returncode is None:
-        return WorkerObservation(
-            proc.index, proc.attempt, "Running", terminating=proc.terminating, name=proc.name
-        )
-    code = exit_code(proc.returncode)
-    return WorkerObservation(
-        index=proc.index,
-        attempt=proc.attempt,
-        phase="Succeeded" if code == 0 else "Failed",
-        exit_code=code,
-        reason="Completed" if code == 0 else "Error",
-        message=(proc.last_line or "")[:500] or None,
-        terminating=proc.terminating,
-        name=proc.name,
+    """The operator's own mapping (`observe.worker_from_exit`), plus the last log line as the message
+    (a pod's termination message with FallbackToLogsOnError)."""
+    from dataclasses import replace
+
+    from tokensmith.operator.observe import worker_from_exit
+
+    obs = worker_from_exit(
+        proc.index, proc.attempt, proc.returncode, terminating=proc.terminating, name=proc.name
     )
+    if obs.phase == "Failed" and proc.last_line:
+        obs = replace(obs, message=proc.last_line[:500])
+    return obs
 
 
 def eval_observation(
@@ -86,35 +84,13 @@ def eval_observation(
     return EvalObservation(step, "Failed", name, None, f"evaluator exited {exit_code(returncode)}{detail}")
 
 
-def _time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 def fold_reports(
     status: LLMTrainingJobStatus, records: Iterable[Mapping[str, Any]], total_tokens: int | None = None
 ) -> LLMTrainingJobStatus:
-    """Apply the trainer's report lines to the status as its Kubernetes patches would
-    (`reporting.progress_patch` / `checkpoint_patch`): the newest report wins."""
-    new = status.model_copy(deep=True)
+    """Apply the trainer's report lines in order with the operator's `observe.apply_report`, which
+    mirrors the trainer's Kubernetes status patches: the newest report wins."""
+    from tokensmith.operator.observe import apply_report
+
     for rec in records:
-        kind = rec.get("type")
-        if kind == "progress":
-            tps = rec.get("tokens_per_s")
-            new.progress = Progress(
-                step=int(rec.get("step", 0)),
-                tokens=int(rec.get("tokens", 0)),
-                loss=rec.get("loss"),
-                heartbeat_time=_time(rec.get("time")),
-                total_tokens=total_tokens,
-                tokens_per_second=round(float(tps), 1) if tps is not None else None,
-            )
-        elif kind == "checkpoint":
-            new.last_checkpoint = CheckpointRef(
-                step=int(rec["step"]), path=str(rec["path"]), time=_time(rec.get("time"))
-            )
-    return new
+        status = apply_report(status, rec, total_tokens)
+    return status
