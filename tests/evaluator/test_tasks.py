@@ -103,3 +103,47 @@ def test_typo_is_found_without_building_the_full_index() -> None:
     assert harness.absent_from_yaml(["arc_easy", "ai2_arc", "arc_easy_lokal"], [harness_dir]) == [
         "arc_easy_lokal"
     ]
+
+
+def test_cli_on_bundled_tasks_makes_no_connection(
+    tmp_path: Path, text_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Even with the Hub reachable as far as the libraries know (no *_OFFLINE variables), `tokensmith
+    eval` on bundled tasks opens no socket: `datasets` would otherwise ping the Hub per task."""
+    import datasets.config
+    import huggingface_hub.constants
+    from click.testing import CliRunner
+
+    from tokensmith.cli import cli
+    from tokensmith.trainer.checkpoint import write_model_checkpoint
+    from tokensmith.trainer.config import TrainerConfig
+    from tokensmith.trainer.model import Transformer
+
+    for name in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE", "HF_UPDATE_DOWNLOAD_COUNTS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_UPDATE_DOWNLOAD_COUNTS", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    attempts: list[Any] = []
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        attempts.append(args)
+        raise OSError("network refused")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    cfg = TrainerConfig.model_validate(
+        {
+            "model": {"preset": "tiny", "vocab_size": 512, "seq_len": 64},
+            "train": {"micro_batch": 1, "global_batch_tokens": 64},
+        }
+    )
+    ckpt = write_model_checkpoint(
+        tmp_path / "ckpt", Transformer(cfg.model), cfg, step=1, tokenizer=text_data / "tokenizer.json"
+    )
+    result = CliRunner().invoke(
+        cli, ["eval", "--checkpoint", str(ckpt), "--tasks", "mmlu_local,hellaswag_local", "--limit", "2"]
+    )
+    assert result.exit_code == 0, result.output
+    assert attempts == []

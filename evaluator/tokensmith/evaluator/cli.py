@@ -107,7 +107,7 @@ def _list_tasks(opts: dict[str, Any]) -> None:
 
 def run(opts: dict[str, Any]) -> dict[str, Any]:
     """The evaluation: load, score tasks and perplexity, report. Returns the result document."""
-    from tokensmith.evaluator.harness import quiet_libraries, split_names
+    from tokensmith.evaluator.harness import quiet_libraries, split_names, stay_offline
 
     names = split_names(opts["tasks"])
     if opts["checkpoint"] is None:
@@ -125,6 +125,7 @@ def run(opts: dict[str, Any]) -> dict[str, Any]:
             f"checkpoint {opts['checkpoint']} does not exist; pass a checkpoint directory, the run's "
             "checkpoint.dir, or an exported Hugging Face model directory"
         )
+    stay_offline(names)
     quiet_libraries(opts["verbose"])
     device = _check_device(opts["device"])
     started = time.perf_counter()

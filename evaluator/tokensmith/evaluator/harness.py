@@ -43,6 +43,29 @@ def only_bundled(names: Sequence[str]) -> bool:
     return all(name in BUNDLED_TASKS or name == LOCAL_TAG for name in names)
 
 
+def stay_offline(names: Sequence[str]) -> None:
+    """No network for the bundled tasks, and no usage ping for any task.
+
+    `datasets` sends a HEAD request to count downloads even when it loads a local JSON file (with a 3 s
+    timeout, per task: slow where egress is blocked, as in many clusters). Bundled tasks need nothing
+    from the network, so their runs go fully offline; other tasks may need the Hub for their data, so
+    only the ping is switched off. Must run before `datasets` is imported to take effect through the
+    environment; an already imported `datasets` gets its config flags set directly.
+    """
+    os.environ.setdefault("HF_UPDATE_DOWNLOAD_COUNTS", "0")
+    offline = only_bundled(names)
+    if offline:
+        os.environ["HF_DATASETS_OFFLINE"] = "1"
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    if "datasets" in sys.modules:
+        import datasets.config
+
+        datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = False
+        if offline:
+            datasets.config.HF_HUB_OFFLINE = True
+            datasets.config.HF_DATASETS_OFFLINE = True
+
+
 def quiet_libraries(verbose: bool) -> None:
     """lm-eval and datasets log every step at INFO/WARNING; keep stderr for what matters."""
     level = logging.INFO if verbose else logging.ERROR
