@@ -242,3 +242,14 @@ def test_summary_and_report_with_a_plan(tmp_path: Path) -> None:
     html = write_html(tmp_path / "r.html", "tiny", st, history, plan).read_text()
     assert "plotly" in html and "chinchilla L(N=600000, D)" in html and "Restarting" in html
     assert '<script src="https' not in html and len(html) > 1_000_000  # plotly.js embedded
+
+
+def test_a_spec_the_operator_rejects_fails_invalid_spec_with_exit_78(tmp_path: Path) -> None:
+    """check_spec (shared with the operator) rejects it before any process starts."""
+    spec = {**CKPT, "parallelism": {"tensor": 2}, "data": {"tokens": 4096}}
+    out = _cli(str(_job(tmp_path, spec)), "--local", "--workdir", str(tmp_path / "runs"), "--format", "json")
+    assert out.returncode == 78, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["phase"] == "Failed" and summary["reason"] == "InvalidSpec" and summary["attempts"] == 0
+    status = json.loads((tmp_path / "runs" / "t" / "status.json").read_text())
+    assert status["lastFailure"]["reason"] == "InvalidSpec" and "tensor" in status["message"]
