@@ -253,3 +253,24 @@ def test_a_spec_the_operator_rejects_fails_invalid_spec_with_exit_78(tmp_path: P
     assert summary["phase"] == "Failed" and summary["reason"] == "InvalidSpec" and summary["attempts"] == 0
     status = json.loads((tmp_path / "runs" / "t" / "status.json").read_text())
     assert status["lastFailure"]["reason"] == "InvalidSpec" and "tensor" in status["message"]
+
+
+def test_one_runner_per_job_and_fresh_wipes_under_the_lock(tmp_path: Path) -> None:
+    import fcntl
+
+    from tokensmith.operator.local.runner import LOCK_FILE, LocalRunner
+
+    spec = {**CKPT, "parallelism": {"tensor": 2}, "data": {"tokens": 4096}}  # rejected at once: no process
+    job = mf.load_job(_job(tmp_path, spec), tmp_path / "runs")
+    job.run_dir.mkdir(parents=True)
+    (job.checkpoint_dir / "step-00000004").mkdir()
+    (job.run_dir / "history.jsonl").write_text("{}\n")
+    with (job.run_dir / LOCK_FILE).open("a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another runner holds this job
+        with pytest.raises(TokensmithError, match="already being run"):
+            LocalRunner(job, fresh=True).run()
+        assert (job.checkpoint_dir / "step-00000004").is_dir()  # --fresh touched nothing
+    result = LocalRunner(job, fresh=True).run()
+    assert result.status.phase == "Failed"
+    assert not (job.checkpoint_dir / "step-00000004").exists()
+    assert "{}" not in (job.run_dir / "history.jsonl").read_text()  # a new history

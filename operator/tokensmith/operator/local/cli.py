@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -118,8 +117,6 @@ def run(
     step = parse_injection(inject_failure)
     plan = read_plan(plan_path)
     job = load_job(job_file, workdir, mounts, sets)
-    if fresh and job.checkpoint_dir.exists():
-        shutil.rmtree(job.checkpoint_dir)
     check_local_paths(job)
     try:
         total_steps: int | None = job.trainer_config().total_steps()
@@ -132,7 +129,9 @@ def run(
             f"process(es); checkpoints and status in {job.checkpoint_dir}",
             err=True,
         )
-    runner = LocalRunner(job, step, max_parallel_evals, on_change=display.status, on_event=display.event)
+    runner = LocalRunner(
+        job, step, max_parallel_evals, on_change=display.status, on_event=display.event, fresh=fresh
+    )
     result = runner.run()
     display.close()
 

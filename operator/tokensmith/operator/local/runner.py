@@ -12,10 +12,12 @@ counting a restart, as `kubectl patch ... suspend: false` does. A second Ctrl-C 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +46,7 @@ from tokensmith.operator.spec import (
 
 POLL_SECONDS = 0.5
 HISTORY_FILE = "history.jsonl"
+LOCK_FILE = "runner.lock"
 
 
 def read_status(path: Path) -> LLMTrainingJobStatus:
@@ -109,8 +112,10 @@ class LocalRunner:
         max_parallel_evals: int = 1,
         on_change: Callable[[LLMTrainingJobStatus], None] | None = None,
         on_event: Callable[[EmitEvent], None] | None = None,
+        fresh: bool = False,
     ) -> None:
         self.job = job
+        self.fresh = fresh
         self.spec = job.spec.model_copy(deep=True)
         self.gang = Gang(job, inject_failure_step)
         self.evals = Evaluations(job, max_parallel_evals)
@@ -181,16 +186,57 @@ class LocalRunner:
                 self.on_event(action)
 
     def run(self) -> RunResult:
-        status = read_status(self.job.status_path)
-        self._readopt_evaluations(status)
-        restore = self.interrupts.install()
-        try:
-            status = self._loop(status)
-        finally:
-            restore()
-            self.gang.kill_all()
-            self.evals.stop()
+        with self._exclusive():
+            if self.fresh:
+                self._wipe()
+            status = read_status(self.job.status_path)
+            self._readopt_evaluations(status)
+            restore = self.interrupts.install()
+            try:
+                status = self._loop(status)
+            finally:
+                restore()
+                self.gang.kill_all()
+                self.evals.stop()
         return RunResult(status, self.interrupts.count > 0, self.history_path)
+
+    def _wipe(self) -> None:
+        """--fresh: forget this job's checkpoints, status and logs (under the lock, so never another
+        runner's files)."""
+        import shutil
+
+        for child in list(self.job.checkpoint_dir.iterdir()):
+            if child == self.job.run_dir:
+                for inner in list(child.iterdir()):
+                    if inner.name != LOCK_FILE:
+                        shutil.rmtree(inner) if inner.is_dir() else inner.unlink()
+            else:
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """One runner per job directory: a second `run` of the same job would start a second gang."""
+        import fcntl
+
+        from tokensmith.core.errors import TokensmithError
+
+        path = self.job.run_dir / LOCK_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a+", encoding="utf-8") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                handle.seek(0)
+                owner = handle.read().strip() or "unknown"
+                raise TokensmithError(
+                    f"job {self.job.name} in {self.job.checkpoint_dir} is already being run "
+                    f"(runner pid {owner}); stop that one first (Ctrl-C) or use another --workdir"
+                ) from err
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+            yield
 
     def _loop(self, status: LLMTrainingJobStatus) -> LLMTrainingJobStatus:
         shown: dict[str, Any] | None = None
