@@ -125,6 +125,7 @@ class LocalRunner:
         self.interrupts = Interrupts()
         self.history_path = job.run_dir / HISTORY_FILE
         self.report_files: dict[Path, int] = {}  # report file -> attempt, kept after a worker is gone
+        self._written: dict[str, Any] | None = None  # the status document last written
 
     # ----------------------------------------------------------------------------- recording
 
@@ -166,8 +167,10 @@ class LocalRunner:
                     )
             elif isinstance(action, CreateEvaluation):
                 self.evals.create(action.step, action.path, action.name)
-        if status_to_dict(old) != status_to_dict(decision.status):
+        doc = status_to_dict(decision.status)
+        if doc != self._written:  # also the trainer's reports folded in before `reconcile`
             write_status(self.job.status_path, decision.status)
+            self._written = doc
         for action in decision.actions:
             if isinstance(action, DeleteWorkers):
                 self.gang.delete([w.name for w in action.workers if w.name])
