@@ -366,3 +366,13 @@ async def test_two_replicas_with_peering_do_not_fight(cluster: EmulatedCluster) 
     finally:
         await active.stop()
         await standby.stop()
+
+
+async def test_volcano_jobs_get_a_pod_group(cluster: EmulatedCluster, operator: OperatorUnderTest) -> None:
+    await cluster.apply_job(build_manifest("gang", spec(cluster={"schedulerName": "volcano"}), namespace=NS))
+    await running(cluster, "gang")
+    group = cluster.get("podgroups", NS, "gang")
+    assert group is not None and group["spec"]["minMember"] == 2
+    pods = cluster.workers(NS, "gang", 1)
+    assert all(p["metadata"]["annotations"]["scheduling.k8s.io/group-name"] == "gang" for p in pods)
+    assert all(p["spec"]["schedulerName"] == "volcano" for p in pods)
