@@ -23,7 +23,14 @@ from tokensmith.operator.local.observe import (
     worker_observation,
 )
 from tokensmith.operator.local.processes import ReportTail
-from tokensmith.operator.local.report import History, predicted_losses, summary, summary_text, write_html
+from tokensmith.operator.local.report import (
+    History,
+    predicted_losses,
+    read_valid_losses,
+    summary,
+    summary_text,
+    write_html,
+)
 from tokensmith.operator.local.runner import read_status, write_status
 from tokensmith.operator.spec import (
     CheckpointRef,
@@ -239,7 +246,13 @@ def test_summary_and_report_with_a_plan(tmp_path: Path) -> None:
     ys = predicted_losses(plan, [1e3, 1e4, 1e5])
     assert ys is not None and ys[0] > ys[1] > ys[2]  # more data, lower predicted loss
     assert predicted_losses({"law": "nope", "params": 1}, [1.0]) is None
-    html = write_html(tmp_path / "r.html", "tiny", st, history, plan).read_text()
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text(
+        '{"type": "train", "step": 5, "loss": 7.0}\n{"type": "eval", "step": 10, "valid_loss": 6.75}\n{"type'
+    )
+    valid = read_valid_losses(metrics)
+    assert valid == [(10, 6.75)]
+    html = write_html(tmp_path / "r.html", "tiny", st, history, plan, valid).read_text()
     assert "plotly" in html and "chinchilla L(N=600000, D)" in html and "Restarting" in html
     assert '<script src="https' not in html and len(html) > 1_000_000  # plotly.js embedded
 

@@ -107,7 +107,13 @@ def run(
     from tokensmith.core.output import to_json
     from tokensmith.operator.local.display import Display
     from tokensmith.operator.local.manifest import check_local_paths, load_job
-    from tokensmith.operator.local.report import read_history, summary, summary_text, write_html
+    from tokensmith.operator.local.report import (
+        read_history,
+        read_valid_losses,
+        summary,
+        summary_text,
+        write_html,
+    )
     from tokensmith.operator.local.runner import LocalRunner
 
     if not local:
@@ -137,7 +143,8 @@ def run(
 
     history = read_history(result.history)
     html = Path(report_path) if report_path else job.checkpoint_dir / "report.html"
-    write_html(html, job.name, result.status, history, plan)
+    valid = read_valid_losses(job.checkpoint_dir / "metrics.jsonl")
+    write_html(html, job.name, result.status, history, plan, valid)
     data = summary(result.status, history, plan)
     data["report"] = str(html)
     data["status_file"] = str(job.status_path)

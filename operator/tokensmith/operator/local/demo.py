@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
          "--mount", f"{DATA_IN_IMAGE}={data}", "--set", f"data.tokens={TOKENS}",
          "--set", "checkpoint.everySteps=10", "--set", "checkpoint.keep=5",
          "--set", "restartPolicy.backoffSeconds=2", "--set", "trainer.train.log_every_steps=2",
+         "--set", "trainer.train.eval_every_steps=10",
          "--inject-failure", f"step={FAIL_AFTER}", "--plan", str(plan),
          "--report", str(out / "report.html"), "--output", str(summary)]
     )  # fmt: skip

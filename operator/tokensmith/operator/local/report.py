@@ -58,6 +58,22 @@ def _when(value: Any) -> datetime | None:
         return None
 
 
+def read_valid_losses(metrics: Path) -> list[tuple[int, float]]:
+    """(step, valid_loss) from the trainer's metrics.jsonl (what survives resumes: the trainer drops
+    records past the step it resumed from)."""
+    out: list[tuple[int, float]] = []
+    if not metrics.exists():
+        return out
+    for line in metrics.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if rec.get("type") == "eval" and isinstance(rec.get("valid_loss"), int | float):
+            out.append((int(rec["step"]), float(rec["valid_loss"])))
+    return out
+
+
 def predicted_losses(plan: Mapping[str, Any], tokens: Sequence[float]) -> list[float] | None:
     """The plan's law L(N, D) for its N along the given token counts (None without a usable plan)."""
     from tokensmith.planner.scaling import get_law
@@ -189,9 +205,10 @@ def write_html(
     status: LLMTrainingJobStatus,
     history: History,
     plan: Mapping[str, Any] | None,
+    valid_losses: Sequence[tuple[int, float]] = (),
 ) -> Path:
     """One self-contained page: loss (and the plan's law), learning rate, tokens/s with restarts
-    marked on the time axis, evaluation metrics over steps."""
+    marked on the time axis, evaluation metrics over steps, the trainer's held-out loss."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -206,7 +223,7 @@ def write_html(
             "throughput (tokens/s) vs time; restarts marked",
             "evaluation accuracy vs step",
             "held-out perplexity vs step",
-            "GPU-hours (status) and attempts",
+            "held-out loss (trainer's validation) vs step",
         ),
         vertical_spacing=0.09,
     )
@@ -263,12 +280,12 @@ def write_html(
     for key, pts in sorted(ppl.items()):
         fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], name=key,
                                  mode="lines+markers"), row=3, col=1)  # fmt: skip
-    starts = [ev for ev in history.events if ev.get("reason") == "AttemptStarted"]
-    fig.add_trace(
-        go.Bar(x=[f"attempt {ev.get('attempt')}" for ev in starts], y=[1] * len(starts),
-               text=[ev.get("message", "")[:60] for ev in starts], name="attempts"),
-        row=3, col=2,
-    )  # fmt: skip
+    if valid_losses:
+        fig.add_trace(
+            go.Scatter(x=[p[0] for p in valid_losses], y=[p[1] for p in valid_losses], name="valid loss",
+                       mode="lines+markers"),
+            row=3, col=2,
+        )  # fmt: skip
     fig.update_xaxes(title_text="tokens", row=1, col=1)
     fig.update_xaxes(title_text="step", row=1, col=2)
     fig.update_xaxes(title_text="time (UTC)", row=2, col=1)
@@ -276,6 +293,7 @@ def write_html(
     fig.update_xaxes(title_text="checkpoint step", row=3, col=1)
     fig.update_yaxes(title_text="loss (nats/token)", row=1, col=1)
     fig.update_yaxes(type="log", row=3, col=1)
+    fig.update_xaxes(title_text="step", row=3, col=2)
     title = (
         f"{job_name}: {status.phase}, {status.attempt} attempt(s), {status.restarts} restart(s), "
         f"{status.gpu_hours:.4f} GPU-hours"
