@@ -34,7 +34,14 @@ def stage(title: str) -> None:
 
 def call(args: list[str]) -> int:
     print("$ tokensmith " + " ".join(args), flush=True)
-    return subprocess.call([*TOKENSMITH, *args])
+    proc = subprocess.Popen([*TOKENSMITH, *args])
+    while True:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            # The child got the same Ctrl-C (one process group) and stops its gang cleanly;
+            # subprocess.call would SIGKILL it here and orphan the workers.
+            continue
 
 
 def main(argv: list[str] | None = None) -> int:
