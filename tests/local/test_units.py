@@ -287,3 +287,22 @@ def test_one_runner_per_job_and_fresh_wipes_under_the_lock(tmp_path: Path) -> No
     assert result.status.phase == "Failed"
     assert not (job.checkpoint_dir / "step-00000004").exists()
     assert "{}" not in (job.run_dir / "history.jsonl").read_text()  # a new history
+
+
+def test_demo_checks_its_promises(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tokensmith.operator.local.demo import check
+
+    status_path = tmp_path / "tiny" / "status.json"
+    (tmp_path / "tiny" / "local").mkdir(parents=True)
+    history = tmp_path / "tiny" / "local" / "history.jsonl"
+    ok = {"phase": "Succeeded", "evaluations": [{"step": 10, "phase": "Succeeded"}]}
+    status_path.write_text(json.dumps(ok))
+    history.write_text('{"type": "attempt", "attempt": 1, "resume_step": 0}\n')
+    assert check(status_path, tmp_path, 1.0) == 1
+    assert "no attempt resumed from a checkpoint" in capsys.readouterr().out
+    with history.open("a") as handle:
+        handle.write('{"type": "attempt", "attempt": 2, "resume_step": 10}\n')
+    assert check(status_path, tmp_path, 1.0) == 0
+    assert "attempt 2 resumed from checkpoint step 10" in capsys.readouterr().out
+    status_path.write_text(json.dumps({**ok, "evaluations": [{"step": 10, "phase": "Failed"}]}))
+    assert check(status_path, tmp_path, 1.0) == 1
