@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,12 @@ def read_valid_losses(metrics: Path) -> list[tuple[int, float]]:
         if rec.get("type") == "eval" and isinstance(rec.get("valid_loss"), int | float):
             out.append((int(rec["step"]), float(rec["valid_loss"])))
     return out
+
+
+def _naive(value: Any) -> datetime | None:
+    """UTC as a naive datetime: plotly.js reads no time-zone suffix on a date axis."""
+    moment = _when(value)
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment is not None else None
 
 
 def predicted_losses(plan: Mapping[str, Any], tokens: Sequence[float]) -> list[float] | None:
@@ -241,7 +247,7 @@ def write_html(
             row=1, col=2,
         )  # fmt: skip
         fig.add_trace(
-            go.Scatter(x=[r["time"] for r in recs], y=[r.get("tokens_per_s") for r in recs],
+            go.Scatter(x=[_naive(r.get("time")) for r in recs], y=[r.get("tokens_per_s") for r in recs],
                        name=f"tokens/s, {name}", mode="lines+markers"),
             row=2, col=1,
         )  # fmt: skip
@@ -257,8 +263,11 @@ def write_html(
     for ev in history.events:
         if ev.get("reason") in ("Restarting", "AttemptStarted", "Suspended", "BudgetExceeded"):
             colour = {"Restarting": "red", "AttemptStarted": "green"}.get(ev["reason"], "orange")
-            fig.add_vline(x=ev["time"], line={"color": colour, "dash": "dot"}, row=2, col=1)
-            fig.add_annotation(x=ev["time"], y=1, yref="y3 domain", text=ev["reason"], showarrow=False,
+            when = _naive(ev.get("time"))
+            if when is None:
+                continue
+            fig.add_vline(x=when, line={"color": colour, "dash": "dot"}, row=2, col=1)
+            fig.add_annotation(x=when, y=1, yref="y3 domain", text=ev["reason"], showarrow=False,
                                textangle=-90, xanchor="left", font={"size": 9, "color": colour},
                                row=2, col=1)  # fmt: skip
     acc: dict[str, list[tuple[int, float]]] = {}
