@@ -68,7 +68,13 @@ def read_plan(path: str | None) -> dict[str, Any] | None:
     "--plan", "plan_path", type=click.Path(dir_okay=False), help="`tokensmith plan` JSON to compare with."
 )
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="HTML report path.")
-@click.option("--max-parallel-evals", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option(
+    "--max-parallel-evals",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Evaluations run at once; the rest wait (like Jobs whose pods are Pending).",
+)
 @click.option("--fresh", is_flag=True, help="Delete this job's checkpoints and status first.")
 @click.option("--quiet", is_flag=True, help="No live status line or events.")
 @click.option(
