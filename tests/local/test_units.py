@@ -306,3 +306,28 @@ def test_demo_checks_its_promises(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "attempt 2 resumed from checkpoint step 10" in capsys.readouterr().out
     status_path.write_text(json.dumps({**ok, "evaluations": [{"step": 10, "phase": "Failed"}]}))
     assert check(status_path, tmp_path, 1.0) == 1
+
+
+def test_orphans_of_a_dead_runner_are_stopped(tmp_path: Path) -> None:
+    from tokensmith.operator.local.processes import Gang
+
+    job = mf.load_job(_job(tmp_path, {**CKPT, "data": {"tokens": 4096}}), tmp_path / "runs")
+    gang = Gang(job)
+    job.run_dir.mkdir(parents=True)
+    config = gang.config_path(1)
+    # a stand-in for a launcher whose runner was SIGKILLed: its command line names this job's config
+    orphan = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", str(config)], start_new_session=True
+    )
+    stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)  # same pid file, other command
+    doc = {"t-a1-w0": {"pid": orphan.pid, "config": str(config)},
+           "t-a1-w1": {"pid": stranger.pid, "config": str(config)}}  # fmt: skip
+    gang.pids_file.write_text(json.dumps(doc))
+    try:
+        assert gang.stop_orphans() == ["t-a1-w0"]
+        assert orphan.wait(timeout=10) == -15  # SIGTERM first
+        assert stranger.poll() is None  # never a process that is not ours
+        assert not gang.pids_file.exists()
+    finally:
+        stranger.kill()
+        orphan.kill()

@@ -146,7 +146,52 @@ class Gang:
                 )
             self.workers[name] = Worker(index, attempt, name, proc, log, self.report_path(attempt, index))
             started.append(name)
+        if started:
+            self._record()
         return started
+
+    @property
+    def pids_file(self) -> Path:
+        return self.job.run_dir / "workers.json"
+
+    def _record(self) -> None:
+        """Which processes this runner started, so that a runner that died without cleaning up (SIGKILL)
+        can have its orphans stopped by the next one."""
+        from tokensmith.core.io import atomic_write_text
+
+        doc = {
+            n: {"pid": w.proc.pid, "config": str(self.config_path(w.attempt))}
+            for n, w in self.workers.items()
+        }
+        atomic_write_text(self.pids_file, json.dumps(doc))
+
+    def stop_orphans(self) -> list[str]:
+        """Stop the process groups a dead runner left behind (still alive, still running this job's
+        trainer config): SIGTERM (the trainer checkpoints), SIGKILL after the grace period."""
+        try:
+            doc = json.loads(self.pids_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return []
+        alive = {}
+        for name, entry in doc.items():
+            pid = int(entry.get("pid", 0))
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode("utf-8", "replace")
+            except OSError:
+                continue
+            if pid > 0 and str(entry.get("config")) in cmdline:
+                alive[name] = pid
+        for pid in alive.values():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.job.spec.cluster.termination_grace_period_seconds
+        while alive and time.monotonic() < deadline and any(_exists(p) for p in alive.values()):
+            time.sleep(0.2)
+        for pid in alive.values():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+        self.pids_file.unlink(missing_ok=True)
+        return sorted(alive)
 
     def states(self) -> tuple[ProcessState, ...]:
         return tuple(w.state() for w in self.workers.values())
@@ -186,6 +231,15 @@ class Gang:
     @property
     def alive(self) -> bool:
         return any(w.proc.poll() is None for w in self.workers.values())
+
+
+def _exists(pid: int) -> bool:
+    """A process that exists and is not a zombie (an orphan's zombie is reaped by init, not by us)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def _signal(proc: subprocess.Popen[bytes], sig: signal.Signals, group: bool) -> None:

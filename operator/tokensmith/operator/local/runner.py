@@ -193,6 +193,10 @@ class LocalRunner:
             if self.fresh:
                 self._wipe()
             status = read_status(self.job.status_path)
+            orphans = self.gang.stop_orphans()
+            if orphans:
+                message = f"stopped {', '.join(orphans)}, left running by a runner that died"
+                self.on_event(EmitEvent("Warning", "OrphansStopped", message))
             self._readopt_evaluations(status)
             restore = self.interrupts.install()
             try:
