@@ -343,6 +343,15 @@ class Trainer:
             logits = self.engine(x)
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.reshape(-1))
             self.engine.backward(loss)
+            logs_next = (self.step + 1) % t.log_every_steps == 0 or self.step + 1 >= self.total_steps
+            if micro == self.accumulation - 1 and logs_next and self.cfg.deepspeed.zero_stage == 0:
+                # DeepSpeed reports no norm without ZeRO; the gradients are final (all-reduced) here.
+                grads = [
+                    p.grad.detach().float().norm()
+                    for p in self.engine.module.parameters()
+                    if p.grad is not None
+                ]
+                self.plain_grad_norm = float(torch.stack(grads).norm()) if grads else None
             self.engine.step()
             loss_sum += loss.detach()
         self.data_position += self.plan.global_batch
@@ -464,10 +473,11 @@ class Trainer:
                     "tokens": self.tokens,
                     "loss": mean_loss,
                     "lr": self.lr,
-                    "grad_norm": _grad_norm(self.engine),
+                    "grad_norm": _grad_norm(self.engine) or getattr(self, "plain_grad_norm", None),
                     "tokens_per_s": tps,
                     "mfu": mfu(tps, self.flops_per_token, self.world, self.peak),
                     "memory_gb": max_memory_gb(self.cuda),
+                    "cpu_s": time.process_time(),  # this process's CPU seconds so far (all threads)
                 }
                 if cfg.train.record_samples:
                     record["samples"] = _in_position_order(gathered, self.plan)
