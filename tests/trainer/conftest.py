@@ -65,7 +65,7 @@ def tiny_sets(data: Path, ckpt: Path, **extra: Any) -> list[str]:
 
 
 def run_cli(
-    args: list[str], env: dict[str, str] | None = None, timeout: float = 240
+    args: list[str], env: dict[str, str] | None = None, timeout: float = 480
 ) -> subprocess.CompletedProcess[str]:
     """`tokensmith ARGS` in a fresh interpreter (DeepSpeed and torchrun want their own process)."""
     full_env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", **(env or {})}
