@@ -48,6 +48,7 @@ def test_two_processes_zero2_learn_real_text(pydoc_data: Path, tmp_path: Path) -
             "train.log_every_steps": 20,
             "train.eval_batches": 8,
             "checkpoint.every_steps": 100,
+            "checkpoint.every_minutes": 0.01,  # also every 0.6 s of training: time-based checkpoints
             "checkpoint.keep": 1,
         },
     )
@@ -66,8 +67,12 @@ def test_two_processes_zero2_learn_real_text(pydoc_data: Path, tmp_path: Path) -
     names = {p.name for p in (ckpt / "step-00000200" / "ds").iterdir()}
     assert {"zero_pp_rank_0_mp_rank_00_optim_states.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt"} <= names
     assert ck.verify(ckpt / "step-00000200") == []
+    saved = [r["step"] for r in records if r["type"] == "checkpoint"]
+    assert 100 in saved and saved[-1] == 200
+    assert any(step % 100 for step in saved), saved  # at least one came from the timer
     events = read_metrics(report)
-    assert [e["type"] for e in events if e["type"] != "progress"] == ["checkpoint", "checkpoint", "done"]
+    assert [e["step"] for e in events if e["type"] == "checkpoint"] == saved
+    assert [e["type"] for e in events if e["type"] != "progress"][-1] == "done"
     assert events[-1] == {"type": "done", "step": 200, "tokens": 51200, "time": events[-1]["time"]}
     loaded = ck.load_model(ckpt)
     assert loaded.step == 200 and loaded.tokenizer_path is not None
