@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from click.testing import CliRunner
 
 from tokensmith.cli import cli
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_operator_is_a_group_with_run() -> None:
@@ -92,4 +95,9 @@ def test_render_prints_valid_children_and_rejects_bad_jobs(tmp_path: object) -> 
     assert result.exit_code == 2 and "tensor/pipeline > 1" in result.output
     bad.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: x}\n")
     result = CliRunner().invoke(cli, ["operator", "render", str(bad)])
-    assert result.exit_code == 2 and "expected apiVersion tokensmith.dev/v1alpha1" in result.output
+    assert result.exit_code == 2 and "exactly one document of kind LLMTrainingJob" in result.output
+    # a file that carries the job's PVC beside the job (as examples/tiny-job.yaml does) renders
+    result = CliRunner().invoke(cli, ["operator", "render", str(REPO / "examples" / "tiny-job.yaml")])
+    assert result.exit_code == 0, result.output
+    pods = [d for d in yaml.safe_load_all(result.output) if d["kind"] == "Pod"]
+    assert pods and all(p["spec"]["securityContext"]["fsGroup"] == 10001 for p in pods)

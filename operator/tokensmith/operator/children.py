@@ -193,6 +193,8 @@ def worker_env(
         "TOKENSMITH_ATTEMPT": str(attempt),
         "TOKENSMITH_CONFIG": f"{CONFIG_MOUNT}/{CONFIG_FILE}",
         "TOKENSMITH_REPORT_INTERVAL_SECONDS": f"{defaults.report_interval_seconds:g}",
+        # the trainer decides from this whether a SIGTERM checkpoint fits before the kubelet's SIGKILL
+        "TOKENSMITH_TERMINATION_GRACE_SECONDS": str(spec.cluster.termination_grace_period_seconds),
     }
     if spec.cluster.gpus_per_node == 0:
         env["DS_ACCELERATOR"] = "cpu"
@@ -224,6 +226,11 @@ def _gang_resources(spec: LLMTrainingJobSpec) -> dict[str, Any]:
     for key, value in per_pod.items():
         out[key] = value * spec.cluster.nodes if isinstance(value, int) else value
     return out
+
+
+# Our images run as uid/gid 10001 (images/*/Dockerfile); fsGroup makes a root-owned checkpoint volume
+# writable for them.
+IMAGE_SECURITY_CONTEXT = {"fsGroup": 10001}
 
 
 def _checkpoint_volume(spec: LLMTrainingJobSpec) -> dict[str, Any]:
@@ -276,6 +283,7 @@ def worker_pod(
         "serviceAccountName": c.service_account_name or trainer_account_name(job.name),
         "automountServiceAccountToken": True,  # rank 0 reports progress with it
         "terminationGracePeriodSeconds": c.termination_grace_period_seconds,
+        "securityContext": dict(IMAGE_SECURITY_CONTEXT),
         "containers": [container],
         "volumes": volumes,
     }
@@ -353,6 +361,7 @@ def evaluation_job(
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,  # the evaluator talks to no API
+        "securityContext": dict(IMAGE_SECURITY_CONTEXT),
         "containers": [container],
         "volumes": [_checkpoint_volume(spec)] + [{"name": v.name, **v.source} for v in spec.cluster.volumes],
     }

@@ -143,12 +143,13 @@ def render(manifest: Path, namespace: str | None, attempt: int, output: Path | N
     from pydantic import ValidationError
 
     from tokensmith.operator import children
+    from tokensmith.operator.local.manifest import read_documents
     from tokensmith.operator.reconcile import check_spec
     from tokensmith.operator.spec import format_validation_error, parse_manifest
 
     try:
-        doc = yaml.safe_load(manifest.read_text())
-        meta, spec = parse_manifest(doc if isinstance(doc, dict) else {})
+        doc = read_documents(manifest)  # the LLMTrainingJob of a multi-document file (PVC + job)
+        meta, spec = parse_manifest(doc)
     except ValidationError as err:
         raise TokensmithError(f"{manifest}: {format_validation_error(err)}") from None
     except (ValueError, yaml.YAMLError) as err:
