@@ -15,17 +15,9 @@ import click
 from tokensmith.core.errors import TokensmithError
 from tokensmith.core.io import atomic_write_text
 from tokensmith.core.output import format_option, table, to_json, to_yaml
+from tokensmith.trainer.data.config import STEP_NAMES
 
-_STEP_FLAGS = (
-    "normalize",
-    "gopher_repetition",
-    "gopher_quality",
-    "c4",
-    "fineweb",
-    "exact_dedup",
-    "near_dedup",
-    "pii",
-)
+_STEP_FLAGS = STEP_NAMES  # every step can be switched off with --skip
 
 
 def _set_dotted(data: dict[str, Any], dotted: str) -> None:
