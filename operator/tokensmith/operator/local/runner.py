@@ -25,6 +25,7 @@ from types import FrameType
 from typing import Any
 
 from tokensmith.core.io import atomic_write_text
+from tokensmith.operator import evaluation
 from tokensmith.operator.local.manifest import LocalJob
 from tokensmith.operator.local.observe import fold_reports, worker_observation
 from tokensmith.operator.local.processes import Evaluations, Gang, ReportTail
@@ -143,7 +144,21 @@ class LocalRunner:
                 rec = {**rec, "attempt": attempt}
                 self._history(rec)
                 records.append(rec)
-        return fold_reports(status, records, token_budget(self.spec)) if records else status
+        if not records:
+            return status
+        # On Kubernetes each checkpoint reaches the operator as its own status patch. Here a batch
+        # can hold several (a fast run between two looks); all but the last are counted and
+        # scheduled with the operator's own `evaluation.schedule`, or they would be skipped.
+        ckpts = [i for i, rec in enumerate(records) if rec.get("type") == "checkpoint"]
+        start = 0
+        for i in ckpts[:-1]:
+            status = fold_reports(status, records[start : i + 1], token_budget(self.spec))
+            start = i + 1
+            known = {e.step for e in self.evals.observations()}
+            new, actions = evaluation.schedule(self.job.name, self.spec, status, known)
+            self.apply(status, Decision(status=new, actions=tuple(actions)))
+            status = new
+        return fold_reports(status, records[start:], token_budget(self.spec))
 
     # ----------------------------------------------------------------------------- the loop
 
@@ -255,8 +270,11 @@ class LocalRunner:
             if self.interrupts.count == 1 and not self.spec.suspend:
                 self.spec.suspend = True  # Ctrl-C = suspend: reconcile deletes the gang gracefully
             self.gang.enforce_grace()
-            status = self._reports(status)
+            # Look at the processes before reading their reports: a worker writes its reports
+            # before it exits, so an exit seen here comes with every report it made (the final
+            # checkpoint included); the other order can see the exit but miss the last lines.
             observed = self.observe(datetime.now(UTC))
+            status = self._reports(status)
             decision = reconcile(self.job.name, self.spec, status, observed)
             self.apply(status, decision)
             status = decision.status
