@@ -89,7 +89,11 @@ def test_gpt3_training_compute() -> None:
 def test_gpt3_energy_from_pattersons_cluster() -> None:
     """Patterson et al. 2021: 10,000 V100 for 14.8 days, PUE 1.1, 429 g/kWh -> 1,287 MWh, 552 t.
     Our default power model (draw rising to TDP by MFU 0.3, node overhead 0.25 x TDP) is not fitted to
-    this run; it lands within 15% (measured -10%, Patterson measured 330 W per V100 system)."""
+    this run; it lands within 15% (measured -10%, Patterson measured 330 W per V100 system).
+
+    The plan takes 10,240 GPUs (1,280 nodes) at the MFU of the published GPU-hours, i.e. the same
+    GPU-hours: on exactly 10,000 no layout the trainer runs fits (TP x PP must divide 10,000, which
+    leaves TP8 x PP2, whose ZeRO-1 states exceed 32 GB; TP with ZeRO-3 is not supported)."""
     row = RUNS["gpt-3-175b"]
     gpu_hours = 10_000 * 14.8 * 24
     mfu = float(row["flops"]) / (gpu_hours * 3600 * 125e12)
@@ -99,7 +103,7 @@ def test_gpt3_energy_from_pattersons_cluster() -> None:
         seq_len=2048,
         vocab_size=50257,
         gpu="V100",
-        gpus=10_000 // 8 * 8,
+        gpus=10_240,
         mfu=mfu,
         pue=1.1,
         carbon_intensity=0.429,

@@ -4,10 +4,9 @@ candidate is one element of numpy arrays; memory, step time, MFU, failures, cost
 evaluated for all of them at once (no Python loop per candidate), then filtered and ranked.
 
 Constraints applied (why):
-- TP within a node (its all-gathers are on the critical path and need NVLink-class bandwidth) and
-  dividing the attention heads and KV heads (Megatron splits heads across ranks);
-- PP at most the number of layers; ZeRO-2/3 only without pipeline parallelism (DeepSpeed's pipeline
-  engine supports ZeRO stages 0 and 1 only);
+- the layout is one the trainer runs: `capability.supported`, the rules the operator and the trainer
+  check too (TP inside a node and dividing the heads, PP at most the layers, which ZeRO stages combine
+  with TP and PP, no interleaved stages), so the search never proposes a shape the trainer refuses;
 - at least one micro-batch per data-parallel replica in the global batch;
 - the per-GPU memory (memory.py) fits the GPU.
 """
@@ -18,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tokensmith.planner import costs, energy, memory, performance, reliability
+from tokensmith.planner import capability, costs, energy, memory, performance, reliability
 from tokensmith.planner.gpus import GPU
 from tokensmith.planner.performance import GPUScalars, ModelScalars
 
@@ -27,7 +26,9 @@ PP_DEGREES = (1, 2, 4, 8, 16, 32, 64)
 ZERO_STAGES = (0, 1, 2, 3)
 MICRO_BATCHES = (1, 2, 4, 8, 16)
 RECOMPUTE = (0, 1)
-VIRTUAL_STAGES = (1, 2, 4)
+# Interleaved chunks the trainer runs (DeepSpeed's 1F1B only: 1); the memory and time models keep the
+# general form for when it grows.
+VIRTUAL_STAGES = tuple(range(1, capability.MAX_VIRTUAL_STAGES + 1))
 AXES = (
     "gpus",
     "tp",
@@ -145,13 +146,18 @@ def evaluate(
         valid = (
             (gpus == dp * model_par)
             & (dp >= 1)
-            & (tp <= gpus_per_node)
             & (tp <= max_tp)
             & (pp <= max_pp)
-            & (np.fmod(model.n_heads, tp) == 0)
-            & ((np.fmod(model.n_kv_heads, tp) == 0) | (np.fmod(tp, model.n_kv_heads) == 0))
-            & (pp <= model.n_layers)
-            & ((pp == 1) | (zero <= 1))
+            & capability.supported(
+                grid["tp"],
+                grid["pp"],
+                grid["zero"],
+                grid["virtual"],
+                model.n_layers,
+                model.n_heads,
+                model.n_kv_heads,
+                gpus_per_node,
+            )
             & (microbatches >= 1)
             # Interleaving needs a pipeline, v chunks of whole layers per stage, and m >= p.
             & ((virtual == 1) | ((pp > 1) & (pp * virtual <= model.n_layers) & (microbatches >= pp)))
