@@ -60,7 +60,7 @@ def main() -> int:
         "train.log_every_steps": 5,
         "train.precision": "bf16",
         "deepspeed.zero_stage": args.zero,
-        "deepspeed.activation_checkpointing": str(args.activation_checkpointing).lower(),
+        "parallelism.recompute": "full" if args.activation_checkpointing else "none",
         "checkpoint.every_steps": 0,
     }
     cmd = [sys.executable, "-m", "tokensmith.cli", "train", "--preset", "llama-1b"]

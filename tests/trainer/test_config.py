@@ -70,7 +70,7 @@ def test_steps_from_tokens_and_accumulation() -> None:
     cfg = resolve_config(preset="tiny", sets=["train.tokens=10000", "train.global_batch_tokens=4096"])
     assert cfg.total_steps() == 3  # rounded up: the budget is reached
     assert cfg.grad_accumulation(2) == 2  # 32 sequences / (8 x 2)
-    with pytest.raises(ConfigError, match=r"multiple of train\.micro_batch x world size"):
+    with pytest.raises(ConfigError, match=r"multiple of train\.micro_batch x data-parallel"):
         cfg.grad_accumulation(3)
 
 
@@ -123,7 +123,7 @@ def test_global_batch_not_a_multiple_of_micro_batch_times_world_exits_78(
     args = ["train", *tiny_sets(pydoc_data, tmp_path / "ck", **{"train.max_steps": 1}), "--nproc", "3"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == EXIT_CONFIG, result.output
-    assert "must be a multiple of train.micro_batch x world size (4 x 3 = 12 sequences)" in result.output
+    assert "must be a multiple of train.micro_batch x data-parallel degree (4 x 3 = 12 sequences" in result.output
 
 
 def test_vocabulary_larger_than_the_model_exits_78(pydoc_data: Path, tmp_path: Path) -> None:

@@ -451,6 +451,8 @@ def effective_trainer_config(spec: LLMTrainingJobSpec, job_name: str | None = No
     if data.tokens is not None:
         cfg["train"]["tokens"] = data.tokens
     par = spec.parallelism
+    cfg["parallelism"]["tensor"] = par.tensor
+    cfg["parallelism"]["pipeline"] = par.pipeline
     if par.zero_stage is not None:
         cfg["deepspeed"]["zero_stage"] = par.zero_stage
     if par.micro_batch is not None:

@@ -49,7 +49,8 @@ def build_job(plan: Plan, name: str | None = None, checkpoint_claim: str | None 
                 "micro_batch": c.micro_batch,
                 "global_batch_tokens": c.global_batch_tokens,
             },
-            "deepspeed": {"zero_stage": c.zero_stage, "activation_checkpointing": c.recompute},
+            "deepspeed": {"zero_stage": c.zero_stage},
+            "parallelism": {"recompute": "full" if c.recompute else "none"},
             "checkpoint": {"every_minutes": every_minutes},
         }
     )

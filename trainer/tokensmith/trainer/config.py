@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tokensmith.core.errors import ConfigError
 from tokensmith.core.units import parse_number
+from tokensmith.planner import capability
 from tokensmith.planner.arch import PRESETS, ModelConfig
 
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
@@ -91,10 +92,22 @@ class TrainConfig(_Section):
 
 class DeepSpeedConfig(_Section):
     zero_stage: Literal[0, 1, 2, 3] = Field(2, description="ZeRO stage (Rajbhandari et al. 2019).")
-    activation_checkpointing: bool = Field(False, description="Recompute activations in the backward pass.")
     offload_optimizer: bool = Field(False, description="ZeRO-Offload the optimizer states to CPU.")
     extra: dict[str, Any] = Field(
         default_factory=dict, description="Merged last into the rendered DeepSpeed config (expert use)."
+    )
+
+
+class ParallelismConfig(_Section):
+    """How the model is split over the processes: tensor x pipeline x data (the rest of the world size).
+    What combines with what is `tokensmith.planner.capability` (shared with the planner and operator)."""
+
+    tensor: int = Field(1, ge=1, description="Tensor-parallel degree (divides the heads and the KV heads).")
+    pipeline: int = Field(1, ge=1, description="Pipeline-parallel degree (stages, at most the layers).")
+    recompute: capability.Recompute = Field(
+        "none",
+        description="Activation recomputation: none, selective (attention's softmax/dropout, Korthikanti "
+        "et al. 2022) or full (every block recomputed in the backward pass).",
     )
 
 
@@ -129,6 +142,7 @@ class TrainerConfig(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     deepspeed: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig)
+    parallelism: ParallelismConfig = Field(default_factory=ParallelismConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
 
     @model_validator(mode="after")
@@ -140,7 +154,34 @@ class TrainerConfig(_Section):
                 f"train.micro_batch x model.seq_len "
                 f"({self.train.micro_batch} x {self.model.seq_len} = {per_step})"
             )
+        found = capability.problems(
+            self.layout(), self.model.n_layers, self.model.n_heads, self.model.n_kv_heads or self.model.n_heads
+        )
+        if found:
+            raise ValueError("parallelism: " + "; ".join(found))
         return self
+
+    def layout(self, world_size: int | None = None) -> capability.Layout:
+        """The run's parallel layout; the data-parallel degree is known once the world size is."""
+        par = self.parallelism
+        return capability.Layout.for_world(
+            world_size if world_size is not None else par.tensor * par.pipeline,
+            tensor=par.tensor,
+            pipeline=par.pipeline,
+            zero_stage=self.deepspeed.zero_stage,
+            recompute=par.recompute,
+        )
+
+    def data_parallel(self, world_size: int) -> int:
+        """Data-parallel degree of `world_size` processes; ConfigError when TP x PP does not divide it or
+        the layout breaks a rule that needs the world size."""
+        layout = self.layout(world_size)
+        found = capability.problems(
+            layout, self.model.n_layers, self.model.n_heads, self.model.n_kv_heads, world_size=world_size
+        )
+        if found:
+            raise ConfigError("parallelism: " + "; ".join(found))
+        return layout.data
 
     @classmethod
     def load(cls, path: str | Path) -> TrainerConfig:
@@ -162,15 +203,17 @@ class TrainerConfig(_Section):
         return math.ceil(self.train.tokens / self.train.global_batch_tokens)
 
     def grad_accumulation(self, world_size: int) -> int:
-        """Micro-steps per optimizer step on each process; ConfigError when the global batch does not
-        split evenly over micro_batch x world size."""
-        per_pass = self.train.micro_batch * world_size
+        """Micro-steps per optimizer step on each data-parallel replica (the pipeline's micro-batches);
+        ConfigError when the global batch does not split evenly over micro_batch x data-parallel degree."""
+        dp = self.data_parallel(world_size)
+        per_pass = self.train.micro_batch * dp
         if self.sequences_per_step % per_pass:
             raise ConfigError(
                 f"train.global_batch_tokens ({self.train.global_batch_tokens} = {self.sequences_per_step} "
-                f"sequences of {self.model.seq_len}) must be a multiple of train.micro_batch x world size "
-                f"({self.train.micro_batch} x {world_size} = {per_pass} sequences); change "
-                "train.global_batch_tokens, train.micro_batch or the number of processes"
+                f"sequences of {self.model.seq_len}) must be a multiple of train.micro_batch x data-parallel "
+                f"degree ({self.train.micro_batch} x {dp} = {per_pass} sequences; data-parallel degree = "
+                f"world size {world_size} / (tensor x pipeline)); change train.global_batch_tokens, "
+                "train.micro_batch or the number of processes"
             )
         return self.sequences_per_step // per_pass
 
@@ -235,7 +278,8 @@ TRAINER_PRESETS: dict[str, dict[str, Any]] = {
             "lr": 3e-4,
             "warmup_steps": 2000,
         },
-        "deepspeed": {"zero_stage": 3, "activation_checkpointing": True},
+        "deepspeed": {"zero_stage": 3},
+        "parallelism": {"recompute": "full"},
     },
     "llama-13b": {
         "model": {"preset": "llama-13b"},
@@ -246,7 +290,8 @@ TRAINER_PRESETS: dict[str, dict[str, Any]] = {
             "lr": 3e-4,
             "warmup_steps": 2000,
         },
-        "deepspeed": {"zero_stage": 3, "activation_checkpointing": True},
+        "deepspeed": {"zero_stage": 3},
+        "parallelism": {"recompute": "full"},
     },
     "llama-70b": {
         "model": {"preset": "llama-70b"},
@@ -257,7 +302,8 @@ TRAINER_PRESETS: dict[str, dict[str, Any]] = {
             "lr": 1.5e-4,
             "warmup_steps": 2000,
         },
-        "deepspeed": {"zero_stage": 3, "activation_checkpointing": True},
+        "deepspeed": {"zero_stage": 3},
+        "parallelism": {"recompute": "full"},
     },
 }
 assert set(TRAINER_PRESETS) <= set(PRESETS), "every training preset names a model preset"

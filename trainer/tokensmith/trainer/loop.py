@@ -206,7 +206,7 @@ class Trainer:
                 model = Transformer(cfg.model)
         else:
             model = Transformer(cfg.model)
-        model.activation_checkpointing = cfg.deepspeed.activation_checkpointing
+        model.activation_checkpointing = cfg.parallelism.recompute == "full"
         optimizer = torch.optim.AdamW(
             decay_groups(model, cfg.train.weight_decay),
             lr=cfg.train.lr,
