@@ -123,7 +123,8 @@ def test_global_batch_not_a_multiple_of_micro_batch_times_world_exits_78(
     args = ["train", *tiny_sets(pydoc_data, tmp_path / "ck", **{"train.max_steps": 1}), "--nproc", "3"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == EXIT_CONFIG, result.output
-    assert "must be a multiple of train.micro_batch x data-parallel degree (4 x 3 = 12 sequences" in result.output
+    expect = "must be a multiple of train.micro_batch x data-parallel degree (4 x 3 = 12 sequences"
+    assert expect in result.output
 
 
 def test_vocabulary_larger_than_the_model_exits_78(pydoc_data: Path, tmp_path: Path) -> None:
