@@ -12,6 +12,9 @@ EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_USAGE = 2  # bad input: unknown names, contradictory or out-of-range values, missing files
 EXIT_CONFIG = 78  # sysexits.h EX_CONFIG: a trainer config the user must fix; the operator never retries it
+# sysexits.h EX_DATAERR: the run diverged (non-finite or spiking loss beyond the health policy's limits);
+# the operator rolls back to the last healthy checkpoint instead of resuming from the latest.
+EXIT_DIVERGED = 65
 
 
 class TokensmithError(click.ClickException):
