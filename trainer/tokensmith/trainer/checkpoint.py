@@ -3,6 +3,7 @@
 Layout under `checkpoint.dir` (ROOT):
 
     ROOT/latest                      text: the name of the newest complete checkpoint (moved atomically)
+    ROOT/latest_healthy              text: the name of the newest complete *healthy* checkpoint (idem)
     ROOT/step-00000100/
         ds/...                       DeepSpeed's own checkpoint (module, optimizer partitions per rank)
         model.safetensors            consolidated weights (all ZeRO stages), for eval and export
@@ -10,12 +11,18 @@ Layout under `checkpoint.dir` (ROOT):
         trainer_state.json           step, tokens, data position, seed, world size, model hash
         tokenizer.json               copy of the tokenizer (when one is known)
         ranks/rank-00000.json        each rank's share of the checksums (written after its save)
-        manifest.json                every file above with its size and sha256; written LAST
+        manifest.json                every file above with its size and sha256, `healthy` and
+                                     `skip_samples`; written LAST
 
 A checkpoint counts only when `manifest.json` is in place, which rank 0 writes after every rank has
 finished writing and hashing; only then does `latest` move. Resume takes the newest checkpoint whose
 manifest verifies (sizes, and sha256 unless told otherwise) and skips torn or corrupt ones, so `latest`
 is a convenience for readers (evaluator, export, operator), not the source of truth for resume.
+
+`healthy` (docs/trainer.md, "Run health") is true when no bad step (skipped, non-finite or an open
+spike) happened since the previous checkpoint and post-save verification, when enabled, passed; a
+manifest without the field predates the guardrails and counts as healthy. Pruning never deletes the
+newest healthy checkpoint, so a rollback always has somewhere to go.
 """
 
 from __future__ import annotations
@@ -40,6 +47,8 @@ if TYPE_CHECKING:
     from tokensmith.trainer.model import Transformer
 
 LATEST = "latest"
+LATEST_HEALTHY = "latest_healthy"
+ROLLED_BACK = ".rolled-back"
 MANIFEST = "manifest.json"
 WEIGHTS = "model.safetensors"
 STATE = "trainer_state.json"
@@ -118,9 +127,27 @@ def finalize(ckpt: Path, world: int, step: int, extra: dict[str, Any] | None = N
     return manifest
 
 
-def set_latest(root: Path, name: str) -> None:
-    """Point ROOT/latest at `name` with one atomic rename."""
-    atomic_write_text(root / LATEST, name + "\n")
+def set_latest(root: Path, name: str, pointer: str = LATEST) -> None:
+    """Point ROOT/latest (or ROOT/latest_healthy) at `name` with one atomic rename."""
+    atomic_write_text(root / pointer, name + "\n")
+
+
+def read_manifest(ckpt: Path) -> dict[str, Any]:
+    try:
+        manifest: dict[str, Any] = json.loads((ckpt / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+    return manifest
+
+
+def is_healthy(ckpt: Path) -> bool:
+    """A complete checkpoint whose manifest does not say it is unhealthy."""
+    manifest = read_manifest(ckpt)
+    return bool(manifest) and bool(manifest.get("healthy", True))
+
+
+def newest_healthy(root: Path) -> Path | None:
+    return next((p for p in complete(root) if is_healthy(p)), None)
 
 
 def verify(ckpt: Path, checksums: bool = True, rank: int = 0, world: int = 1) -> list[str]:
@@ -168,7 +195,8 @@ def prune_plan(root: Path, keep: int) -> list[Path]:
     """Which directories to delete: complete checkpoints beyond the newest `keep`, and torn ones older
     than the newest complete one (a torn one newer than that may still be being written)."""
     done = complete(root)
-    doomed = done[keep:]
+    healthy = newest_healthy(root)
+    doomed = [p for p in done[keep:] if p != healthy]  # a rollback target is never pruned
     if done:
         newest = step_of(done[0].name) or 0
         doomed += [p for p in candidates(root) if p not in done and (step_of(p.name) or 0) < newest]
@@ -180,6 +208,22 @@ def prune(root: Path, keep: int) -> list[Path]:
     for path in doomed:
         shutil.rmtree(path, ignore_errors=True)
     return doomed
+
+
+def roll_back_past(root: Path, keep_step: int) -> list[Path]:
+    """Move the checkpoints newer than `keep_step` (a rollback's abandoned future) out of sight, to
+    ROOT/.rolled-back/ (one generation kept for inspection), so that no later resume picks them."""
+    moved = []
+    for path in candidates(root):
+        step = step_of(path.name)
+        if step is not None and step > keep_step:
+            target = root / ROLLED_BACK / path.name
+            if target.exists():
+                shutil.rmtree(target)
+            target.parent.mkdir(exist_ok=True)
+            os.replace(path, target)
+            moved.append(target)
+    return moved
 
 
 def resolve(path: str | os.PathLike[str]) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -21,8 +22,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from tokensmith.core.errors import ConfigError
+from tokensmith.core.errors import EXIT_DIVERGED, ConfigError
 from tokensmith.trainer import checkpoint as ck
+from tokensmith.trainer import guard
 from tokensmith.trainer.config import TrainerConfig
 
 log = logging.getLogger("tokensmith.trainer")
@@ -30,6 +32,7 @@ log = logging.getLogger("tokensmith.trainer")
 EXIT_SIGTERM = 128 + signal.SIGTERM  # retryable: the operator restarts the gang from the checkpoint
 FAIL_AT_STEP_ENV = "TOKENSMITH_FAIL_AT_STEP"  # testing hook: SIGKILL every rank after this step
 GRACE_ENV = "TOKENSMITH_TERMINATION_GRACE_SECONDS"
+RESUME_ENV = "TOKENSMITH_RESUME_FROM"  # latest | latest_healthy | a checkpoint name; wins over the config
 
 
 def model_hash(cfg: TrainerConfig) -> str:
@@ -221,6 +224,7 @@ class Trainer:
         self.peak = peak_flops(torch.cuda.get_device_name(self.device) if self.cuda else None)
         self.tokenizer = default_tokenizer(cfg)
         self.grace = float(os.environ.get(GRACE_ENV, cfg.checkpoint.grace_seconds))
+        self.guard = guard.Guard(cfg, self.root, self.rank, self.world)
         if chosen is not None and load_dir is not None:
             self.load(chosen[0], load_dir, chosen[1])
         metrics_path = Path(cfg.train.metrics_file or self.root / "metrics.jsonl")
@@ -233,11 +237,31 @@ class Trainer:
             signal.signal(signal.SIGTERM, self.control.on_sigterm)
 
     # --- resume -----------------------------------------------------------------------------------
+    def resume_candidates(self) -> list[Path]:
+        """Checkpoints to try, newest first, by `TOKENSMITH_RESUME_FROM` / `checkpoint.resume_from`:
+        latest (all), latest_healthy (healthy ones) or one named checkpoint (ConfigError if absent)."""
+        choice = os.environ.get(RESUME_ENV) or self.cfg.checkpoint.resume_from
+        found = ck.candidates(self.root)
+        if choice == "latest":
+            return found
+        if choice == "latest_healthy":
+            return [p for p in found if not (p / ck.MANIFEST).is_file() or ck.is_healthy(p)]
+        named = [p for p in found if p.name == choice]
+        if not named:
+            names = ", ".join(p.name for p in ck.complete(self.root)[:5]) or "none"
+            raise ConfigError(
+                f"resume from {choice!r}: no such checkpoint in {self.root} (complete ones: {names}); "
+                f"set {RESUME_ENV} / checkpoint.resume_from to latest, latest_healthy or a checkpoint name"
+            )
+        return named
+
     def select_checkpoint(self) -> tuple[Path, dict[str, Any]] | None:
-        """The newest checkpoint that verifies on every rank (each rank checks its share of the files);
-        torn or corrupt ones are skipped with a warning."""
+        """The newest checkpoint (of those `resume_candidates` allows) that verifies on every rank (each
+        rank checks its share of the files); torn or corrupt ones are skipped with a warning. When an
+        older one is chosen on purpose (a rollback), the newer ones are moved aside (`ck.roll_back_past`)
+        so that no later restart resumes from the abandoned future."""
         checksums = self.cfg.checkpoint.verify == "checksum"
-        for candidate in ck.candidates(self.root):
+        for candidate in self.resume_candidates():
             problems = ck.verify(candidate, checksums, self.rank, self.world)
             if not problems and not (candidate / ck.DS_TAG).is_dir():
                 problems = [f"{candidate.name}: weights only (no optimizer state), cannot resume from it"]
@@ -254,8 +278,28 @@ class Trainer:
                     f"{candidate} was written for a different model; use a new checkpoint.dir "
                     "or restore the model section it was trained with"
                 )
+            self._roll_back_past(int(state["step"]), candidate.name)
             return candidate, state
+        self._roll_back_past(0, None)
         return None
+
+    def _roll_back_past(self, step: int, name: str | None) -> None:
+        if os.environ.get(RESUME_ENV, self.cfg.checkpoint.resume_from) == "latest":
+            return  # nothing newer is complete and intact: torn ones are pruned as usual
+        if self.rank == 0:
+            moved = ck.roll_back_past(self.root, step)
+            if moved:
+                log.warning(
+                    "rolled back to %s: moved %s to %s",
+                    name or "the start",
+                    ", ".join(p.name for p in moved),
+                    self.root / ck.ROLLED_BACK,
+                )
+            if name is not None:
+                ck.set_latest(self.root, name)
+                if ck.is_healthy(self.root / name):
+                    ck.set_latest(self.root, name, ck.LATEST_HEALTHY)
+        self.dist.barrier()
 
     def universal_copy(self, candidate: Path) -> Path:
         """ZeRO partitions the optimizer state by world size; to resume on another one, rank 0 converts
@@ -322,11 +366,14 @@ class Trainer:
         rows = rows.to(self.device, non_blocking=True)
         return rows[:, :-1], rows[:, 1:], ids
 
-    def train_step(self) -> tuple[Any, list[int]]:
-        """One optimizer step (all micro-steps); returns this rank's mean loss and the ids it read."""
+    def train_step(self) -> guard.StepOutcome:
+        """One optimizer step (all micro-steps). Before the optimizer update, the step's one all-reduce
+        makes every rank agree on the loss, the gradient norm, non-finite values and the control flags;
+        the health verdict then applies or skips the update (guard.py)."""
         import torch
         import torch.nn.functional as F
 
+        from tokensmith.trainer.sampler import take_positions
         from tokensmith.trainer.schedule import lr_at
 
         t = self.cfg.train
@@ -337,27 +384,37 @@ class Trainer:
         torch.manual_seed(step_seed(t.seed, self.step, self.rank))
         loss_sum = torch.zeros((), device=self.device)
         consumed: list[int] = []
+        skip = self.cfg.data.skip_samples
+        step_positions = take_positions(self.data_position, self.plan.global_batch, skip)
         for micro in range(self.accumulation):
-            x, y, ids = self.batch(self.plan.positions(self.data_position, self.rank, micro))
+            positions = self.plan.local(step_positions, self.rank, micro)
+            x, y, ids = self.batch(positions)
             consumed.extend(int(i) for i in ids)
             logits = self.engine(x)
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.reshape(-1))
+            loss = self.guard.inject(loss, self.step + 1, positions)
             self.engine.backward(loss)
-            logs_next = (self.step + 1) % t.log_every_steps == 0 or self.step + 1 >= self.total_steps
-            if micro == self.accumulation - 1 and logs_next and self.cfg.deepspeed.zero_stage == 0:
-                # DeepSpeed reports no norm without ZeRO; the gradients are final (all-reduced) here.
-                grads = [
-                    p.grad.detach().float().norm()
-                    for p in self.engine.module.parameters()
-                    if p.grad is not None
-                ]
-                self.plain_grad_norm = float(torch.stack(grads).norm()) if grads else None
-            self.engine.step()
             loss_sum += loss.detach()
-        self.data_position += self.plan.global_batch
+            if micro < self.accumulation - 1:
+                self.engine.step()  # not a boundary: DeepSpeed only counts the micro-step
+        outcome = self.guard.decide(
+            self.engine,
+            self.dist,
+            self.step + 1,
+            loss_sum / self.accumulation,
+            (int(step_positions[0]), int(step_positions[-1]) + 1),
+            self.control.sigterm_at is not None,
+            self._checkpoint_due(),
+        )
+        outcome.consumed = consumed
+        self.data_position = int(step_positions[-1]) + 1
         self.tokens += self.plan.global_batch * self.cfg.model.seq_len
         self.step += 1
-        return loss_sum / self.accumulation, consumed
+        return outcome
+
+    def _checkpoint_due(self) -> bool:
+        minutes = self.cfg.checkpoint.every_minutes
+        return bool(minutes) and time.monotonic() - self.control.last_save >= minutes * 60
 
     def evaluate(self) -> float | None:
         """Mean validation loss over `train.eval_batches` micro-batches per rank (the same windows in
@@ -386,8 +443,10 @@ class Trainer:
     # --- checkpoints ------------------------------------------------------------------------------
     def save(self) -> Path:
         """Every rank saves; then every rank hashes its share; then rank 0 writes the manifest and moves
-        `latest`. A crash anywhere before the manifest leaves a torn checkpoint that resume skips."""
+        `latest` (and `latest_healthy` when the checkpoint is healthy). A crash anywhere before the
+        manifest leaves a torn checkpoint that resume skips."""
         started = time.monotonic()
+        healthy = self.guard.monitor.checkpoint_healthy()  # the same answer on every rank
         ckpt = self.root / ck.checkpoint_name(self.step)
         if self.rank == 0:
             if ckpt.exists():  # torn, from an attempt that died while saving this step
@@ -416,64 +475,97 @@ class Trainer:
                 "rng": "reseeded every step from (seed, step, rank); no generator state is needed",
                 "time": time.time(),
             }
+            state["skip_samples"] = self.cfg.data.skip_samples
             ck.write_state_files(ckpt, self.cfg, state, self.tokenizer)
+        if self.cfg.health.verify_after_save and not self._verify_saved(ckpt):
+            healthy = False
         self.dist.barrier()
         ck.write_rank_marker(ckpt, self.rank, self.world)
         self.dist.barrier()
         if self.rank == 0:
-            ck.finalize(ckpt, self.world, self.step, {"model_hash": model_hash(self.cfg)})
+            extra = {
+                "model_hash": model_hash(self.cfg),
+                "healthy": healthy,
+                "skip_samples": self.cfg.data.skip_samples,
+            }
+            ck.finalize(ckpt, self.world, self.step, extra)
+            if healthy:
+                ck.set_latest(self.root, ckpt.name, ck.LATEST_HEALTHY)
             ck.set_latest(self.root, ckpt.name)
             for gone in ck.prune(self.root, self.cfg.checkpoint.keep):
                 log.info("removed old checkpoint %s", gone.name)
             shutil.rmtree(self.root / ".universal", ignore_errors=True)  # a newer native one exists now
-            self.reporter.checkpoint(self.step, str(ckpt))
-            self._log({"type": "checkpoint", "step": self.step, "path": str(ckpt)})
+            self.reporter.checkpoint(self.step, str(ckpt), healthy=healthy)
+            self._log({"type": "checkpoint", "step": self.step, "path": str(ckpt), "healthy": healthy})
         self.dist.barrier()
         self.control.last_save = time.monotonic()
         self.control.save_seconds = self.control.last_save - started
         return ckpt
 
-    # --- the loop ---------------------------------------------------------------------------------
-    def run(self) -> int:
+    def _verify_saved(self, ckpt: Path) -> bool:
+        """Post-save verification: every rank joins the in-memory forward (ZeRO-3 gathers weights),
+        rank 0 reloads the saved weights and compares. True on ranks other than 0."""
+        import numpy as np
         import torch
 
+        from tokensmith.trainer import postsave
+
+        ids = np.arange(min(self.cfg.train.micro_batch, self.train_windows.num_samples))
+        rows = torch.from_numpy(self.train_windows.batch(ids)).to(self.device)
+        self.engine.eval()
+        in_memory = postsave.batch_loss(self.engine, rows)
+        self.engine.train()
+        if self.rank != 0:
+            return True
+        problem = postsave.verify(ckpt, self.cfg.model, rows, in_memory, self.precision)
+        if problem is None:
+            return True
+        log.error("post-save verification of %s failed: %s", ckpt.name, problem)
+        self._log(
+            {"type": "health", "step": self.step, "kind": "corrupt", "action": "warn", "detail": problem}
+        )
+        return False
+
+    # --- the loop ---------------------------------------------------------------------------------
+    def run(self) -> int:
         from tokensmith.trainer.metrics import max_memory_gb, mfu
 
-        cfg, ctl = self.cfg, self.control
+        cfg = self.cfg
         fail_at = int(os.environ.get(FAIL_AT_STEP_ENV, "0") or 0)
         bar = _progress_bar(self.rank, self.step, self.total_steps)
         window_start, window_tokens = time.perf_counter(), 0
-        losses = torch.zeros(2, device=self.device)  # sum of step losses, steps, since the last log
+        loss_total, loss_steps = 0.0, 0  # applied steps' (all-reduced) losses since the last log
         last_saved = self.step if self.resumed_from else -1
         while self.step < self.total_steps:
-            loss, consumed = self.train_step()
-            losses += torch.stack([loss, torch.ones((), device=self.device)])
+            outcome = self.train_step()  # every rank agrees on its numbers and flags (one all-reduce)
+            consumed = outcome.consumed
+            if outcome.verdict.bad:
+                self._log_health(outcome)
+            if outcome.verdict.diverged is not None:
+                return self._diverged(outcome)
+            if outcome.verdict.apply:
+                loss_total, loss_steps = loss_total + outcome.loss, loss_steps + 1
             window_tokens += self.plan.global_batch * cfg.model.seq_len
             if bar is not None:
                 bar.update(1)
-            # Agree on signals and timers: [SIGTERM seen anywhere, time-based checkpoint due].
-            minutes = cfg.checkpoint.every_minutes
-            due = bool(minutes) and time.monotonic() - ctl.last_save >= minutes * 60
-            flags = torch.tensor([float(ctl.sigterm_at is not None), float(due)], device=self.device)
-            self.dist.all_reduce(flags, op=self.dist.ReduceOp.MAX)
-            sigterm, time_due = bool(flags[0]), bool(flags[1])
+            sigterm, time_due = outcome.sigterm, outcome.checkpoint_due
             finished = self.step >= self.total_steps
             log_now = self.step % cfg.train.log_every_steps == 0 or finished or sigterm
             if cfg.train.record_samples:
                 gathered: list[Any] = [None] * self.world
                 self.dist.all_gather_object(gathered, consumed)
             if log_now:
-                self.dist.all_reduce(losses)
                 elapsed = time.perf_counter() - window_start
                 tps = window_tokens / elapsed if elapsed > 0 else 0.0
-                mean_loss = float(losses[0] / losses[1])
+                mean_loss = loss_total / loss_steps if loss_steps else None
                 record: dict[str, Any] = {
                     "type": "train",
                     "step": self.step,
                     "tokens": self.tokens,
                     "loss": mean_loss,
                     "lr": self.lr,
-                    "grad_norm": _grad_norm(self.engine) or getattr(self, "plain_grad_norm", None),
+                    "grad_norm": outcome.grad_norm if math.isfinite(outcome.grad_norm or 0.0) else None,
+                    "skipped_steps": self.guard.monitor.skipped,
                     "tokens_per_s": tps,
                     "mfu": mfu(tps, self.flops_per_token, self.world, self.peak),
                     "memory_gb": max_memory_gb(self.cuda),
@@ -482,11 +574,12 @@ class Trainer:
                 if cfg.train.record_samples:
                     record["samples"] = _in_position_order(gathered, self.plan)
                 self._log(record)
-                self.reporter.progress(self.step, self.tokens, record["loss"], self.lr, tps)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{tps:,.0f}")
+                if mean_loss is not None:
+                    self.reporter.progress(self.step, self.tokens, mean_loss, self.lr, tps)
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{tps:,.0f}")
                 window_start, window_tokens = time.perf_counter(), 0
-                losses.zero_()
+                loss_total, loss_steps = 0.0, 0
             every = cfg.train.eval_every_steps
             if (every and self.step % every == 0) or (finished and self.valid_windows is not None):
                 valid = self.evaluate()
@@ -507,6 +600,45 @@ class Trainer:
         self.reporter.done(self.step, self.tokens)
         self._log({"type": "done", "step": self.step, "tokens": self.tokens})
         return 0
+
+    def _log_health(self, outcome: guard.StepOutcome) -> None:
+        v = outcome.verdict
+        record = {"type": "health", "step": outcome.step, "kind": v.kind, "action": v.action}
+        loss = outcome.loss if math.isfinite(outcome.loss) else None
+        grad_norm = outcome.grad_norm if math.isfinite(outcome.grad_norm or 0.0) else None
+        self._log({**record, "loss": loss, "grad_norm": grad_norm, "samples": list(outcome.samples)})
+        if self.rank == 0:
+            log.warning("health: step %d %s, %s", outcome.step, v.kind, v.action)
+
+    def _diverged(self, outcome: guard.StepOutcome) -> int:
+        """More bad steps than the policy allows: report the first one and stop with 65 (no checkpoint:
+        the state may already be damaged; the last healthy checkpoint is where a replay starts)."""
+        first = outcome.verdict.diverged
+        assert first is not None
+        samples = list(first.samples)
+        self.reporter.diverged(first.step, first.kind, samples)
+        self._log(
+            {
+                "type": "diverged",
+                "step": first.step,
+                "kind": first.kind,
+                "samples": samples,
+                "at_step": outcome.step,
+            }
+        )
+        if self.rank == 0:
+            log.error(
+                "diverged: more than %d bad steps within %d steps (first: step %d, %s, samples [%d, %d)); "
+                "exit %d",
+                self.cfg.health.max_bad_steps,
+                self.cfg.health.bad_window,
+                first.step,
+                first.kind,
+                samples[0],
+                samples[1],
+                EXIT_DIVERGED,
+            )
+        return EXIT_DIVERGED
 
     def _on_sigterm(self, last_saved: int) -> int:
         """Checkpoint when the last save took less than half the grace left (rank 0 decides for all)."""
@@ -542,13 +674,6 @@ class Trainer:
             if clean:
                 self.dist.barrier()
             self.dist.destroy_process_group()
-
-
-def _grad_norm(engine: Any) -> float | None:
-    norm = engine.get_global_grad_norm()
-    if norm is None:
-        return None
-    return float(norm.item() if hasattr(norm, "item") else norm)
 
 
 def _in_position_order(gathered: list[list[int]], plan: Any) -> list[int]:
