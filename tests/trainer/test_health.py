@@ -223,3 +223,66 @@ def test_roll_back_moves_the_abandoned_future_aside(tmp_path: Path) -> None:
     assert sorted(p.name for p in moved) == ["step-00000020", "step-00000030"]
     assert [p.name for p in ck.candidates(tmp_path)] == ["step-00000010"]
     assert (tmp_path / ck.ROLLED_BACK / "step-00000030" / ck.MANIFEST).is_file()
+
+
+def test_each_rank_hashes_its_own_files_and_rank_0_the_unclaimed_rest(tmp_path: Path) -> None:
+    path = tmp_path / ck.checkpoint_name(3)
+    (path / "ds").mkdir(parents=True)
+    for rank in range(2):
+        (path / "ds" / f"optim_{rank}.pt").write_bytes(bytes([rank]) * 50)
+    (path / "zero_to_fp32.py").write_text("# written outside the checkpoint engine\n")
+    ck.write_rank_marker(path, 1, 2, files=["ds/optim_1.pt"])
+    with pytest.raises(RuntimeError, match="no marker from"):
+        ck.wait_for_markers(path, 2, timeout_s=0.1, poll_s=0.02)
+    ck.write_rank_marker(path, 0, 2, files=["ds/optim_0.pt"])
+    ck.wait_for_markers(path, 2, timeout_s=1.0)
+    with pytest.raises(RuntimeError, match="not hashed by any rank"):
+        ck.finalize(path, 2, 3)
+    manifest = ck.finalize(path, 2, 3, {"healthy": True}, hash_unclaimed=True)
+    assert set(manifest["files"]) == {"ds/optim_0.pt", "ds/optim_1.pt", "zero_to_fp32.py"}
+    assert ck.verify(path) == [] and ck.is_healthy(path)
+
+
+def test_background_writer_runs_in_order_and_surfaces_failures() -> None:
+    from tokensmith.trainer.asyncsave import BackgroundWriter
+
+    writer = BackgroundWriter()
+    done: list[int] = []
+    for i in range(5):
+        writer.submit(lambda i=i: done.append(i))
+    writer.wait()
+    assert done == [0, 1, 2, 3, 4] and not writer.busy
+
+    def fail() -> None:
+        raise OSError("disk full")
+
+    writer.submit(fail)
+    writer.submit(lambda: done.append(99))  # not run: a failed checkpoint stops the queue
+    with pytest.raises(RuntimeError, match="disk full"):
+        writer.wait()
+    assert 99 not in done
+    writer.close()
+
+
+def test_sigterm_choice_is_reported(tmp_path: Path) -> None:
+    from tokensmith.trainer.reporting import sigterm_patch
+
+    patch = sigterm_patch(12, False, 7.5, 20.25)
+    assert patch == {
+        "status": {
+            "progress": {
+                "sigterm": {"step": 12, "saved": False, "graceLeftSeconds": 7.5, "expectedSaveSeconds": 20.25}
+            }
+        }
+    }
+    out = tmp_path / "r.jsonl"
+    reporter = FileReporter(out)
+    reporter.sigterm(12, True, 25.0, 1.5)
+    reporter.close()
+    line = json.loads(out.read_text())
+    assert (line["type"], line["saved"], line["grace_left_s"], line["expected_save_s"]) == (
+        "sigterm",
+        True,
+        25.0,
+        1.5,
+    )

@@ -54,6 +54,8 @@ def test_policy_skip_skips_bad_steps_on_two_ranks_and_keeps_the_newest_healthy(
     assert train[5]["loss"] is None  # the only step of that log window was skipped
     saved = {r["step"]: r["healthy"] for r in records if r["type"] == "checkpoint"}
     assert saved == {4: True, 8: False, 12: False, 14: True}
+    saves = [r for r in records if r["type"] == "checkpoint"]  # asynchronous by default
+    assert all(r["async"] and 0 < r["blocked_s"] <= r["durable_s"] for r in saves), saves
     events = [e for e in read_metrics(report) if e["type"] == "checkpoint"]
     assert [(e["step"], e["healthy"]) for e in events] == sorted(saved.items())
     # keep: 1 keeps the newest checkpoint; the newest healthy one is step 14 itself
@@ -117,7 +119,8 @@ def test_a_fault_that_follows_the_data_repeats_until_its_samples_are_skipped(
 ) -> None:
     ckpt, report = tmp_path / "ck", tmp_path / "report.jsonl"
     env = {"TOKENSMITH_REPORT_FILE": str(report)}
-    sets = _rollback_sets(pydoc_data, ckpt, **{"health.inject_bad_samples": "[44,45]"})
+    extra = {"health.inject_bad_samples": "[44,45]", "checkpoint.async_save": "false"}  # synchronous saves
+    sets = _rollback_sets(pydoc_data, ckpt, **extra)
     first = run_cli(["train", *sets], env=env)
     assert first.returncode == EXIT_DIVERGED, first.stderr[-3000:]
     assert "diverged" in first.stderr and "samples [40, 48)" in first.stderr
@@ -136,6 +139,8 @@ def test_a_fault_that_follows_the_data_repeats_until_its_samples_are_skipped(
     for step in range(5, 11):
         positions = take_positions(32 + 8 * (step - 5) if step == 5 else 48 + 8 * (step - 6), 8, [[40, 48]])
         assert train[step]["samples"] == sample_ids(positions, windows.num_samples, 1234).tolist(), step
+    saves = [r for r in read_metrics(ckpt / "metrics.jsonl") if r["type"] == "checkpoint"]
+    assert saves and all(not r["async"] and r["blocked_s"] == r["durable_s"] for r in saves)
     manifest = json.loads((ck.complete(ckpt)[0] / ck.MANIFEST).read_text())
     assert manifest["skip_samples"] == [[40, 48]] and manifest["healthy"] is True
     state = json.loads((ck.complete(ckpt)[0] / ck.STATE).read_text())

@@ -76,7 +76,7 @@ def make_engine(writer: BackgroundWriter | None) -> Any:
     from deepspeed.checkpoint.utils import clone_tensors_for_torch_save
     from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
 
-    class StagingCheckpointEngine(TorchCheckpointEngine):  # type: ignore[misc]
+    class StagingCheckpointEngine(TorchCheckpointEngine):
         def __init__(self) -> None:
             super().__init__(None)
             self.name = "TokensmithStagingCheckpointEngine"

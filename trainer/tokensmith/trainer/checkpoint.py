@@ -93,18 +93,39 @@ def share(items: list[str], rank: int, world: int) -> list[str]:
     return items[rank::world]
 
 
-def write_rank_marker(ckpt: Path, rank: int, world: int) -> None:
-    """Hash this rank's share of the checkpoint's files and record it (after this rank's save returned
-    and a barrier confirmed every rank's had)."""
-    files = share(payload_files(ckpt), rank, world)
+def write_rank_marker(ckpt: Path, rank: int, world: int, files: list[str] | None = None) -> None:
+    """Hash this rank's files and record them: `files` (relative paths: what this rank wrote, once its
+    writes are done), or else its round-robin share of every file (after a barrier confirmed every
+    rank's save had returned)."""
+    if files is None:
+        files = share(payload_files(ckpt), rank, world)
     marker = {"rank": rank, "world_size": world, "files": {rel: file_digest(ckpt / rel) for rel in files}}
     atomic_write_text(ckpt / RANKS / f"rank-{rank:05d}.json", json.dumps(marker, indent=1))
 
 
-def finalize(ckpt: Path, world: int, step: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def wait_for_markers(ckpt: Path, world: int, timeout_s: float, poll_s: float = 0.05) -> None:
+    """Rank 0 (in the background writer): wait until every rank's marker exists (no collective: the
+    other ranks write theirs from their own background threads)."""
+    deadline = time.monotonic() + timeout_s
+    markers = [ckpt / RANKS / f"rank-{rank:05d}.json" for rank in range(world)]
+    while not all(m.is_file() for m in markers):
+        if time.monotonic() > deadline:
+            missing = [m.name for m in markers if not m.is_file()]
+            raise RuntimeError(f"checkpoint {ckpt}: no marker from {missing[:5]} after {timeout_s:.0f} s")
+        time.sleep(poll_s)
+
+
+def finalize(
+    ckpt: Path,
+    world: int,
+    step: int,
+    extra: dict[str, Any] | None = None,
+    hash_unclaimed: bool = False,
+) -> dict[str, Any]:
     """Rank 0, after every rank wrote its marker: merge the markers into the manifest (atomically).
 
-    Raises if a rank's marker is missing or the markers do not cover every file."""
+    Raises if a rank's marker is missing or (unless `hash_unclaimed`: rank 0 hashes the rest itself,
+    e.g. small files DeepSpeed wrote outside its checkpoint engine) the markers do not cover every file."""
     files: dict[str, Any] = {}
     for rank in range(world):
         marker_path = ckpt / RANKS / f"rank-{rank:05d}.json"
@@ -112,7 +133,9 @@ def finalize(ckpt: Path, world: int, step: int, extra: dict[str, Any] | None = N
             raise RuntimeError(f"checkpoint {ckpt}: rank {rank} did not finish writing")
         files.update(json.loads(marker_path.read_text())["files"])
     missing = set(payload_files(ckpt)) - set(files)
-    if missing:
+    if missing and hash_unclaimed:
+        files.update({rel: file_digest(ckpt / rel) for rel in sorted(missing)})
+    elif missing:
         raise RuntimeError(f"checkpoint {ckpt}: files not hashed by any rank: {sorted(missing)[:5]}")
     manifest = {
         "format": "tokensmith-checkpoint/1",

@@ -148,7 +148,7 @@ class CheckpointConfig(_Section):
         "TOKENSMITH_RESUME_FROM overrides it.",
     )
     async_save: bool = Field(
-        False,
+        True,
         description="Stage the state in host memory and write it in a background thread (training "
         "continues); the manifest is still written last, once every rank's files are durable.",
     )
@@ -162,6 +162,11 @@ class CheckpointConfig(_Section):
 class HealthConfig(_Section):
     """Run-health guardrails (tokensmith.trainer.health has the rules; docs/trainer.md, "Run health")."""
 
+    enabled: bool = Field(
+        True,
+        description="false: no guardrails at all (only to measure their cost; a NaN then reaches the "
+        "weights).",
+    )
     policy: Literal["warn", "skip", "rollback"] = Field(
         "skip",
         description="What a loss spike does: warn (apply the step), skip (skip its update) or rollback "

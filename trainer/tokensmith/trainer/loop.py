@@ -30,8 +30,10 @@ from tokensmith.trainer.config import TrainerConfig
 log = logging.getLogger("tokensmith.trainer")
 
 EXIT_SIGTERM = 128 + signal.SIGTERM  # retryable: the operator restarts the gang from the checkpoint
-FAIL_AT_STEP_ENV = "TOKENSMITH_FAIL_AT_STEP"  # testing hook: SIGKILL every rank after this step
+FAIL_AT_STEP_ENV = "TOKENSMITH_FAIL_AT_STEP"  # testing hook: SIGKILL every rank after this step (once
+# the checkpoints in flight are durable)
 GRACE_ENV = "TOKENSMITH_TERMINATION_GRACE_SECONDS"
+SAVE_TIMEOUT_S = 3600.0  # rank 0 waits this long for every rank's files before giving up on a checkpoint
 RESUME_ENV = "TOKENSMITH_RESUME_FROM"  # latest | latest_healthy | a checkpoint name; wins over the config
 
 
@@ -220,6 +222,11 @@ class Trainer:
         self.engine, self.optimizer, _, _ = deepspeed.initialize(
             model=model, optimizer=optimizer, config=ds_config
         )
+        from tokensmith.trainer.asyncsave import BackgroundWriter, make_engine
+
+        self.writer = BackgroundWriter() if cfg.checkpoint.async_save else None
+        self.ckpt_engine = make_engine(self.writer)
+        self.engine.checkpoint_engine = self.ckpt_engine  # DeepSpeed writes every file through it
         self.flops_per_token = flops_per_token(cfg.model)
         self.peak = peak_flops(torch.cuda.get_device_name(self.device) if self.cuda else None)
         self.tokenizer = default_tokenizer(cfg)
@@ -441,11 +448,15 @@ class Trainer:
         return float(total[0] / total[1])
 
     # --- checkpoints ------------------------------------------------------------------------------
-    def save(self) -> Path:
-        """Every rank saves; then every rank hashes its share; then rank 0 writes the manifest and moves
-        `latest` (and `latest_healthy` when the checkpoint is healthy). A crash anywhere before the
-        manifest leaves a torn checkpoint that resume skips."""
+    def save(self, trigger: str = "schedule") -> Path:
+        """Write a checkpoint. Blocking part (every rank): DeepSpeed's save through our staging engine,
+        the consolidated weights and the small state files. Then each rank writes and hashes the files
+        it produced (in the background with `checkpoint.async_save`), and rank 0, once every rank's
+        marker exists, writes the manifest and moves `latest` (and `latest_healthy` when healthy). A
+        crash anywhere before the manifest leaves a torn checkpoint that resume skips."""
         started = time.monotonic()
+        self.wait_for_saves()  # one save in flight at a time: the previous one must be durable
+        waited = time.monotonic() - started
         healthy = self.guard.monitor.checkpoint_healthy()  # the same answer on every rank
         ckpt = self.root / ck.checkpoint_name(self.step)
         if self.rank == 0:
@@ -453,17 +464,21 @@ class Trainer:
                 shutil.rmtree(ckpt)
             ckpt.mkdir(parents=True)
         self.dist.barrier()
+        self.ckpt_engine.written = []
         # An (empty) universal_checkpoint_info lets DeepSpeed's ds_to_universal convert this checkpoint
         # for a different world size (plain data parallel: no tensor/pipeline patterns to declare).
         self.engine.save_checkpoint(
             str(ckpt), tag=ck.DS_TAG, client_state={"universal_checkpoint_info": {}}, save_latest=False
         )
+        written = [p.relative_to(ckpt).as_posix() for p in self.ckpt_engine.written]
         if self.cfg.deepspeed.zero_stage == 3:
             weights = self.engine._zero3_consolidated_16bit_state_dict()  # collective: every rank
         else:
             weights = self.engine.module.state_dict() if self.rank == 0 else None
+        rows, in_memory = self._verification_loss() if self.cfg.health.verify_after_save else (None, None)
         if self.rank == 0:
-            ck.save_weights(weights, ckpt / ck.WEIGHTS)
+            if self.writer is not None:  # stage: the live tensors change with the next step
+                weights = {k: v.detach().to("cpu", copy=True) for k, v in weights.items()}
             state = {
                 "step": self.step,
                 "tokens": self.tokens,
@@ -473,38 +488,37 @@ class Trainer:
                 "model_hash": model_hash(self.cfg),
                 "precision": self.precision,
                 "rng": "reseeded every step from (seed, step, rank); no generator state is needed",
+                "skip_samples": self.cfg.data.skip_samples,
                 "time": time.time(),
             }
-            state["skip_samples"] = self.cfg.data.skip_samples
             ck.write_state_files(ckpt, self.cfg, state, self.tokenizer)
-        if self.cfg.health.verify_after_save and not self._verify_saved(ckpt):
-            healthy = False
-        self.dist.barrier()
-        ck.write_rank_marker(ckpt, self.rank, self.world)
-        self.dist.barrier()
-        if self.rank == 0:
-            extra = {
-                "model_hash": model_hash(self.cfg),
-                "healthy": healthy,
-                "skip_samples": self.cfg.data.skip_samples,
-            }
-            ck.finalize(ckpt, self.world, self.step, extra)
-            if healthy:
-                ck.set_latest(self.root, ckpt.name, ck.LATEST_HEALTHY)
-            ck.set_latest(self.root, ckpt.name)
-            for gone in ck.prune(self.root, self.cfg.checkpoint.keep):
-                log.info("removed old checkpoint %s", gone.name)
-            shutil.rmtree(self.root / ".universal", ignore_errors=True)  # a newer native one exists now
-            self.reporter.checkpoint(self.step, str(ckpt), healthy=healthy)
-            self._log({"type": "checkpoint", "step": self.step, "path": str(ckpt), "healthy": healthy})
-        self.dist.barrier()
+        job = _SaveJob(self, ckpt, self.step, written, weights, healthy, rows, in_memory, started, trigger)
+        if self.writer is None:
+            job.write_own()
+            self.dist.barrier()
+            if self.rank == 0:
+                job.blocked_s = time.monotonic() - started
+                job.publish(job.blocked_s)
+            self.dist.barrier()
+        else:
+            # Blocked: waiting for the previous save (if still in flight) plus staging this one.
+            job.blocked_s = time.monotonic() - started
+            self.writer.submit(job.write_own)
+            if self.rank == 0:
+                self.writer.submit(lambda: job.publish(None))
         self.control.last_save = time.monotonic()
-        self.control.save_seconds = self.control.last_save - started
+        if self.rank == 0 and waited > 1.0:
+            log.warning("checkpoint %s waited %.1f s for the previous save to finish", ckpt.name, waited)
         return ckpt
 
-    def _verify_saved(self, ckpt: Path) -> bool:
-        """Post-save verification: every rank joins the in-memory forward (ZeRO-3 gathers weights),
-        rank 0 reloads the saved weights and compares. True on ranks other than 0."""
+    def wait_for_saves(self) -> None:
+        """Block until this rank's background checkpoint writes (rank 0: the manifest too) are done."""
+        if self.writer is not None:
+            self.writer.wait()
+
+    def _verification_loss(self) -> tuple[Any, float]:
+        """The in-memory model's loss on the verification batch (every rank joins the forward: ZeRO-3
+        gathers the weights); rank 0 compares it with the saved weights' once they are written."""
         import numpy as np
         import torch
 
@@ -515,16 +529,7 @@ class Trainer:
         self.engine.eval()
         in_memory = postsave.batch_loss(self.engine, rows)
         self.engine.train()
-        if self.rank != 0:
-            return True
-        problem = postsave.verify(ckpt, self.cfg.model, rows, in_memory, self.precision)
-        if problem is None:
-            return True
-        log.error("post-save verification of %s failed: %s", ckpt.name, problem)
-        self._log(
-            {"type": "health", "step": self.step, "kind": "corrupt", "action": "warn", "detail": problem}
-        )
-        return False
+        return rows, in_memory
 
     # --- the loop ---------------------------------------------------------------------------------
     def run(self) -> int:
@@ -592,11 +597,13 @@ class Trainer:
                 self.save()
                 last_saved = self.step
             if fail_at and self.step == fail_at:
+                self.wait_for_saves()  # tests know which checkpoints exist: those before the kill
                 os.kill(os.getpid(), signal.SIGKILL)
         if bar is not None:
             bar.close()
         if last_saved != self.step:  # e.g. resumed from the final checkpoint: nothing left to do
             self.save()
+        self.wait_for_saves()
         self.reporter.done(self.step, self.tokens)
         self._log({"type": "done", "step": self.step, "tokens": self.tokens})
         return 0
@@ -615,6 +622,7 @@ class Trainer:
         the state may already be damaged; the last healthy checkpoint is where a replay starts)."""
         first = outcome.verdict.diverged
         assert first is not None
+        self.wait_for_saves()  # an earlier checkpoint still being written is finished first
         samples = list(first.samples)
         self.reporter.diverged(first.step, first.kind, samples)
         self._log(
@@ -645,7 +653,9 @@ class Trainer:
         import torch
 
         decision = torch.zeros(1, device=self.device)
+        left = needed = 0.0
         if self.rank == 0:
+            self.wait_for_saves()  # a save in flight counts against the grace period too
             left = self.control.grace_left(self.grace)
             needed = self.control.save_seconds or 0.0
             decision[0] = float(
@@ -657,15 +667,21 @@ class Trainer:
                 )
         self.dist.broadcast(decision, src=0)
         if decision[0]:
-            self.save()
-        self._log({"type": "sigterm", "step": self.step, "saved": bool(decision[0])})
+            self.save(trigger="sigterm")
+        self.wait_for_saves()  # the SIGTERM checkpoint must be durable before the process exits
+        saved = bool(decision[0])
+        record = {"type": "sigterm", "step": self.step, "saved": saved}
+        self._log({**record, "grace_left_s": left, "expected_save_s": needed})
+        self.reporter.sigterm(self.step, saved, left, needed)
         return EXIT_SIGTERM
 
     def _log(self, record: dict[str, Any]) -> None:
-        if self.metrics is not None:
+        if self.metrics is not None:  # JsonLines locks: the checkpoint writer thread logs too
             self.metrics.write({**record, "time": time.time()})
 
     def close(self, clean: bool) -> None:
+        if getattr(self, "writer", None) is not None:
+            self.writer.close()  # type: ignore[union-attr]
         if hasattr(self, "reporter"):
             self.reporter.close()
         if getattr(self, "metrics", None) is not None:
@@ -674,6 +690,79 @@ class Trainer:
             if clean:
                 self.dist.barrier()
             self.dist.destroy_process_group()
+
+
+@dataclass
+class _SaveJob:
+    """The part of one checkpoint that may run in the background: this rank's writes and hashes, and
+    (rank 0) the manifest, pointers, pruning and reports once every rank's marker exists."""
+
+    trainer: Trainer
+    ckpt: Path
+    step: int
+    written: list[str]  # files DeepSpeed wrote through our engine on this rank (relative)
+    weights: dict[str, Any] | None
+    healthy: bool
+    rows: Any
+    in_memory: float | None
+    started: float
+    trigger: str
+    blocked_s: float = 0.0
+    problem: str | None = None
+
+    def write_own(self) -> None:
+        t = self.trainer
+        own = list(self.written)
+        if t.rank == 0:
+            assert self.weights is not None
+            ck.save_weights(self.weights, self.ckpt / ck.WEIGHTS)
+            self.weights = None
+            own.append(ck.WEIGHTS)
+            if self.in_memory is not None:
+                from tokensmith.trainer import postsave
+
+                self.problem = postsave.verify(self.ckpt, t.cfg.model, self.rows, self.in_memory, t.precision)
+        ck.write_rank_marker(self.ckpt, t.rank, t.world, files=own)
+
+    def publish(self, durable_s: float | None) -> None:
+        t = self.trainer
+        ck.wait_for_markers(self.ckpt, t.world, timeout_s=SAVE_TIMEOUT_S)
+        healthy = self.healthy
+        if self.problem is not None:
+            healthy = False
+            log.error("post-save verification of %s failed: %s", self.ckpt.name, self.problem)
+            t._log(
+                {
+                    "type": "health",
+                    "step": self.step,
+                    "kind": "corrupt",
+                    "action": "warn",
+                    "detail": self.problem,
+                }
+            )
+        extra = {"model_hash": model_hash(t.cfg), "healthy": healthy, "skip_samples": t.cfg.data.skip_samples}
+        ck.finalize(self.ckpt, t.world, self.step, extra, hash_unclaimed=True)
+        if healthy:
+            ck.set_latest(t.root, self.ckpt.name, ck.LATEST_HEALTHY)
+        ck.set_latest(t.root, self.ckpt.name)
+        for gone in ck.prune(t.root, t.cfg.checkpoint.keep):
+            log.info("removed old checkpoint %s", gone.name)
+        shutil.rmtree(t.root / ".universal", ignore_errors=True)  # a newer native one exists now
+        durable = time.monotonic() - self.started if durable_s is None else durable_s
+        t.control.save_seconds = durable
+        timing = {"blocked_s": round(self.blocked_s, 4), "durable_s": round(durable, 4)}
+        t.reporter.checkpoint(self.step, str(self.ckpt), healthy=healthy, **timing)
+        t._log(
+            {
+                "type": "checkpoint",
+                "step": self.step,
+                "path": str(self.ckpt),
+                "healthy": healthy,
+                "trigger": self.trigger,
+                "async": t.writer is not None,
+                **timing,
+            }
+        )
 
 
 def _in_position_order(gathered: list[list[int]], plan: Any) -> list[int]:

@@ -53,6 +53,8 @@ class Reporter(Protocol):
 
     def diverged(self, step: int, kind: str, samples: list[int]) -> None: ...
 
+    def sigterm(self, step: int, saved: bool, grace_left_s: float, expected_save_s: float) -> None: ...
+
     def done(self, step: int, tokens: int) -> None: ...
 
     def close(self) -> None: ...
@@ -70,6 +72,9 @@ class NullReporter:
     def diverged(self, step: int, kind: str, samples: list[int]) -> None:
         pass
 
+    def sigterm(self, step: int, saved: bool, grace_left_s: float, expected_save_s: float) -> None:
+        pass
+
     def done(self, step: int, tokens: int) -> None:
         pass
 
@@ -84,10 +89,13 @@ class JsonLines:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._handle = self.path.open("a", encoding="utf-8")
+        self._lock = threading.Lock()  # the checkpoint writer thread reports too
 
     def write(self, record: dict[str, Any]) -> None:
-        self._handle.write(json.dumps(record, default=float) + "\n")
-        self._handle.flush()
+        line = json.dumps(record, default=float) + "\n"
+        with self._lock:
+            self._handle.write(line)
+            self._handle.flush()
 
     def close(self) -> None:
         self._handle.close()
@@ -121,6 +129,18 @@ class FileReporter:
     def diverged(self, step: int, kind: str, samples: list[int]) -> None:
         self._out.write(
             {"type": "diverged", "step": step, "kind": kind, "samples": list(samples), "time": rfc3339()}
+        )
+
+    def sigterm(self, step: int, saved: bool, grace_left_s: float, expected_save_s: float) -> None:
+        self._out.write(
+            {
+                "type": "sigterm",
+                "step": step,
+                "saved": saved,
+                "grace_left_s": round(grace_left_s, 3),
+                "expected_save_s": round(expected_save_s, 3),
+                "time": rfc3339(),
+            }
         )
 
     def done(self, step: int, tokens: int) -> None:
@@ -159,6 +179,18 @@ def divergence_patch(step: int, kind: str, samples: list[int]) -> dict[str, Any]
     stopped with exit 65 (the operator decides the rollback from it)."""
     entry = {"step": step, "kind": kind, "samples": list(samples), "time": rfc3339()}
     return {"status": {"divergence": entry}}
+
+
+def sigterm_patch(step: int, saved: bool, grace_left_s: float, expected_save_s: float) -> dict[str, Any]:
+    """`status.progress.sigterm` {step, saved, graceLeftSeconds, expectedSaveSeconds}: whether the
+    SIGTERM checkpoint fit the grace period (saved when the last save took under half of what was left)."""
+    entry = {
+        "step": step,
+        "saved": saved,
+        "graceLeftSeconds": round(grace_left_s, 3),
+        "expectedSaveSeconds": round(expected_save_s, 3),
+    }
+    return {"status": {"progress": {"sigterm": entry}}}
 
 
 def merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
@@ -236,6 +268,9 @@ class KubernetesReporter:
     def diverged(self, step: int, kind: str, samples: list[int]) -> None:
         self._submit(divergence_patch(step, kind, samples))
 
+    def sigterm(self, step: int, saved: bool, grace_left_s: float, expected_save_s: float) -> None:
+        self._submit(sigterm_patch(step, saved, grace_left_s, expected_save_s))
+
     def done(self, step: int, tokens: int) -> None:
         pass  # the operator learns of completion from the pods' exit codes
 
@@ -300,6 +335,10 @@ class MultiReporter:
     def diverged(self, step: int, kind: str, samples: list[int]) -> None:
         for r in self.reporters:
             r.diverged(step, kind, samples)
+
+    def sigterm(self, step: int, saved: bool, grace_left_s: float, expected_save_s: float) -> None:
+        for r in self.reporters:
+            r.sigterm(step, saved, grace_left_s, expected_save_s)
 
     def done(self, step: int, tokens: int) -> None:
         for r in self.reporters:
