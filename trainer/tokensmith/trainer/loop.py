@@ -478,7 +478,7 @@ class Trainer:
         rows, in_memory = self._verification_loss() if self.cfg.health.verify_after_save else (None, None)
         if self.rank == 0:
             if self.writer is not None:  # stage: the live tensors change with the next step
-                weights = {k: v.detach().to("cpu", copy=True) for k, v in weights.items()}
+                weights = self.ckpt_engine.stage(ck.WEIGHTS, weights)
             state = {
                 "step": self.step,
                 "tokens": self.tokens,
