@@ -476,6 +476,7 @@ class Trainer:
         else:
             weights = self.engine.module.state_dict() if self.rank == 0 else None
         rows, in_memory = self._verification_loss() if self.cfg.health.verify_after_save else (None, None)
+        state: dict[str, Any] | None = None
         if self.rank == 0:
             if self.writer is not None:  # stage: the live tensors change with the next step
                 weights = self.ckpt_engine.stage(ck.WEIGHTS, weights)
@@ -491,8 +492,9 @@ class Trainer:
                 "skip_samples": self.cfg.data.skip_samples,
                 "time": time.time(),
             }
-            ck.write_state_files(ckpt, self.cfg, state, self.tokenizer)
-        job = _SaveJob(self, ckpt, self.step, written, weights, healthy, rows, in_memory, started, trigger)
+        job = _SaveJob(
+            self, ckpt, self.step, written, weights, state, healthy, rows, in_memory, started, trigger
+        )
         if self.writer is None:
             job.write_own()
             self.dist.barrier()
@@ -702,6 +704,7 @@ class _SaveJob:
     step: int
     written: list[str]  # files DeepSpeed wrote through our engine on this rank (relative)
     weights: dict[str, Any] | None
+    state: dict[str, Any] | None  # trainer_state.json (rank 0)
     healthy: bool
     rows: Any
     in_memory: float | None
@@ -714,7 +717,8 @@ class _SaveJob:
         t = self.trainer
         own = list(self.written)
         if t.rank == 0:
-            assert self.weights is not None
+            assert self.weights is not None and self.state is not None
+            ck.write_state_files(self.ckpt, t.cfg, self.state, t.tokenizer)  # fsyncs: off the blocked path
             ck.save_weights(self.weights, self.ckpt / ck.WEIGHTS)
             self.weights = None
             own.append(ck.WEIGHTS)
