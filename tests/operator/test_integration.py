@@ -312,7 +312,7 @@ async def test_bad_specs_end_failed_with_the_reason_and_touch_nothing_else(
         "negbudget": {**spec(), "budget": {"maxGPUHours": -1}},
         "nopreset": {**spec(), "model": {"preset": "gpt-9"}},
         "novolume": {k: v for k, v in spec().items() if k != "checkpoint"},
-        "tp": spec(parallelism={"tensor": 8}),
+        "tp": spec(parallelism={"tensor": 3}),
     }
     for name, body in bad.items():
         manifest = {
@@ -329,7 +329,7 @@ async def test_bad_specs_end_failed_with_the_reason_and_touch_nothing_else(
     assert "spec.budget.maxGPUHours" in messages["negbudget"]
     assert "unknown model preset 'gpt-9'" in messages["nopreset"]
     assert "spec.checkpoint: Field required" in messages["novolume"]
-    assert "tensor/pipeline > 1 is not supported" in messages["tp"]
+    assert "spec.parallelism: tensor parallel degree 3 must divide" in messages["tp"]
     assert all(status(cluster, n)["lastFailure"]["reason"] == "InvalidSpec" for n in bad)
     assert all(not cluster.workers(NS, n) for n in bad)
     await running(cluster, "fine")

@@ -44,6 +44,7 @@ from tokensmith.operator.spec import (
     effective_trainer_config,
     token_budget,
 )
+from tokensmith.planner import capability
 
 CONDITION_TYPES = ("Running", "Restarting", "Suspended", "Succeeded", "Failed")
 # How soon to look again while waiting for something that has no event of its own (pod deletion).
@@ -59,25 +60,51 @@ def check_spec(name: str, spec: LLMTrainingJobSpec) -> str | None:
             f"metadata.name {name!r} must be a DNS-1035 label of at most {MAX_JOB_NAME} characters "
             "(lower-case letters, digits, '-'; starting with a letter): child names derive from it"
         )
-    if spec.parallelism.tensor > 1 or spec.parallelism.pipeline > 1:
-        return (
-            "spec.parallelism.tensor/pipeline > 1 is not supported by the trainer yet; "
-            "use data parallelism with ZeRO (parallelism.zeroStage) and set both to 1"
-        )
+    layout_problem = check_layout(spec)
+    if layout_problem is not None:
+        return layout_problem
     try:
         cfg = effective_trainer_config(spec, name)
     except ValueError as err:  # pydantic's ValidationError is a ValueError
         return f"spec.trainer (after applying the job-level sections): {_one_line(err)}"
-    per_step = cfg.train.micro_batch * cfg.model.seq_len * spec.world_size
+    dp = cfg.layout(spec.world_size).data
+    per_step = cfg.train.micro_batch * cfg.model.seq_len * dp
     if cfg.train.global_batch_tokens % per_step:
         return (
             f"global batch of {cfg.train.global_batch_tokens} tokens is not a multiple of micro batch x "
-            f"seq_len x world size = {cfg.train.micro_batch} x {cfg.model.seq_len} x {spec.world_size} "
-            f"= {per_step}; change parallelism.globalBatchTokens or the gang shape"
+            f"seq_len x data-parallel degree = {cfg.train.micro_batch} x {cfg.model.seq_len} x {dp} "
+            f"= {per_step} (data-parallel degree = world size {spec.world_size} / (tensor "
+            f"{spec.parallelism.tensor} x pipeline {spec.parallelism.pipeline})); change "
+            "parallelism.globalBatchTokens or the gang shape"
         )
     if cfg.train.tokens is None and cfg.train.max_steps is None:
         return "no token budget: set spec.data.tokens (or trainer.train.tokens / max_steps)"
     return None
+
+
+def check_layout(spec: LLMTrainingJobSpec) -> str | None:
+    """The parallel layout against what the trainer runs (`tokensmith.planner.capability`, the rules the
+    planner's search and the trainer's config check share), with the gang's processes per node and
+    world size; one line naming every broken rule, or None."""
+    par = spec.parallelism
+    model = spec.model if spec.model is not None else spec.trainer.model
+    zero = par.zero_stage if par.zero_stage is not None else spec.trainer.deepspeed.zero_stage
+    layout = capability.Layout.for_world(
+        spec.world_size,
+        tensor=par.tensor,
+        pipeline=par.pipeline,
+        zero_stage=zero,
+        recompute=spec.trainer.parallelism.recompute,
+    )
+    found = capability.problems(
+        layout,
+        model.n_layers,
+        model.n_heads,
+        model.n_kv_heads,
+        gpus_per_node=spec.procs_per_node,
+        world_size=spec.world_size,
+    )
+    return "spec.parallelism: " + "; ".join(found) if found else None
 
 
 def reject(
