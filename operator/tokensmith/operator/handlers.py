@@ -239,12 +239,12 @@ async def reconcile_once(
     stored = current_status(rt, namespace, name, body.get("status"))
     status = read_status(stored)
     spec: LLMTrainingJobSpec | None = None
+    observed = observed_from_indices(namespace, name, now, generation, pods, jobs)
     try:
         spec = LLMTrainingJobSpec.model_validate(dict(body.get("spec") or {}))
     except ValidationError as err:  # the schema let it through (an old CRD?) but the models did not
-        decision = reject(status, format_validation_error(err), now, generation)
+        decision = reject(status, format_validation_error(err), now, generation, observed.workers)
     else:
-        observed = observed_from_indices(namespace, name, now, generation, pods, jobs)
         decision = reconcile(name, spec, status, observed)
     job = children.JobRef(name=name, namespace=namespace, uid=uid)
     try:

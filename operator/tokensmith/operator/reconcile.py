@@ -81,30 +81,67 @@ def check_spec(name: str, spec: LLMTrainingJobSpec) -> str | None:
 
 
 def reject(
-    status: LLMTrainingJobStatus, message: str, now: datetime, generation: int | None = None
+    status: LLMTrainingJobStatus,
+    message: str,
+    now: datetime,
+    generation: int | None = None,
+    workers: tuple[WorkerObservation, ...] = (),
 ) -> Decision:
-    """The decision for a spec that can never run (invalid, unsupported): Failed/InvalidSpec, once."""
+    """The decision for a spec that can never run (invalid, unsupported): Failed/InvalidSpec, once.
+    A gang still running (the spec was edited into an invalid one) is stopped like on any other
+    way into a terminal phase."""
     st = status.model_copy(deep=True)
     if st.phase == "Failed" and st.last_failure is not None and st.last_failure.reason == "InvalidSpec":
-        return Decision(st)
+        return stop_gang_if_terminal(Decision(st), workers)
     st.observed_generation = generation
     st.start_time = st.start_time or now
     st.last_failure = FailureRecord(
-        kind="Spec", reason="InvalidSpec", message=message, retryable=False, time=now
+        kind="Spec", reason="InvalidSpec", message=message, retryable=False, attempt=st.attempt, time=now
     )
     _enter(st, "Failed", "InvalidSpec", message, now)
     st.completion_time = now
-    return Decision(st, (EmitEvent("Warning", "InvalidSpec", message),))
+    st.gang_ready, st.running_since, st.restart_after = False, None, None
+    return stop_gang_if_terminal(Decision(st, (EmitEvent("Warning", "InvalidSpec", message),)), workers)
+
+
+def stop_gang_if_terminal(decision: Decision, workers: tuple[WorkerObservation, ...]) -> Decision:
+    """The invariant every decision passes through: in a terminal phase no worker keeps running.
+    Whatever path led there (success, failure, invalid spec, budget, deadline), workers that have
+    not finished and are not being deleted yet are deleted (SIGTERM: the trainer checkpoints), and
+    the driver looks again until they are gone."""
+    if decision.status.phase not in TERMINAL_PHASES:
+        return decision
+    asked = {
+        (w.attempt, w.index) for a in decision.actions if isinstance(a, DeleteWorkers) for w in a.workers
+    }
+    extra = tuple(w for w in _unfinished(workers) if (w.attempt, w.index) not in asked)
+    actions = decision.actions + ((DeleteWorkers(extra, f"job {decision.status.phase}"),) if extra else ())
+    busy = any(not w.finished for w in workers)
+    requeue = decision.requeue_after
+    if busy:
+        requeue = SHORT_REQUEUE if requeue is None else min(requeue, SHORT_REQUEUE)
+    return Decision(decision.status, actions, requeue)
 
 
 def reconcile(
     name: str, spec: LLMTrainingJobSpec, status: LLMTrainingJobStatus, observed: Observed
 ) -> Decision:
     """Decide what the job's children should be now (see the module docstring)."""
+    return stop_gang_if_terminal(_decide(name, spec, status, observed), observed.workers)
+
+
+def _decide(
+    name: str, spec: LLMTrainingJobSpec, status: LLMTrainingJobStatus, observed: Observed
+) -> Decision:
     now = observed.now
     problem = check_spec(name, spec)
     if problem is not None and status.phase not in TERMINAL_PHASES:
-        return reject(status, problem, now, observed.generation)
+        # the gang may still be running (an edit made the spec invalid): count its time up to now
+        holding = status.phase in ("Pending", "Running") and any(
+            w.phase == "Running" for w in observed.attempt_workers(status.attempt).values()
+        )
+        counted = budget.account(spec, status, now, holding)
+        return reject(counted, problem, now, observed.generation, observed.workers)
 
     st = status.model_copy(deep=True)
     acts: list[Action] = []
