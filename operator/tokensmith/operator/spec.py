@@ -50,6 +50,9 @@ FailureKind = Literal[
     "ExitCode", "OOMKilled", "Evicted", "Preempted", "NodeLost", "PodLost", "Hang", "Unschedulable"
 ]
 FAILURE_KINDS: tuple[FailureKind, ...] = typing.get_args(FailureKind)
+# Who is to blame for a failure (see failures.failure_class): each class has its own restart budget.
+FailureClass = Literal["Application", "Infrastructure", "Scheduling"]
+FAILURE_CLASSES: tuple[FailureClass, ...] = typing.get_args(FailureClass)
 
 
 def _check_volume_source(source: dict[str, Any], where: str) -> None:
@@ -255,6 +258,87 @@ class RestartPolicySpec(K8sModel):
         description="A gang not fully running this long after creation is deleted and retried "
         "(Unschedulable): frees the GPUs a partial gang holds without a gang scheduler (0 disables).",
     )
+    max_infrastructure_restarts: int = Field(
+        20,
+        ge=0,
+        description="Restarts after Infrastructure failures (lost or NotReady node, eviction, GPU "
+        "errors); they do not use up maxRestarts, which counts Application failures.",
+    )
+    max_scheduling_restarts: int | None = Field(
+        None,
+        ge=0,
+        description="Restarts after Scheduling failures (preemption, unschedulable gang); unlimited "
+        "when unset.",
+    )
+    max_attempts_without_progress: int = Field(
+        3,
+        ge=0,
+        description="This many attempts in a row ending in an Application failure without a "
+        "checkpoint newer than the one they resumed from end the job Failed/NoProgress (0 disables).",
+    )
+    force_delete_after_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="A deleted worker still present this long after its grace period, on a node "
+        "that is NotReady/unreachable or gone, is force-deleted (grace period 0).",
+    )
+
+    @model_validator(mode="after")
+    def _backoff_cap(self) -> RestartPolicySpec:
+        if self.max_backoff_seconds and self.max_backoff_seconds < self.backoff_seconds:
+            raise ValueError("restartPolicy.maxBackoffSeconds must be 0 (no cap) or >= backoffSeconds")
+        return self
+
+
+class NodeHealthSpec(K8sModel):
+    """What the operator does about nodes implicated in infrastructure failures (suspect nodes)."""
+
+    suspect_ttl_seconds: float = Field(
+        86400.0, ge=0, description="A suspect node is avoided for this long after its last failure."
+    )
+    max_suspect_nodes: int = Field(
+        32, ge=0, description="At most this many suspect nodes are kept (the oldest are forgotten)."
+    )
+    not_ready_timeout_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="A worker whose node has been NotReady/unreachable (or gone) this long is lost "
+        "(Infrastructure failure).",
+    )
+    cordon: bool = Field(
+        False,
+        description="Also cordon suspect nodes (spec.unschedulable); needs the chart's "
+        "nodeHealth.cordon RBAC.",
+    )
+    react_to_disruptions: bool = Field(
+        True,
+        description="A gang node that is cordoned, tainted NoSchedule/NoExecute or a worker with a "
+        "DisruptionTarget condition triggers a checkpoint (SIGTERM) and a planned restart elsewhere.",
+    )
+
+
+class NetworkTopologySpec(K8sModel):
+    """Volcano's network-topology hint for the PodGroup (volcano.sh network-topology-aware scheduling)."""
+
+    mode: Literal["hard", "soft"] = "hard"
+    highest_tier_allowed: int | None = Field(None, ge=1)
+
+
+class SchedulingSpec(K8sModel):
+    """Admission through a queue: Kueue (plain-pod groups) or, with schedulerName volcano, a Volcano queue."""
+
+    queue_name: str | None = Field(
+        None,
+        min_length=1,
+        description="Kueue LocalQueue (pods get Kueue's pod-group labels) or, with "
+        "cluster.schedulerName volcano, the Volcano queue of the PodGroup.",
+    )
+    workload_priority_class: str | None = Field(
+        None, description="Kueue WorkloadPriorityClass (label kueue.x-k8s.io/priority-class)."
+    )
+    network_topology: NetworkTopologySpec | None = Field(
+        None, description="Volcano PodGroup networkTopology (ignored without Volcano)."
+    )
 
 
 class EvaluationSpec(K8sModel):
@@ -316,6 +400,14 @@ class LLMTrainingJobSpec(K8sModel):
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     suspend: bool = Field(
         False, description="True deletes the gang and keeps the checkpoints; False resumes."
+    )
+    node_health: NodeHealthSpec = Field(default_factory=NodeHealthSpec)
+    scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec)
+    ttl_seconds_after_finished: int | None = Field(
+        None, ge=0, description="Delete the finished job (and its children) this long after it ends."
+    )
+    active_deadline_seconds: int | None = Field(
+        None, ge=1, description="The job ends Failed/DeadlineExceeded this long after it started."
     )
 
     @property
@@ -389,6 +481,20 @@ class FailureRecord(StatusModel):
     worker: int | None = None
     exit_code: int | None = None
     time: datetime | None = None
+    failure_class: FailureClass | None = Field(
+        None, description="Application, Infrastructure or Scheduling: which restart budget it uses."
+    )
+    nodes: list[str] = Field(default_factory=list, description="Nodes of the failing worker(s).")
+
+
+class SuspectNode(StatusModel):
+    """A node implicated in an infrastructure failure: later attempts avoid it until `expires`."""
+
+    name: str
+    reason: str
+    time: datetime | None = None
+    expires: datetime | None = None
+    failures: int = 1
 
 
 class LLMTrainingJobStatus(StatusModel):
@@ -423,6 +529,27 @@ class LLMTrainingJobStatus(StatusModel):
     accounted_time: datetime | None = Field(None, description="GPU-hours are counted up to this time.")
     evaluations: list[EvaluationResult] = Field(default_factory=list)
     last_failure: FailureRecord | None = None
+    restarts_by_class: dict[str, int] = Field(
+        default_factory=dict, description="Failure-driven restarts per failure class."
+    )
+    planned_restarts: int = Field(
+        0,
+        ge=0,
+        description="Restarts for disruption notices (cordon, taint, DisruptionTarget): not failures.",
+    )
+    attempts_without_progress: int = Field(
+        0, ge=0, description="Attempts in a row that failed without a newer checkpoint."
+    )
+    attempt_resume_step: int | None = Field(
+        None, description="Checkpoint step the current attempt resumed from (none: from scratch)."
+    )
+    gpu_hours_lost_by_class: dict[str, float] = Field(
+        default_factory=dict,
+        description="GPU-hours of work lost (since the last checkpoint) per failure class.",
+    )
+    suspect_nodes: list[SuspectNode] = Field(
+        default_factory=list, description="Nodes the next attempts avoid (required node anti-affinity)."
+    )
     message: str | None = Field(None, description="One line about the current phase.")
     progress_text: str | None = Field(
         None, description="Tokens done / total for `kubectl get`, e.g. 1.2B/7B (17%)."
