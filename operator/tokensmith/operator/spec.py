@@ -63,6 +63,18 @@ def _check_volume_source(source: dict[str, Any], where: str) -> None:
         )
 
 
+def cel(*rules: tuple[str, str]) -> ConfigDict:
+    """Admission-time rules of a model as CEL `x-kubernetes-validations` (Kubernetes >= 1.25,
+    https://kubernetes.io/docs/tasks/extend-kubernetes/custom-resources/custom-resource-definitions/
+    #validation-rules): (rule, message) pairs, written into the generated CRD beside the field
+    schema. Each rule's Python twin is a validator of the same model: the API server rejects the
+    object before the operator sees it, the models reject it when the CRD is older than the
+    operator; tests/operator/test_cel.py checks that both agree."""
+    return ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [{"rule": r, "message": m} for r, m in rules]}
+    )
+
+
 class K8sModel(BaseModel):
     """camelCase on the wire, snake_case in Python; unknown fields are errors (typos fail loudly)."""
 
@@ -158,8 +170,17 @@ class VolumeSpec(K8sModel):
         return self
 
 
+NPROC_RULE = (
+    "!has(self.nprocPerNode) || !has(self.gpusPerNode) || self.gpusPerNode == 0 "
+    "|| self.nprocPerNode <= self.gpusPerNode",
+    "cluster.nprocPerNode must not exceed gpusPerNode (one process per GPU)",
+)
+
+
 class ClusterSpec(K8sModel):
     """The shape of the gang and how its pods are scheduled."""
+
+    model_config = cel(NPROC_RULE)
 
     nodes: int = Field(1, ge=1, description="Worker pods (one per node); the gang size.")
     gpus_per_node: int = Field(8, ge=0, description="GPUs each worker requests; 0 runs on CPU (gloo).")
@@ -210,6 +231,12 @@ class ClusterSpec(K8sModel):
         120, ge=0, description="Time the trainer gets to write a checkpoint on SIGTERM."
     )
 
+    @model_validator(mode="after")
+    def _procs_fit_gpus(self) -> ClusterSpec:
+        if self.nproc_per_node is not None and 0 < self.gpus_per_node < self.nproc_per_node:
+            raise ValueError(NPROC_RULE[1])
+        return self
+
 
 class CheckpointSpec(K8sModel):
     """The checkpoint volume (required: without shared storage a restart cannot resume)."""
@@ -234,8 +261,17 @@ class CheckpointSpec(K8sModel):
         return self
 
 
+BACKOFF_RULE = (
+    "!has(self.maxBackoffSeconds) || !has(self.backoffSeconds) || self.maxBackoffSeconds == 0.0 "
+    "|| self.maxBackoffSeconds >= self.backoffSeconds",
+    "restartPolicy.maxBackoffSeconds must be 0 (no cap) or >= backoffSeconds",
+)
+
+
 class RestartPolicySpec(K8sModel):
     """When and how a failed gang is restarted (always whole: the N workers live and die together)."""
+
+    model_config = cel(BACKOFF_RULE)
 
     max_restarts: int = Field(10, ge=0, description="Restarts before the job ends Failed.")
     backoff_seconds: float = Field(30.0, ge=0, description="Wait before the first restart.")
@@ -286,7 +322,7 @@ class RestartPolicySpec(K8sModel):
     @model_validator(mode="after")
     def _backoff_cap(self) -> RestartPolicySpec:
         if self.max_backoff_seconds and self.max_backoff_seconds < self.backoff_seconds:
-            raise ValueError("restartPolicy.maxBackoffSeconds must be 0 (no cap) or >= backoffSeconds")
+            raise ValueError(BACKOFF_RULE[1])
         return self
 
 
@@ -341,8 +377,16 @@ class SchedulingSpec(K8sModel):
     )
 
 
+EVAL_GPU_RULE = (
+    "!has(self.gpus) || self.gpus == 0 || (has(self.tasks) && size(self.tasks) > 0)",
+    "evaluation.gpus without evaluation.tasks would reserve GPUs for nothing; list tasks or set gpus: 0",
+)
+
+
 class EvaluationSpec(K8sModel):
     """Evaluation Jobs (`tokensmith eval`) on completed checkpoints."""
+
+    model_config = cel(EVAL_GPU_RULE)
 
     tasks: list[str] = Field(
         default_factory=list, description="lm-evaluation-harness tasks; empty disables evaluation."
@@ -359,10 +403,24 @@ class EvaluationSpec(K8sModel):
         None, ge=1, description="Evaluation Jobs are killed after this."
     )
 
+    @model_validator(mode="after")
+    def _gpus_need_tasks(self) -> EvaluationSpec:
+        if self.gpus > 0 and not self.tasks:
+            raise ValueError(EVAL_GPU_RULE[1])
+        return self
+
+
+PRICE_RULE = (
+    "!has(self.maxCostUSD) || has(self.pricePerGPUHour)",
+    "budget.maxCostUSD needs budget.pricePerGPUHour to turn GPU-hours into dollars",
+)
+
 
 class BudgetSpec(K8sModel):
     """A spending limit the operator enforces: the gang is stopped (with a final checkpoint on SIGTERM)
     and the job ends Failed/BudgetExceeded once it is used up."""
+
+    model_config = cel(PRICE_RULE)
 
     max_gpu_hours: float | None = Field(
         None, gt=0, alias="maxGPUHours", description="GPU-hours the job may use."
@@ -377,12 +435,21 @@ class BudgetSpec(K8sModel):
     @model_validator(mode="after")
     def _price_for_dollars(self) -> BudgetSpec:
         if self.max_cost_usd is not None and self.price_per_gpu_hour is None:
-            raise ValueError("budget.maxCostUSD needs budget.pricePerGPUHour to turn GPU-hours into dollars")
+            raise ValueError(PRICE_RULE[1])
         return self
+
+
+TOPOLOGY_RULE = (
+    "!has(self.scheduling) || !has(self.scheduling.networkTopology) || "
+    "(has(self.cluster) && has(self.cluster.schedulerName) && self.cluster.schedulerName == 'volcano')",
+    "scheduling.networkTopology is a Volcano PodGroup hint: it needs cluster.schedulerName: volcano",
+)
 
 
 class LLMTrainingJobSpec(K8sModel):
     """What to train, on what, and how to survive failures."""
+
+    model_config = cel(TOPOLOGY_RULE)
 
     model: ModelConfig | None = Field(
         None, description="Architecture (a preset and/or fields); replaces trainer.model when given."
@@ -409,6 +476,12 @@ class LLMTrainingJobSpec(K8sModel):
     active_deadline_seconds: int | None = Field(
         None, ge=1, description="The job ends Failed/DeadlineExceeded this long after it started."
     )
+
+    @model_validator(mode="after")
+    def _topology_needs_volcano(self) -> LLMTrainingJobSpec:
+        if self.scheduling.network_topology is not None and self.cluster.scheduler_name != "volcano":
+            raise ValueError(TOPOLOGY_RULE[1])
+        return self
 
     @property
     def procs_per_node(self) -> int:
