@@ -304,6 +304,7 @@ async def reconcile_once(
         rt.reconciles += 1
         rt.metrics.reconcile_seconds.observe(time.perf_counter() - started)
     rt.metrics.observe_job(namespace, name, decision.status.phase, decision.status.gpu_hours)
+    rt.metrics.observe_status(namespace, name, decision.status, now)
     return decision.requeue_after
 
 
