@@ -318,3 +318,11 @@ def test_ttl_and_active_deadline() -> None:
     d = reconcile(NAME, spec, done, Observed(now=T0 + timedelta(seconds=3661)))
     assert any(isinstance(a, DeleteJob) for a in d.actions) and "TTLExpired" in events(d)
     assert lifecycle.deadline_exceeded(make_spec(), st, T0 + timedelta(days=999)) is None
+
+
+def test_pods_with_anti_affinity_and_kueue_labels_validate_against_the_kubernetes_schemas() -> None:
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    version = kubernetes_validate.utils.latest_version()
+    spec = make_spec(scheduling={"queueName": "team-a", "workloadPriorityClass": "high"})
+    for pod in children.worker_pods(REF, spec, 2, (0, 1), children.Defaults(), ("n1", "n2"), 2):
+        kubernetes_validate.validate(pod, version, strict=True)
