@@ -106,11 +106,13 @@ async def one_run(nodes: int, index: int) -> dict[str, float]:
         marks: dict[str, float] = {}
 
         def both() -> bool:  # note each moment as it happens
+            if "created" not in marks and len(cluster.workers(NS, name, 3)) == nodes:
+                marks["created"] = time.perf_counter()
             if "gang" not in marks and third_gang_running():
                 marks["gang"] = time.perf_counter()
             if "forced" not in marks and cluster.get("pods", NS, lost_pod) is None:
                 marks["forced"] = time.perf_counter()
-            return len(marks) == 2
+            return len(marks) == 3
 
         await wait(cluster, both)
         t_gang3, t_forced = marks["gang"], marks["forced"]
@@ -134,6 +136,7 @@ async def one_run(nodes: int, index: int) -> dict[str, float]:
             "requests_create_to_running": create_requests,
             "requests_failure_to_running": restart_requests,
             "sequential_create_s": seq,
+            "node_loss_to_gang_created_minus_backoff_s": marks["created"] - t_lost - BACKOFF,
             "node_loss_to_gang_running_minus_backoff_s": t_gang3 - t_lost - BACKOFF,
             "node_loss_to_stuck_pod_force_deleted_s": t_forced - t_lost,
         }
