@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tokensmith.operator import names
+from tokensmith.operator.observed import GangPlan
 from tokensmith.operator.spec import (
     API_VERSION,
     GROUP,
@@ -86,11 +87,14 @@ def rendezvous_service(job: JobRef, spec: LLMTrainingJobSpec) -> dict[str, Any]:
     }
 
 
-def trainer_config_map(job: JobRef, spec: LLMTrainingJobSpec) -> dict[str, Any]:
-    """The effective trainer config (spec.trainer + job-level sections) and its DeepSpeed config."""
+def trainer_config_map(
+    job: JobRef, spec: LLMTrainingJobSpec, skip_samples: tuple[tuple[int, int], ...] = ()
+) -> dict[str, Any]:
+    """The effective trainer config (spec.trainer + job-level sections + the sample ranges a rollback
+    decided to skip) and its DeepSpeed config."""
     import yaml
 
-    cfg = effective_trainer_config(spec, job.name)
+    cfg = effective_trainer_config(spec, job.name, skip_samples)
     data = {CONFIG_FILE: yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)}
     deepspeed = _deepspeed_config(spec, cfg)
     if deepspeed is not None:
@@ -163,9 +167,11 @@ def pod_group(job: JobRef, spec: LLMTrainingJobSpec) -> dict[str, Any] | None:
     }
 
 
-def job_children(job: JobRef, spec: LLMTrainingJobSpec) -> list[dict[str, Any]]:
+def job_children(
+    job: JobRef, spec: LLMTrainingJobSpec, skip_samples: tuple[tuple[int, int], ...] = ()
+) -> list[dict[str, Any]]:
     """The per-job objects every attempt shares, in creation order."""
-    out = [rendezvous_service(job, spec), trainer_config_map(job, spec)]
+    out = [rendezvous_service(job, spec), trainer_config_map(job, spec, skip_samples)]
     if spec.cluster.service_account_name is None:
         out += trainer_service_account(job)
     group = pod_group(job, spec)
@@ -238,7 +244,12 @@ def _checkpoint_volume(spec: LLMTrainingJobSpec) -> dict[str, Any]:
 
 
 def worker_pod(
-    job: JobRef, spec: LLMTrainingJobSpec, attempt: int, index: int, defaults: Defaults
+    job: JobRef,
+    spec: LLMTrainingJobSpec,
+    attempt: int,
+    index: int,
+    defaults: Defaults,
+    plan: GangPlan = GangPlan(),
 ) -> dict[str, Any]:
     c = spec.cluster
     labels = {
@@ -288,7 +299,39 @@ def worker_pod(
         "volumes": volumes,
     }
     _scheduling(pod_spec, spec)
+    _rollback_plan(pod_spec, plan)
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": pod_spec}
+
+
+# Run health (rollback.py): where a rolled-back attempt resumes, and the nodes its replay must avoid.
+RESUME_ENV = "TOKENSMITH_RESUME_FROM"
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+
+
+def _rollback_plan(pod_spec: dict[str, Any], plan: GangPlan) -> None:
+    if plan.resume_from is not None:
+        for container in pod_spec["containers"]:
+            env = [e for e in container.get("env", []) if e["name"] != RESUME_ENV]
+            container["env"] = [*env, {"name": RESUME_ENV, "value": plan.resume_from}]
+    avoid_nodes(pod_spec, plan.avoid_nodes)
+
+
+def avoid_nodes(pod_spec: dict[str, Any], nodes: tuple[str, ...] | list[str]) -> None:
+    """Required node anti-affinity: `kubernetes.io/hostname NotIn nodes`, added to every node selector
+    term already there (terms are ORed, expressions within one ANDed), so it holds whichever matches."""
+    if not nodes:
+        return
+    expression = {"key": HOSTNAME_LABEL, "operator": "NotIn", "values": sorted(set(nodes))}
+    required = (
+        pod_spec.setdefault("affinity", {})
+        .setdefault("nodeAffinity", {})
+        .setdefault("requiredDuringSchedulingIgnoredDuringExecution", {})
+    )
+    terms = required.setdefault("nodeSelectorTerms", [])
+    if not terms:
+        terms.append({})
+    for term in terms:
+        term.setdefault("matchExpressions", []).append(dict(expression))
 
 
 def _scheduling(pod_spec: dict[str, Any], spec: LLMTrainingJobSpec) -> None:
@@ -308,9 +351,14 @@ def _scheduling(pod_spec: dict[str, Any], spec: LLMTrainingJobSpec) -> None:
 
 
 def worker_pods(
-    job: JobRef, spec: LLMTrainingJobSpec, attempt: int, indices: tuple[int, ...], defaults: Defaults
+    job: JobRef,
+    spec: LLMTrainingJobSpec,
+    attempt: int,
+    indices: tuple[int, ...],
+    defaults: Defaults,
+    plan: GangPlan = GangPlan(),
 ) -> list[dict[str, Any]]:
-    return [worker_pod(job, spec, attempt, i, defaults) for i in indices]
+    return [worker_pod(job, spec, attempt, i, defaults, plan) for i in indices]
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -53,7 +53,7 @@ log = logging.getLogger("tokensmith.operator")
 # per interval (GPU-hours stay accurate to one interval, and an idle reconcile costs no request).
 VOLATILE_STATUS = {"accountedTime", "gpuHours", "costUSD", "progressText"}
 # Trainer-written status keys whose change should wake the reconciler (checkpoints, heartbeats).
-TRAINER_STATUS = ("progress", "lastCheckpoint")
+TRAINER_STATUS = ("progress", "lastCheckpoint", "divergence")
 
 
 @dataclass
@@ -277,8 +277,8 @@ async def apply(
 
     for action in decision.actions:
         if isinstance(action, CreateGang) and spec is not None:
-            await _ensure_job_children(rt, job, spec, action.attempt, create)
-            pods = children.worker_pods(job, spec, action.attempt, action.indices, rt.defaults)
+            await _ensure_job_children(rt, job, spec, action.attempt, create, action.plan.skip_samples)
+            pods = children.worker_pods(job, spec, action.attempt, action.indices, rt.defaults, action.plan)
             fresh = [p for p in pods if time.monotonic() - rt.inflight.get(p["metadata"]["name"], -1e9) > 30]
             for p in fresh:
                 rt.inflight[p["metadata"]["name"]] = time.monotonic()
@@ -305,14 +305,19 @@ async def apply(
 
 
 async def _ensure_job_children(
-    rt: Runtime, job: children.JobRef, spec: LLMTrainingJobSpec, attempt: int, create: Any
+    rt: Runtime,
+    job: children.JobRef,
+    spec: LLMTrainingJobSpec,
+    attempt: int,
+    create: Any,
+    skip_samples: tuple[tuple[int, int], ...] = (),
 ) -> None:
     """Service, ConfigMap, trainer identity, PodGroup: created once; the config refreshed per attempt
     (spec edits take effect at the next attempt)."""
     key = (job.namespace, job.name)
     if rt.shared_children.get(key) == attempt:
         return
-    for obj in children.job_children(job, spec):
+    for obj in children.job_children(job, spec, skip_samples):
         if obj["kind"] == "ConfigMap":
             created = await rt.client.create(obj)
             if created is None:  # exists from an earlier attempt: bring it up to date

@@ -34,6 +34,7 @@ class WorkerObservation:
     message: str | None = None
     terminating: bool = False  # deletion requested (Kubernetes: deletionTimestamp set)
     name: str | None = None
+    node: str | None = None  # Kubernetes: spec.nodeName once scheduled; the local runner: None (one host)
 
     @property
     def finished(self) -> bool:
@@ -82,11 +83,23 @@ class Failure:
 
 
 @dataclass(frozen=True)
+class GangPlan:
+    """What an attempt's workers get beyond the spec after a rollback (see rollback.py): where the trainer
+    resumes (`TOKENSMITH_RESUME_FROM`; None: the trainer's default, the newest checkpoint), the nodes
+    they must avoid (required node anti-affinity) and the sample ranges added to `data.skip_samples`."""
+
+    resume_from: str | None = None
+    avoid_nodes: tuple[str, ...] = ()
+    skip_samples: tuple[tuple[int, int], ...] = ()
+
+
+@dataclass(frozen=True)
 class CreateGang:
     """Make sure these workers of `attempt` exist (creation by deterministic name: never a second copy)."""
 
     attempt: int
     indices: tuple[int, ...]
+    plan: GangPlan = GangPlan()
 
 
 @dataclass(frozen=True)

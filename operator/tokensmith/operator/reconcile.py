@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from tokensmith.core.units import format_si
-from tokensmith.operator import budget, evaluation, failures, policy
+from tokensmith.operator import budget, evaluation, failures, policy, rollback
 from tokensmith.operator.names import JOB_NAME_PATTERN, MAX_JOB_NAME
 from tokensmith.operator.observed import (
     Action,
@@ -129,6 +129,8 @@ def reconcile(
     holding = st.phase in ("Pending", "Running") and any(w.phase == "Running" for w in current.values())
     st = budget.account(spec, st, now, holding)
     st.progress_text = _progress_text(spec, st)
+    if st.phase not in TERMINAL_PHASES:
+        acts += rollback.observe(st, current, now)  # healthy checkpoints; a replay that passed its step
 
     if st.phase in TERMINAL_PHASES:
         return _finish(st, acts, _unfinished(observed.workers), "job finished")
@@ -159,9 +161,10 @@ def _start_attempt(
     st.attempt_start_time = now
     ckpt = st.last_checkpoint
     resume = f"resuming from checkpoint step {ckpt.step}" if ckpt else "starting from scratch"
+    resume = rollback.resume_text(st) or resume
     message = f"attempt {st.attempt}: creating {spec.cluster.nodes} worker(s), {resume}"
     _enter(st, "Pending", reason, message, now)
-    acts.insert(0, CreateGang(st.attempt, tuple(range(spec.cluster.nodes))))
+    acts.insert(0, CreateGang(st.attempt, tuple(range(spec.cluster.nodes)), rollback.gang_plan(spec, st)))
     acts.append(EmitEvent("Normal", "AttemptStarted", message))
     return Decision(st, tuple(acts), _requeue(spec, st, now))
 
@@ -187,6 +190,10 @@ def _judge_gang(
         acts.append(EmitEvent("Normal", "Succeeded", message))
         return _finish(st, acts, _unfinished(observed.workers), "training finished")
 
+    diverged = rollback.divergence(st, current)
+    if diverged is not None:  # exit 65: roll back to the last healthy checkpoint (its own budget)
+        return _on_divergence(spec, st, acts, observed, diverged, now)
+
     found: list[Failure] = [f for w in current.values() if (f := failures.classify_worker(w, rp)) is not None]
     size = st.attempt_nodes or spec.cluster.nodes  # an edited spec takes effect at the next attempt
     missing = [i for i in range(size) if i not in current]
@@ -206,7 +213,7 @@ def _judge_gang(
         return _on_failure(spec, st, acts, observed, failure, now)
 
     if missing:  # still creating this attempt's gang (or recreating a pod deleted before it ran)
-        acts.insert(0, CreateGang(st.attempt, tuple(missing)))
+        acts.insert(0, CreateGang(st.attempt, tuple(missing), rollback.gang_plan(spec, st)))
     elif all(w.phase == "Running" for w in current.values()) and not st.gang_ready:
         st.gang_ready, st.running_since = True, now
         message = f"attempt {st.attempt}: all {size} worker(s) running"
@@ -254,6 +261,41 @@ def _on_failure(
     doomed = tuple(w for w in observed.workers if not w.terminating)
     if doomed:
         acts.append(DeleteWorkers(doomed, f"gang restart after {failure.reason}"))
+    return Decision(st, tuple(acts), max(wait, SHORT_REQUEUE))
+
+
+def _on_divergence(
+    spec: LLMTrainingJobSpec,
+    st: LLMTrainingJobStatus,
+    acts: list[Action],
+    observed: Observed,
+    div: rollback.Divergence,
+    now: datetime,
+) -> Decision:
+    """The attempt diverged (rollback.py decides): a new attempt from the last healthy checkpoint, after
+    the first restart's backoff, or Failed when the rollback budget or the data policy says so."""
+    outcome = rollback.decide(spec, st, div, now)
+    acts += outcome.events
+    st.last_failure = FailureRecord(
+        kind="Diverged",
+        reason=outcome.reason,
+        message=outcome.message,
+        retryable=outcome.rollback,
+        attempt=st.attempt,
+        worker=div.worker,
+        exit_code=div.exit_code,
+        time=now,
+    )
+    if not outcome.rollback:
+        return _fail(st, acts, observed.workers, outcome.reason, outcome.message, now)
+    wait = policy.backoff_seconds(1, spec.restart_policy)
+    st.restart_after = now + timedelta(seconds=wait)
+    st.gang_ready, st.running_since = False, None
+    _enter(st, "Restarting", outcome.reason, outcome.message, now)
+    acts.append(EmitEvent("Warning", "RollingBack", outcome.message))
+    doomed = tuple(w for w in observed.workers if not w.terminating)
+    if doomed:
+        acts.append(DeleteWorkers(doomed, "rollback after divergence"))
     return Decision(st, tuple(acts), max(wait, SHORT_REQUEUE))
 
 
