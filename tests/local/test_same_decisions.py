@@ -38,7 +38,14 @@ from tokensmith.operator.observed import (
 )
 from tokensmith.operator.reconcile import reconcile
 from tokensmith.operator.spec import LLMTrainingJobSpec, LLMTrainingJobStatus, status_to_dict, token_budget
-from tokensmith.trainer.reporting import FileReporter, JsonLines, checkpoint_patch, merge, progress_patch
+from tokensmith.trainer.reporting import (
+    FileReporter,
+    JsonLines,
+    checkpoint_patch,
+    merge,
+    progress_patch,
+    rfc3339,
+)
 
 NAME, NS = "tiny", "default"
 
@@ -322,13 +329,15 @@ def test_both_drivers_decide_alike(name: str, tmp_path: Path) -> None:
             local.reporter.checkpoint(event[1], path)
         elif kind == "checkpoint":  # with the trainer's health verdict (run health, issue 13)
             path = f"/checkpoints/{NAME}/step-{event[1]:08d}"
-            kube.report(
-                merge(checkpoint_patch(event[1], path), {"status": {"lastCheckpoint": {"healthy": event[2]}}})
-            )
+            verdict: dict[str, Any] = {"lastCheckpoint": {"healthy": event[2]}}
+            if event[2]:  # as the trainer's checkpoint_patch(step, path, healthy=True) sends it
+                verdict["lastHealthyCheckpoint"] = {"step": event[1], "path": path}
+            kube.report(merge(checkpoint_patch(event[1], path), {"status": verdict}))
             local.lines.write({"type": "checkpoint", "step": event[1], "path": path, "healthy": event[2]})
         elif kind == "diverge":  # the trainer's divergence report, before it exits 65
             report = {"step": event[1], "kind": "nonfinite", "samples": event[2]}
-            kube.report({"status": {"divergence": {**report, "attempt": attempt}}})
+            # with the attempt (TOKENSMITH_ATTEMPT), as the local runner tags every report line
+            kube.report({"status": {"divergence": {**report, "attempt": attempt, "time": rfc3339()}}})
             local.lines.write({"type": "diverged", **report})
         elif kind == "exit":
             index, code = event[1], event[2]

@@ -401,10 +401,14 @@ def _env(pod: dict[str, Any]) -> dict[str, str]:
 
 
 async def _diverge(c: EmulatedCluster, name: str, attempt: int, step: int, samples: tuple[int, int]) -> None:
-    """Trainer rank 0 reports divergence and exits 65; torch tears the other worker down."""
-    await c.report_divergence(NS, name, step, samples, attempt)
-    await c.terminate(NS, f"{name}-a{attempt}-w0", 65, message=f"diverged: nonfinite loss at step {step}")
-    await c.terminate(NS, f"{name}-a{attempt}-w1", 1)
+    """Trainer rank 0 reports divergence; every rank agreed on it, so both workers exit 65. The report's
+    time has whole seconds: send it more than a second after the attempt started, as a real one is."""
+    await asyncio.sleep(1.1)
+    await c.report_divergence(NS, name, step, samples)
+    for index in (0, 1):
+        await c.terminate(
+            NS, f"{name}-a{attempt}-w{index}", 65, message=f"diverged: nonfinite loss at step {step}"
+        )
 
 
 async def test_divergence_rolls_back_on_other_nodes_then_a_repeat_is_data(cluster: EmulatedCluster) -> None:

@@ -190,7 +190,7 @@ SCENARIOS: dict[str, tuple[dict[str, Any], list[tuple[Any, ...]], dict[str, Any]
     ),
     "exit 65 without a report: the last progress step stands in": (
         {},
-        [*HEALTHY_START, ("diverge-silently",), *ROLL],
+        [*HEALTHY_START, ("diverge-silently",), ("tick", rollback.REPORT_GRACE_SECONDS), *ROLL],
         {"phase": "Pending", "causes": ["Unknown"], "rollbacks": 1, "step": 6, "kind": "unknown"},
     ),
     "no healthy checkpoint yet: roll back to scratch": (
@@ -264,6 +264,19 @@ def test_progress_from_before_the_rollback_does_not_count_as_a_pass() -> None:
     c = run(make_spec(), events)
     assert c.st.progress is not None and c.st.progress.step == 9
     assert causes(c) == ["Unknown"]
+
+
+def test_an_exit_65_waits_briefly_for_the_report_that_races_it() -> None:
+    """On Kubernetes the pod's end can be seen before the trainer's status patch: wait for it."""
+    c = run(make_spec(), [*HEALTHY_START, ("diverge-silently",)])
+    d = c.decisions[-1]
+    assert c.st.phase == "Running" and not d.actions and d.requeue_after == rollback.REPORT_GRACE_SECONDS
+    c.now += timedelta(seconds=3)
+    report = DivergenceReport(step=6, kind="nonfinite", samples=[48, 56], time=c.now)
+    c.st = c.st.model_copy(update={"divergence": report})  # arrives within the grace
+    d = c.decide()
+    assert d.status.phase == "Restarting" and d.status.rollback_records[0].samples == [48, 56]
+    assert d.status.diverged_exit_time is None
 
 
 def test_lost_gpu_hours_are_the_work_since_the_healthy_checkpoint_or_the_last_rollback() -> None:

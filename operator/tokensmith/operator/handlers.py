@@ -53,7 +53,7 @@ log = logging.getLogger("tokensmith.operator")
 # per interval (GPU-hours stay accurate to one interval, and an idle reconcile costs no request).
 VOLATILE_STATUS = {"accountedTime", "gpuHours", "costUSD", "progressText"}
 # Trainer-written status keys whose change should wake the reconciler (checkpoints, heartbeats).
-TRAINER_STATUS = ("progress", "lastCheckpoint", "divergence")
+TRAINER_STATUS = ("progress", "lastCheckpoint", "divergence", "lastHealthyCheckpoint")
 
 
 @dataclass

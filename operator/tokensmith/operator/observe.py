@@ -178,6 +178,10 @@ def apply_report(
             {"step": int(record["step"]), "path": str(record["path"]), "time": when}
             | ({"healthy": bool(record["healthy"])} if "healthy" in record else {})
         )
+        if record.get("healthy"):  # the trainer patches status.lastHealthyCheckpoint beside it
+            new.last_healthy_checkpoint = CheckpointRef.model_validate(
+                {"step": int(record["step"]), "path": str(record["path"]), "time": when}
+            )
     elif kind == "diverged":  # the trainer's status.divergence patch; the runner tags the attempt
         new.divergence = DivergenceReport.model_validate(
             {k: record.get(k) for k in ("step", "kind", "samples", "attempt")} | {"time": when}

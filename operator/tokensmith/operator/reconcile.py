@@ -192,6 +192,9 @@ def _judge_gang(
 
     diverged = rollback.divergence(st, current)
     if diverged is not None:  # exit 65: roll back to the last healthy checkpoint (its own budget)
+        wait = rollback.report_wait(st, diverged, now)
+        if wait is not None:  # the trainer's report is on its way
+            return Decision(st, tuple(acts), wait)
         return _on_divergence(spec, st, acts, observed, diverged, now)
 
     found: list[Failure] = [f for w in current.values() if (f := failures.classify_worker(w, rp)) is not None]

@@ -7,8 +7,9 @@ line for the local runner, `status.divergence` on Kubernetes. It marks each chec
 and keeps a `latest_healthy` pointer beside `latest`. The decisions here are pure; `reconcile` calls them
 on its own copy of the status (which they update in place) and both drivers apply the result.
 
-1. Healthy checkpoints. A reported checkpoint with `healthy: true` becomes `lastHealthyCheckpoint`,
-   stamped with the job's GPU-hours at that moment (`note_healthy`).
+1. Healthy checkpoints. The trainer reports `lastHealthyCheckpoint` (and `lastCheckpoint.healthy`; a
+   healthy `lastCheckpoint` counts too); the operator notes the job's GPU-hours when it first sees a new
+   one (`status.rollbackBaseline`, `note_healthy`).
 2. Divergence. A worker of the current attempt exits 65, or the trainer reported divergence for this
    attempt and a worker failed (`divergence`). A rollback record is written and, unless
    `restartPolicy.maxRollbacks` is used up or the data policy says stop, the next attempt resumes from the
@@ -39,13 +40,17 @@ from typing import Literal
 from tokensmith.core.errors import EXIT_DIVERGED
 from tokensmith.operator.observed import Action, EmitEvent, GangPlan, WorkerObservation
 from tokensmith.operator.spec import (
+    CheckpointRef,
     Condition,
-    HealthyCheckpointRef,
     LLMTrainingJobSpec,
     LLMTrainingJobStatus,
+    RollbackBaseline,
     RollbackRecord,
 )
 
+# How long an exit 65 waits for the trainer's divergence report before deciding without it. The trainer
+# sends the report before it exits, but the operator may see the pod end before the status patch.
+REPORT_GRACE_SECONDS = 10.0
 RESUME_HEALTHY = "latest_healthy"  # TOKENSMITH_RESUME_FROM value: the trainer's newest healthy checkpoint
 CONDITION = "Diverged"
 LOST = "rollback"  # key of status.lostGPUHours / lostCostUSD
@@ -78,16 +83,16 @@ class Outcome:
 
 
 def note_healthy(st: LLMTrainingJobStatus) -> None:
-    """A newly reported healthy checkpoint becomes `lastHealthyCheckpoint` (with the GPU-hours so far)."""
-    ck = st.last_checkpoint
-    if ck is None or ck.healthy is not True:
-        return
+    """A healthy `lastCheckpoint` is the `lastHealthyCheckpoint` (whoever wrote which first), and a new
+    healthy checkpoint moves the rollback baseline to the GPU-hours spent so far."""
+    ck = st.last_checkpoint  # the newest written: a healthy one is the newest healthy one
     known = st.last_healthy_checkpoint
-    if known is not None and (known.step, known.path) == (ck.step, ck.path):
-        return
-    st.last_healthy_checkpoint = HealthyCheckpointRef(
-        step=ck.step, path=ck.path, time=ck.time, healthy=True, gpu_hours=st.gpu_hours
-    )
+    fresh = known is None or (known.step, known.path) != (ck.step, ck.path) if ck is not None else False
+    if ck is not None and ck.healthy is True and fresh:
+        st.last_healthy_checkpoint = CheckpointRef(step=ck.step, path=ck.path, time=ck.time)
+    healthy = st.last_healthy_checkpoint
+    if healthy is not None and (st.rollback_baseline is None or st.rollback_baseline.step != healthy.step):
+        st.rollback_baseline = RollbackBaseline(step=healthy.step, gpu_hours=st.gpu_hours)
 
 
 def open_record(st: LLMTrainingJobStatus) -> RollbackRecord | None:
@@ -155,11 +160,10 @@ def divergence(st: LLMTrainingJobStatus, current: dict[int, WorkerObservation]) 
     failed = sorted((w for w in current.values() if w.phase == "Failed"), key=lambda w: w.index)
     d65 = [w for w in failed if w.exit_code == EXIT_DIVERGED]
     report = st.divergence
-    fresh = report is not None and _report_is_current(st)
-    if not d65 and not (fresh and failed):
+    if not d65 and not (failed and _report_is_current(st, strict=True)):
         return None
-    # a report that names no attempt and no time can still be used once a 65 says it is this attempt's
-    usable = report is not None and (fresh or (report.attempt is None and report.time is None))
+    # with a 65 in hand, a report from the attempt's first second (whole-second times) is taken too
+    usable = report is not None and _report_is_current(st, strict=not d65)
     first = (d65 or failed)[0]
     nodes = tuple(sorted({w.node for w in current.values() if w.node}))
     if usable and report is not None:
@@ -170,14 +174,33 @@ def divergence(st: LLMTrainingJobStatus, current: dict[int, WorkerObservation]) 
     return Divergence(st.attempt, step, "unknown", None, nodes, first.index, first.exit_code)
 
 
-def _report_is_current(st: LLMTrainingJobStatus) -> bool:
+def report_wait(st: LLMTrainingJobStatus, div: Divergence, now: datetime) -> float | None:
+    """Seconds to wait for the trainer's report of an exit 65 seen without one (None: decide now)."""
+    if div.kind != "unknown" or div.exit_code != EXIT_DIVERGED:
+        st.diverged_exit_time = None
+        return None
+    st.diverged_exit_time = st.diverged_exit_time or now
+    left = REPORT_GRACE_SECONDS - (now - st.diverged_exit_time).total_seconds()
+    if left > 0:
+        return left
+    st.diverged_exit_time = None
+    return None
+
+
+def _report_is_current(st: LLMTrainingJobStatus, strict: bool) -> bool:
+    """Whether `status.divergence` is this attempt's: by its attempt when it names one, else by its time
+    (the trainer's, in whole seconds) against the attempt's start. `strict`: only a report provably
+    after the start; else one from the start's second too (a trainer needs longer than a second to
+    start, so the previous attempt's report is still kept out), and one without any time."""
     report = st.divergence
     if report is None:
         return False
     if report.attempt is not None:
         return report.attempt == st.attempt
     start = st.attempt_start_time
-    return report.time is not None and start is not None and report.time >= start.replace(microsecond=0)
+    if report.time is None or start is None:
+        return not strict
+    return report.time >= (start if strict else start.replace(microsecond=0))
 
 
 def _same_place(rec: RollbackRecord, div: Divergence) -> bool:
@@ -206,9 +229,8 @@ def decide(spec: LLMTrainingJobSpec, st: LLMTrainingJobStatus, div: Divergence, 
     elif previous is not None and previous.cause == "Data" and _same_place(previous, div):
         cause = "Data"  # it repeats even after the skip (a neighbouring range?): still the data's
     healthy = st.last_healthy_checkpoint
-    baseline = max(
-        healthy.gpu_hours if healthy is not None else 0.0, previous.gpu_hours_at if previous else 0.0
-    )
+    mark = st.rollback_baseline
+    baseline = max(mark.gpu_hours if mark is not None else 0.0, previous.gpu_hours_at if previous else 0.0)
     lost = max(st.gpu_hours - baseline, 0.0)
     record = RollbackRecord(
         attempt=div.attempt,

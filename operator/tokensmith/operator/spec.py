@@ -435,10 +435,11 @@ class DivergenceReport(StatusModel):
     time: datetime | None = None
 
 
-class HealthyCheckpointRef(CheckpointRef):
-    """The newest checkpoint the trainer called healthy, and the job's GPU-hours when it was seen
-    (everything spent after it is lost when the run rolls back to it)."""
+class RollbackBaseline(StatusModel):
+    """Where a rollback would return to: the last healthy checkpoint's step and the job's gpuHours when
+    the operator first saw it (a rollback loses what was spent after it)."""
 
+    step: int = Field(ge=0)
     gpu_hours: float = Field(0.0, ge=0, alias="gpuHours")
 
 
@@ -506,7 +507,16 @@ class LLMTrainingJobStatus(StatusModel):
     divergence: DivergenceReport | None = Field(
         None, description="The trainer's last divergence report (written by trainer rank 0)."
     )
-    last_healthy_checkpoint: HealthyCheckpointRef | None = None
+    last_healthy_checkpoint: CheckpointRef | None = Field(
+        None,
+        description="The newest healthy checkpoint (written by trainer rank 0): what a rollback resumes.",
+    )
+    rollback_baseline: RollbackBaseline | None = None
+    diverged_exit_time: datetime | None = Field(
+        None,
+        description="When an exit 65 was first seen before the trainer's divergence report (which gets "
+        "a few seconds to arrive: the pod's end and the status patch race).",
+    )
     rollbacks: int = Field(0, ge=0, description="Rollbacks to a healthy checkpoint so far.")
     rollback_records: list[RollbackRecord] = Field(default_factory=list)
     skip_samples: list[list[int]] = Field(

@@ -300,9 +300,12 @@ class EmulatedCluster:
             "path": path or f"/checkpoints/{job}/step-{step:08d}",
             "time": _now(),
         }
-        if healthy is not None:  # the trainer's health verdict (run health)
+        patch: dict[str, Any] = {"lastCheckpoint": ckpt}
+        if healthy is not None:  # the trainer's health verdict (run health), and its newest healthy one
             ckpt["healthy"] = healthy
-        await self.patch_job(namespace, job, {"status": {"lastCheckpoint": ckpt}}, status=True)
+            if healthy:
+                patch["lastHealthyCheckpoint"] = {k: ckpt[k] for k in ("step", "path", "time")}
+        await self.patch_job(namespace, job, {"status": patch}, status=True)
 
     async def report_divergence(
         self,
@@ -310,11 +313,14 @@ class EmulatedCluster:
         job: str,
         step: int,
         samples: tuple[int, int],
-        attempt: int,
         kind: str = "nonfinite",
+        attempt: int | None = None,
     ) -> None:
-        """What trainer rank 0 sends before it exits 65 (run health: `status.divergence`)."""
-        report = {"step": step, "kind": kind, "samples": list(samples), "attempt": attempt, "time": _now()}
+        """What trainer rank 0 sends before it exits 65 (run health: `status.divergence`; the attempt
+        only when given: the trainer's patch carries its time)."""
+        report: dict[str, Any] = {"step": step, "kind": kind, "samples": list(samples), "time": _now()}
+        if attempt is not None:
+            report["attempt"] = attempt
         await self.patch_job(namespace, job, {"status": {"divergence": report}}, status=True)
 
     async def _patch(
