@@ -405,3 +405,19 @@ def test_pods_report_their_node() -> None:
     pod["status"] = {"phase": "Running"}
     w = observe.worker_from_pod(pod)
     assert w is not None and w.node == "node-7"
+
+
+def test_the_local_summary_and_status_line_show_rollbacks() -> None:
+    from tokensmith.operator.local.display import status_line
+    from tokensmith.operator.local.report import History, summary, summary_text
+
+    c = run(make_spec(), [*HEALTHY_START, ("diverge", 6, [48, 56]), *ROLL, ("run",), ("ckpt", 8, True)])
+    data = summary(c.st, History(), None)
+    (entry,) = data["rollbacks"]
+    assert entry["cause"] == "Hardware" and entry["resume_step"] == 4 and entry["samples"] == [48, 56]
+    assert data["lost_gpu_hours"]["rollback"] == pytest.approx(entry["lost_gpu_hours"])
+    text = summary_text(data, None)
+    assert (
+        "attempt 1 diverged (nonfinite) at step 6, samples [48, 56): rolled back to 4, cause Hardware" in text
+    )
+    assert "rollbacks 1 (healthy 8)" in status_line(c.st, 20)

@@ -300,7 +300,8 @@ async def apply(
             kopf.event(
                 cast(kopf.Body, body), type=action.type, reason=action.reason, message=action.message[:1000]
             )
-            if action.reason == "Restarting" and decision.status.last_failure is not None:
+            restarted = action.reason in ("Restarting", "RollingBack")  # a rollback counts as reason Diverged
+            if restarted and decision.status.last_failure is not None:
                 rt.metrics.restarts.labels(decision.status.last_failure.reason).inc()
 
 
