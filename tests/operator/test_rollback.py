@@ -60,6 +60,7 @@ class Cluster:
     st: LLMTrainingJobStatus = field(default_factory=LLMTrainingJobStatus)
     workers: dict[tuple[int, int], WorkerObservation] = field(default_factory=dict)
     plans: dict[int, GangPlan] = field(default_factory=dict)
+    avoided: dict[int, tuple[str, ...]] = field(default_factory=dict)
     decisions: list[Decision] = field(default_factory=list)
     placed: dict[int, set[str]] = field(default_factory=dict)  # attempt -> its nodes (outlives reaping)
 
@@ -68,8 +69,8 @@ class Cluster:
         busy = {w.node for w in self.workers.values()}
         for a in d.actions:
             if isinstance(a, CreateGang):
-                self.plans[a.attempt] = a.plan
-                free = [n for n in NODES if n not in a.plan.avoid_nodes and n not in busy]
+                self.plans[a.attempt], self.avoided[a.attempt] = a.plan, a.avoid_nodes
+                free = [n for n in NODES if n not in a.avoid_nodes and n not in busy]
                 for i in a.indices:
                     node = free.pop(0)
                     busy.add(node)
@@ -236,25 +237,26 @@ def test_rollback_scenarios(name: str) -> None:
 def test_replay_runs_on_other_nodes_and_suspects_are_avoided_later() -> None:
     c = run(make_spec(), [*HEALTHY_START, ("diverge", 6, [48, 56]), *ROLL, ("run",)])
     first = attempt_nodes(c, 1)
-    assert c.plans[2].avoid_nodes == tuple(sorted(first))
+    assert c.avoided[2] == tuple(sorted(first))
     assert not attempt_nodes(c, 2) & first
     # the replay passes (Hardware); a later ordinary restart still avoids the suspects
     for event in [("tick", 5), ("progress", 7), ("crash",), ("reap",), ("tick", 10), ("tick", 0)]:
         c.play(event)
     assert causes(c) == ["Hardware"] and c.st.suspect_nodes == sorted(first)
-    assert c.plans[3].avoid_nodes == tuple(sorted(first))
+    assert c.avoided[3] == tuple(sorted(first))
     assert "DivergenceAttributed" in event_reasons(c)
 
 
 def test_replay_on_other_nodes_can_be_turned_off() -> None:
     c = run(make_spec(replayOnOtherNodes=False), [*HEALTHY_START, ("diverge", 6, [48, 56]), *ROLL])
-    assert c.plans[2] == GangPlan(resume_from=rollback.RESUME_HEALTHY)
+    assert c.plans[2] == GangPlan(resume_from=rollback.RESUME_HEALTHY) and c.avoided[2] == ()
 
 
 def test_a_data_replay_needs_no_other_nodes_and_carries_the_skip() -> None:
     events = [*HEALTHY_START, ("diverge", 6, [48, 56]), *ROLL, ("run",), ("diverge", 6, [48, 56]), *ROLL]
     c = run(make_spec(), events)
     assert c.plans[3] == GangPlan(resume_from=rollback.RESUME_HEALTHY, skip_samples=((48, 56),))
+    assert c.avoided[3] == ()
 
 
 def test_progress_from_before_the_rollback_does_not_count_as_a_pass() -> None:
@@ -334,8 +336,8 @@ def test_only_healthy_checkpoints_become_the_rollback_target(
 def test_rollback_pods_resume_from_the_healthy_pointer_and_avoid_nodes() -> None:
     spec = make_spec()
     job = children.JobRef("job", "ml", "uid-1")
-    plan = GangPlan(rollback.RESUME_HEALTHY, ("node-1", "node-0"), ((48, 56),))
-    pod = children.worker_pod(job, spec, 2, 0, children.Defaults(), plan)
+    plan = GangPlan(rollback.RESUME_HEALTHY, ((48, 56),))
+    pod = children.worker_pod(job, spec, 2, 0, children.Defaults(), ("node-1", "node-0"), plan)
     kubernetes_validate.validate(pod, kubernetes_validate.latest_version(), strict=True)
     env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
     assert env[children.RESUME_ENV] == "latest_healthy"
@@ -359,7 +361,7 @@ def test_anti_affinity_joins_every_existing_node_selector_term() -> None:
     ]
     required = {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}
     pod_spec: dict[str, Any] = {"affinity": {"nodeAffinity": required}}
-    children.avoid_nodes(pod_spec, ["n1"])
+    children.add_node_anti_affinity(pod_spec, ["n1"])
     assert [len(t["matchExpressions"]) for t in terms] == [2, 2]
     assert all(t["matchExpressions"][-1]["values"] == ["n1"] for t in terms)
 

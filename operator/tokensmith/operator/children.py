@@ -249,6 +249,7 @@ def worker_pod(
     attempt: int,
     index: int,
     defaults: Defaults,
+    avoid_nodes: tuple[str, ...] = (),
     plan: GangPlan = GangPlan(),
 ) -> dict[str, Any]:
     c = spec.cluster
@@ -299,11 +300,12 @@ def worker_pod(
         "volumes": volumes,
     }
     _scheduling(pod_spec, spec)
+    add_node_anti_affinity(pod_spec, avoid_nodes)
     _rollback_plan(pod_spec, plan)
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": pod_spec}
 
 
-# Run health (rollback.py): where a rolled-back attempt resumes, and the nodes its replay must avoid.
+# Run health (rollback.py): where a rolled-back attempt resumes; nodes a replay (or any attempt) avoids.
 RESUME_ENV = "TOKENSMITH_RESUME_FROM"
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 
@@ -313,10 +315,9 @@ def _rollback_plan(pod_spec: dict[str, Any], plan: GangPlan) -> None:
         for container in pod_spec["containers"]:
             env = [e for e in container.get("env", []) if e["name"] != RESUME_ENV]
             container["env"] = [*env, {"name": RESUME_ENV, "value": plan.resume_from}]
-    avoid_nodes(pod_spec, plan.avoid_nodes)
 
 
-def avoid_nodes(pod_spec: dict[str, Any], nodes: tuple[str, ...] | list[str]) -> None:
+def add_node_anti_affinity(pod_spec: dict[str, Any], nodes: tuple[str, ...] | list[str]) -> None:
     """Required node anti-affinity: `kubernetes.io/hostname NotIn nodes`, added to every node selector
     term already there (terms are ORed, expressions within one ANDed), so it holds whichever matches."""
     if not nodes:
@@ -356,9 +357,10 @@ def worker_pods(
     attempt: int,
     indices: tuple[int, ...],
     defaults: Defaults,
+    avoid_nodes: tuple[str, ...] = (),
     plan: GangPlan = GangPlan(),
 ) -> list[dict[str, Any]]:
-    return [worker_pod(job, spec, attempt, i, defaults, plan) for i in indices]
+    return [worker_pod(job, spec, attempt, i, defaults, avoid_nodes, plan) for i in indices]
 
 
 # --------------------------------------------------------------------------- evaluation

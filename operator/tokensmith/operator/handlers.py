@@ -278,7 +278,9 @@ async def apply(
     for action in decision.actions:
         if isinstance(action, CreateGang) and spec is not None:
             await _ensure_job_children(rt, job, spec, action.attempt, create, action.plan.skip_samples)
-            pods = children.worker_pods(job, spec, action.attempt, action.indices, rt.defaults, action.plan)
+            pods = children.worker_pods(
+                job, spec, action.attempt, action.indices, rt.defaults, action.avoid_nodes, action.plan
+            )
             fresh = [p for p in pods if time.monotonic() - rt.inflight.get(p["metadata"]["name"], -1e9) > 30]
             for p in fresh:
                 rt.inflight[p["metadata"]["name"]] = time.monotonic()

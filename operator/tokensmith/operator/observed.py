@@ -85,20 +85,21 @@ class Failure:
 @dataclass(frozen=True)
 class GangPlan:
     """What an attempt's workers get beyond the spec after a rollback (see rollback.py): where the trainer
-    resumes (`TOKENSMITH_RESUME_FROM`; None: the trainer's default, the newest checkpoint), the nodes
-    they must avoid (required node anti-affinity) and the sample ranges added to `data.skip_samples`."""
+    resumes (`TOKENSMITH_RESUME_FROM`; None: the trainer's default, the newest checkpoint) and the sample
+    ranges added to its `data.skip_samples`."""
 
     resume_from: str | None = None
-    avoid_nodes: tuple[str, ...] = ()
     skip_samples: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True)
 class CreateGang:
-    """Make sure these workers of `attempt` exist (creation by deterministic name: never a second copy)."""
+    """Make sure these workers of `attempt` exist (creation by deterministic name: never a second copy).
+    `avoid_nodes`: the workers must not be placed there (required node anti-affinity)."""
 
     attempt: int
     indices: tuple[int, ...]
+    avoid_nodes: tuple[str, ...] = ()
     plan: GangPlan = GangPlan()
 
 

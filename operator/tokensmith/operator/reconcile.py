@@ -164,7 +164,8 @@ def _start_attempt(
     resume = rollback.resume_text(st) or resume
     message = f"attempt {st.attempt}: creating {spec.cluster.nodes} worker(s), {resume}"
     _enter(st, "Pending", reason, message, now)
-    acts.insert(0, CreateGang(st.attempt, tuple(range(spec.cluster.nodes)), rollback.gang_plan(spec, st)))
+    avoid, plan = rollback.avoid_nodes(spec, st), rollback.gang_plan(st)
+    acts.insert(0, CreateGang(st.attempt, tuple(range(spec.cluster.nodes)), avoid, plan))
     acts.append(EmitEvent("Normal", "AttemptStarted", message))
     return Decision(st, tuple(acts), _requeue(spec, st, now))
 
@@ -216,7 +217,8 @@ def _judge_gang(
         return _on_failure(spec, st, acts, observed, failure, now)
 
     if missing:  # still creating this attempt's gang (or recreating a pod deleted before it ran)
-        acts.insert(0, CreateGang(st.attempt, tuple(missing), rollback.gang_plan(spec, st)))
+        avoid, plan = rollback.avoid_nodes(spec, st), rollback.gang_plan(st)
+        acts.insert(0, CreateGang(st.attempt, tuple(missing), avoid, plan))
     elif all(w.phase == "Running" for w in current.values()) and not st.gang_ready:
         st.gang_ready, st.running_since = True, now
         message = f"attempt {st.attempt}: all {size} worker(s) running"

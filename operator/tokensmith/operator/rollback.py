@@ -140,9 +140,7 @@ def replay_passed(
 
 def attribute_hardware(st: LLMTrainingJobStatus, rec: RollbackRecord, now: datetime) -> list[Action]:
     rec.cause = "Hardware"
-    for node in rec.nodes:
-        if node not in st.suspect_nodes:
-            st.suspect_nodes.append(node)
+    _add_suspects(st, rec.nodes)
     where = f"; suspect nodes: {', '.join(rec.nodes)}" if rec.nodes else " (node unknown: one local machine)"
     message = (
         f"the replay of attempt {rec.attempt} passed step {rec.step} where it diverged: cause Hardware{where}"
@@ -291,17 +289,30 @@ def decide(spec: LLMTrainingJobSpec, st: LLMTrainingJobStatus, div: Divergence, 
 # ------------------------------------------------------------------------------- the next attempt
 
 
-def gang_plan(spec: LLMTrainingJobSpec, st: LLMTrainingJobStatus) -> GangPlan:
+def gang_plan(st: LLMTrainingJobStatus) -> GangPlan:
     """What the current attempt's workers get: resume from the healthy pointer once the job has rolled
-    back, avoid the nodes under suspicion, skip the sample ranges attributed to the data."""
+    back, and skip the sample ranges attributed to the data."""
     if not st.rollback_records:
         return GangPlan()
+    skip = tuple((int(r[0]), int(r[1])) for r in st.skip_samples)
+    return GangPlan(resume_from=RESUME_HEALTHY, skip_samples=skip)
+
+
+def avoid_nodes(spec: LLMTrainingJobSpec, st: LLMTrainingJobStatus) -> tuple[str, ...]:
+    """Nodes the current attempt's workers must not use: those of a diverged attempt whose replay has
+    not told its cause yet (`replayOnOtherNodes`), and the nodes a Hardware cause made suspect."""
     avoid = set(st.suspect_nodes)
     rec = open_record(st)
     if rec is not None and spec.restart_policy.replay_on_other_nodes:
         avoid.update(rec.nodes)
-    skip = tuple((int(r[0]), int(r[1])) for r in st.skip_samples)
-    return GangPlan(resume_from=RESUME_HEALTHY, avoid_nodes=tuple(sorted(avoid)), skip_samples=skip)
+    return tuple(sorted(avoid))
+
+
+def _add_suspects(st: LLMTrainingJobStatus, names: list[str]) -> None:
+    """The one place rollbacks add suspect nodes (the fleet issue's suspect list may take them over)."""
+    for node in names:
+        if node not in st.suspect_nodes:
+            st.suspect_nodes.append(node)
 
 
 def resume_text(st: LLMTrainingJobStatus) -> str | None:

@@ -107,8 +107,8 @@ class Gang:
 
     def create(self, attempt: int, indices: tuple[int, ...], plan: GangPlan = GangPlan()) -> list[str]:
         """Start the missing workers of `attempt` (idempotent by name, like pod creation). A rollback's
-        plan: the resume pointer in the environment, the skipped samples in the config; its nodes to
-        avoid do not apply on one machine (the replay runs here again)."""
+        plan: the resume pointer in the environment, the skipped samples in the config (nodes to avoid
+        do not apply on one machine: the replay runs here again)."""
         from tokensmith.core.io import atomic_write_text
         from tokensmith.core.output import to_yaml
 
