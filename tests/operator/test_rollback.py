@@ -247,6 +247,21 @@ def test_replay_runs_on_other_nodes_and_suspects_are_avoided_later() -> None:
     assert "DivergenceAttributed" in event_reasons(c)
 
 
+def test_a_replay_with_no_room_elsewhere_falls_back_to_any_node() -> None:
+    """The replay's gang cannot be placed away from the diverged nodes (it stays Pending here): after
+    pendingTimeoutSeconds (Unschedulable) the next attempt replays where the cluster allows."""
+    spec = make_spec(maxRestarts=3)
+    spec.restart_policy.pending_timeout_seconds = 60
+    c = run(spec, [*HEALTHY_START, ("diverge", 6, [48, 56]), *ROLL])
+    first = attempt_nodes(c, 1)
+    assert c.avoided[2] == tuple(sorted(first))
+    for event in [("tick", 61), ("reap",), ("tick", 10), ("tick", 0)]:  # never scheduled: Unschedulable
+        c.play(event)
+    assert c.st.last_failure is not None and c.st.last_failure.reason == "Unschedulable"
+    assert c.st.attempt == 3 and c.avoided[3] == ()
+    assert c.plans[3].resume_from == rollback.RESUME_HEALTHY
+
+
 def test_replay_on_other_nodes_can_be_turned_off() -> None:
     c = run(make_spec(replayOnOtherNodes=False), [*HEALTHY_START, ("diverge", 6, [48, 56]), *ROLL])
     assert c.plans[2] == GangPlan(resume_from=rollback.RESUME_HEALTHY) and c.avoided[2] == ()

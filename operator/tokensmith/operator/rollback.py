@@ -303,9 +303,17 @@ def avoid_nodes(spec: LLMTrainingJobSpec, st: LLMTrainingJobStatus) -> tuple[str
     not told its cause yet (`replayOnOtherNodes`), and the nodes a Hardware cause made suspect."""
     avoid = set(st.suspect_nodes)
     rec = open_record(st)
-    if rec is not None and spec.restart_policy.replay_on_other_nodes:
+    if rec is not None and spec.restart_policy.replay_on_other_nodes and not _no_room(st, rec):
         avoid.update(rec.nodes)
     return tuple(sorted(avoid))
+
+
+def _no_room(st: LLMTrainingJobStatus, rec: RollbackRecord) -> bool:
+    """The replay could not be placed away from the diverged nodes: its gang ran into
+    `pendingTimeoutSeconds` (Unschedulable). Then it replays where the cluster allows (in place); a pass
+    still clears the data, and the diverged nodes still become suspects."""
+    failed = st.last_failure
+    return failed is not None and failed.reason == "Unschedulable" and failed.attempt >= rec.replay_attempt
 
 
 def _add_suspects(st: LLMTrainingJobStatus, names: list[str]) -> None:
