@@ -118,7 +118,7 @@ def test_files_plot_and_emitted_job_validate(tmp_path: Path) -> None:
         (["--params", "7B", "--precision", "fp8", "--layouts", "any", "--gpu", "A100"], "FP8"),
         (
             ["--params", "47B", "--experts", "8", "--layouts", "any", "--gpus", "64"],
-            "tokensmith train cannot run this plan: mixture-of-experts",
+            "mixture-of-experts models (8 experts) are not implemented by tokensmith train",
         ),
     ],
 )

@@ -131,6 +131,13 @@ def list_gpus_text(fmt: str) -> str:
     "--owned", is_flag=True, help="Owned hardware: amortised purchase price plus energy, not a cloud price."
 )
 @click.option(
+    "--model",
+    "model",
+    type=str,
+    default=None,
+    help="A named architecture instead of --params (mixtral-8x7b, deepseek-v3, llama-70b, ...).",
+)
+@click.option(
     "--precision",
     type=click.Choice(["bf16", "fp8"], case_sensitive=False),
     default=None,
@@ -173,6 +180,7 @@ def plan(
     gpu: str | None,
     law: str | None,
     owned: bool,
+    model: str | None,
     precision: str | None,
     layouts: str | None,
     list_gpus: bool,
@@ -198,6 +206,7 @@ def plan(
         gpu=gpu,
         law=law.lower() if law else None,
         owned=owned,
+        model=model,
         precision=precision.lower() if precision else None,
         layouts=layouts.lower() if layouts else None,
     )

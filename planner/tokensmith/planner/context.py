@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tokensmith.planner import energy, reliability, scaling, search
+from tokensmith.planner import arch, energy, reliability, scaling, search
 from tokensmith.planner.gpus import GPU, get_gpu
 from tokensmith.planner.schema import PlanError, Request
 
@@ -106,6 +106,14 @@ class Context:
                 "(H100, H800, H200, B200, MI300X, L40S)"
             )
         moe = None
+        if req.model is not None:
+            preset = arch.PRESETS.get(req.model.lower())
+            if preset is None:
+                raise PlanError(f"unknown --model {req.model!r}; known: {', '.join(arch.PRESETS)}")
+            if req.params is not None or req.experts or req.experts_per_token or req.shared_experts:
+                raise PlanError("--model fixes the architecture; drop --params and the --experts options")
+            if preset.get("experts"):
+                moe = {k: preset.get(k, 0) for k in ("experts", "experts_per_token", "shared_experts")}
         if req.experts:
             k = req.experts_per_token or min(2, req.experts)
             if k > req.experts:

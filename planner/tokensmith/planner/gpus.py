@@ -18,6 +18,13 @@ A100, one 400 Gb/s NDR NIC per H100/H200/MI300X, 800 Gb/s per B200 in their refe
 100 Gb/s per V100 and L40S as typical for those systems). Both are link rates: the performance model
 applies an achievable-fraction factor.
 
+`gemm_fraction` is the share of the dense peak that large BF16 GEMMs reach at the clocks the GPU
+sustains under load: about 0.9 for A100 (cuBLAS reaches 280 of 312 TFLOP/s) and V100, about 0.7 for the
+700 W Hopper parts (H100/H800/H200 GEMMs run at about 700 of 989 TFLOP/s: power-capped clocks), 0.75
+for B200, and about 0.5 for MI300X (about 650 of 1,307 TFLOP/s in published hipBLASLt GEMM sweeps).
+These are the public GEMM microbenchmark figures, rounded; the end-to-end efficiency curve in
+performance.py multiplies them.
+
 Prices are indicative: `price_usd_hour` a typical 2025 on-demand cloud price per GPU-hour and
 `purchase_usd` a typical purchase price per GPU including its share of server and network. They are
 stated as assumptions in every plan and meant to be overridden (`--price-per-gpu-hour`,
@@ -44,6 +51,7 @@ class GPU:
     purchase_usd: float
     vendor: str
     fp8_tflops: float = 0.0  # dense FP8 (0: no FP8 tensor cores)
+    gemm_fraction: float = 0.9  # best large BF16 GEMM throughput / dense peak (see module docstring)
 
     @property
     def peak_flops(self) -> float:
@@ -71,13 +79,13 @@ CATALOGUE: dict[str, GPU] = {
         GPU("A100-40GB", 40, 312, 1.555, 400, 300, 25, 8, 1.80, 20_000, "NVIDIA"),
         GPU("A100-80GB", 80, 312, 2.039, 400, 300, 25, 8, 2.20, 25_000, "NVIDIA"),
         GPU("A800-80GB", 80, 312, 2.039, 400, 200, 25, 8, 2.00, 22_000, "NVIDIA"),
-        GPU("H100-SXM", 80, 989, 3.35, 700, 450, 50, 8, 3.00, 40_000, "NVIDIA", 1979),
-        GPU("H800", 80, 989, 3.35, 700, 200, 50, 8, 2.80, 38_000, "NVIDIA", 1979),
-        GPU("H100-PCIE", 80, 756, 2.0, 350, 64, 50, 8, 2.50, 32_000, "NVIDIA", 1513),
-        GPU("H200", 141, 989, 4.8, 700, 450, 50, 8, 3.80, 45_000, "NVIDIA", 1979),
-        GPU("B200", 180, 2250, 8.0, 1000, 900, 100, 8, 6.00, 60_000, "NVIDIA", 4500),
-        GPU("MI300X", 192, 1307.4, 5.3, 750, 448, 50, 8, 2.80, 30_000, "AMD", 2614.9),
-        GPU("L40S", 48, 362, 0.864, 350, 32, 12.5, 8, 1.20, 12_000, "NVIDIA", 733),
+        GPU("H100-SXM", 80, 989, 3.35, 700, 450, 50, 8, 3.00, 40_000, "NVIDIA", 1979, gemm_fraction=0.7),
+        GPU("H800", 80, 989, 3.35, 700, 200, 50, 8, 2.80, 38_000, "NVIDIA", 1979, gemm_fraction=0.7),
+        GPU("H100-PCIE", 80, 756, 2.0, 350, 64, 50, 8, 2.50, 32_000, "NVIDIA", 1513, gemm_fraction=0.7),
+        GPU("H200", 141, 989, 4.8, 700, 450, 50, 8, 3.80, 45_000, "NVIDIA", 1979, gemm_fraction=0.7),
+        GPU("B200", 180, 2250, 8.0, 1000, 900, 100, 8, 6.00, 60_000, "NVIDIA", 4500, gemm_fraction=0.75),
+        GPU("MI300X", 192, 1307.4, 5.3, 750, 448, 50, 8, 2.80, 30_000, "AMD", 2614.9, gemm_fraction=0.5),
+        GPU("L40S", 48, 362, 0.864, 350, 32, 12.5, 8, 1.20, 12_000, "NVIDIA", 733, gemm_fraction=0.8),
         GPU("V100-32GB", 32, 125, 0.9, 300, 150, 12.5, 8, 1.00, 8_000, "NVIDIA"),
     )
 }

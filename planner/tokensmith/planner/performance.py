@@ -20,7 +20,8 @@ Data parallelism (ring collectives, (d - 1)/d of the bytes each): stages 0/1 all
 gradients once per step; stage 2 reduce-scatters them every micro-batch and all-gathers the weights
 once; stage 3 all-gathers the weights in every micro-batch's forward and backward as well
 (Rajbhandari et al. 2019, §7: 1.5x the all-reduce volume per pass). Over the network when the group
-spans nodes; `DP_OVERLAP` of the compute time hides it.
+spans nodes, at the bandwidth of all the NICs the group's members on one node share (NCCL runs one
+ring channel per NIC); `DP_OVERLAP` of the compute time hides it.
 """
 
 from __future__ import annotations
@@ -33,14 +34,14 @@ from tokensmith.planner.arch import ModelConfig
 
 # Calibrated against published runs (see docs/planner.md, "Calibration"): the best dense BF16 GEMM
 # efficiency reached in end-to-end training and the local width at which half of it is lost.
-EFF_MAX = 0.45
-EFF_HALF_WIDTH = 128.0
+EFF_MAX = 0.70
+EFF_HALF_WIDTH = 256.0
 LINK_EFFICIENCY = 0.75  # achieved collective bus bandwidth / link rate (NCCL tests on NVLink and IB)
 DP_OVERLAP = 0.5  # fraction of the backward pass that hides the gradient reduction
 # FP8 GEMMs reach this fraction of the BF16 GEMMs' efficiency relative to their (twice higher) peak:
 # scaling, casts and amax bookkeeping (calibrated on MosaicML's H100 FP8 table, docs/planner.md).
 FP8_EFFICIENCY = 0.65
-A2A_EXPOSED = 0.5  # share of the MoE all-to-all not hidden behind compute (DeepSeek-V3 overlaps it all)
+A2A_EXPOSED = 1.0  # share of the MoE all-to-all not hidden with one model chunk per stage
 OPTIMIZER_BYTES_PER_PARAM = (
     3 * 16
 )  # Adam update: read and write 16 bytes of state per parameter, about 3 passes
@@ -147,6 +148,7 @@ class GPUScalars:
     inter_bytes_s: float
     gpus_per_node: int
     fp8_peak_flops: float = 0.0  # dense FP8 (0: none)
+    gemm_fraction: float = 0.9  # gpus.GPU.gemm_fraction
 
 
 def efficiency(local_width: Any) -> Any:
@@ -186,7 +188,7 @@ def step_time(
     gemm_passes = 3.0 + full
     attn_passes = 3.0 + full + selective * (0.0 if m.flash_attention else 1.0)
     scale = tokens_mb * imbalance / (tp * pp)
-    eff = efficiency(m.d_model / tp)
+    eff = efficiency(m.d_model / tp) * g.gemm_fraction
     gemm_rate = _where(fp8, g.fp8_peak_flops * FP8_EFFICIENCY, g.peak_flops) * eff
     compute = scale * (gemm_fwd * gemm_passes / gemm_rate + attn_fwd * attn_passes / (g.peak_flops * eff))
 
@@ -209,7 +211,9 @@ def step_time(
     # Expert parallelism: each MoE block dispatches every token to its k experts and combines the
     # results (two all-to-alls forward, two backward, two more in a recomputed forward), (EP - 1)/EP
     # of the bytes leaving the GPU; NVLink for the peers in the node, the network for the rest.
-    # Dispatch runs in FP8 with FP8 training (DeepSeek-V3, §3.3). `A2A_EXPOSED` of it is not hidden.
+    # Dispatch runs in FP8 with FP8 training (DeepSeek-V3, §3.3). With two or more model chunks per
+    # stage (interleaving; DeepSeek-V3's DualPipe, §3.2.1) one chunk's all-to-all runs under another's
+    # compute, so only what exceeds the compute shows; with one chunk `A2A_EXPOSED` of it shows.
     moe_stage_layers = m.moe_layers * stage_layers / m.n_layers
     a2a_bytes = (4.0 + 2.0 * full) * tokens_mb / tp * m.top_k * m.d_model * _where(fp8, 1.5, 2.0)
     in_node = _minimum(ep, _maximum(g.gpus_per_node // (tp * cp), 1))
@@ -218,7 +222,8 @@ def step_time(
     a2a_time = a2a_bytes * _maximum(
         local / (g.intra_bytes_s * LINK_EFFICIENCY), remote / (g.inter_bytes_s * LINK_EFFICIENCY)
     )
-    ep_comm = A2A_EXPOSED * moe_stage_layers * a2a_time
+    a2a = moe_stage_layers * a2a_time
+    ep_comm = _where(virtual > 1, _maximum(a2a - compute, 0.0), A2A_EXPOSED * a2a)
 
     slot = compute + tp_comm + pp_comm + cp_comm + ep_comm
     pipeline = (microbatches + (pp - 1) / virtual) * slot
@@ -235,7 +240,11 @@ def step_time(
     per_mb = _where(zero <= 1, 0.0, _where(zero == 2, 1.0, 3.0))
     units = per_step + per_mb * microbatches
     volume = units * ((dp - 1) / dp * dense_bytes + (edp - 1) / edp * expert_bytes)
-    dp_link = _where(gpus <= g.gpus_per_node, g.intra_bytes_s, g.inter_bytes_s) * LINK_EFFICIENCY
+    # Across nodes, NCCL's rings (one channel per NIC) move a group's data through all the NICs of the
+    # node its members share, so the bus bandwidth is that of the members' NICs together, up to NVLink.
+    members_per_node = _maximum(g.gpus_per_node / (tp * cp), 1.0)
+    network = _minimum(g.intra_bytes_s, members_per_node * g.inter_bytes_s)
+    dp_link = _where(gpus <= g.gpus_per_node, g.intra_bytes_s, network) * LINK_EFFICIENCY
     dp_comm = volume / dp_link
     exposed_dp = _maximum(dp_comm - DP_OVERLAP * microbatches * compute, 0.0)
 

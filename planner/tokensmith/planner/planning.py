@@ -341,7 +341,7 @@ def plan(**kwargs: Any) -> Plan:
         if (
             isinstance(value, str)
             and key in Request.model_fields
-            and key not in ("gpu", "law", "precision", "layouts")
+            and key not in ("gpu", "law", "precision", "layouts", "model")
         ):
             try:
                 value = parse_number(value)
@@ -374,6 +374,8 @@ def plan(**kwargs: Any) -> Plan:
 def _plan(req: Request) -> Plan:
     _check_inputs(req)
     ctx = _Ctx(req)
+    if req.model is not None:
+        return _for_preset(ctx)
     # Two of params/tokens/compute -> the third.
     compute = _given_compute(req)
     if req.compute is not None and compute is None and req.params is not None and req.tokens is None:
@@ -395,6 +397,34 @@ def _plan(req: Request) -> Plan:
     explicit_size = sum(x is not None for x in (req.params, req.tokens, req.compute)) >= 2
     if explicit_size and req.mfu is None and (req.gpu_hours is not None or req.budget_usd is not None):
         return _implied_mfu(ctx, cfg, tokens)
+    return _finish(ctx, cfg, tokens, budget_derived=False)
+
+
+def _for_preset(ctx: _Ctx) -> Plan:
+    """--model PRESET: the architecture is given (its own context and vocabulary unless --seq-len or
+    --vocab-size override them); tokens as for --params (given, from --compute, bought by a budget,
+    or the law's optimum for its size)."""
+    req = ctx.req
+    assert req.model is not None
+    overrides = {k: v for k, v in (("seq_len", req.seq_len), ("vocab_size", req.vocab_size)) if v}
+    try:
+        cfg = ModelConfig(preset=req.model.lower(), **overrides)
+    except ValidationError as err:
+        raise PlanError(f"--model {req.model}: {err.errors()[0]['msg']}") from None
+    ctx.record("model", cfg.preset, "given: arch.PRESETS")
+    ctx.record("seq_len", cfg.seq_len, "given" if req.seq_len else f"the {cfg.preset} preset's")
+    ctx.record("vocab_size", cfg.vocab_size, "given" if req.vocab_size else f"the {cfg.preset} preset's")
+    n_law = _law_params(ctx.law, cfg)
+    if req.tokens is not None:
+        tokens = req.tokens
+        if req.mfu is None and (req.gpu_hours is not None or req.budget_usd is not None):
+            return _implied_mfu(ctx, cfg, tokens)
+    elif req.compute is not None:
+        tokens = req.compute / (6.0 * n_law)
+    elif req.budget_usd is not None or req.gpu_hours is not None or (req.gpus and req.deadline_days):
+        return _budget_tokens(ctx, cfg)
+    else:
+        tokens = ctx.law.optimal_tokens(n_law)
     return _finish(ctx, cfg, tokens, budget_derived=False)
 
 

@@ -49,6 +49,7 @@ class Request(BaseModel):
     global_batch_tokens: float | None = None
     max_tensor_parallel: int | None = None
     max_pipeline_parallel: int | None = None
+    model: str | None = None  # an arch.PRESETS name: the architecture, instead of --params
     experts: int | None = None
     experts_per_token: int | None = None
     shared_experts: int | None = None

@@ -181,6 +181,7 @@ def evaluate(
         inter_bytes_s=gpu.inter_gbs * 1e9,
         gpus_per_node=gpus_per_node,
         fp8_peak_flops=gpu.fp8_peak_flops,
+        gemm_fraction=gpu.gemm_fraction,
     )
     with np.errstate(divide="ignore", invalid="ignore"):
         model_par = tp * pp * cp
