@@ -171,44 +171,6 @@ PUBLISHED_RUNS: tuple[PublishedRun, ...] = (
 )
 
 
-def _six_nd_share(params: float, seq_len: int, vocab: int) -> float:
-    """6N / (model FLOPs per token) for the planner's shape of this size: converts an MFU reported with
-    attention counted (PaLM convention) into the 6ND convention used here."""
-    from tokensmith.planner.arch import flops_per_token, param_counts
-
-    cfg = shape_for_params(params, vocab_size=vocab, seq_len=seq_len)
-    return 6.0 * param_counts(cfg).total / flops_per_token(cfg)
-
-
-# Held out of the fit (H100, long context): reported to show how far the model carries.
-VALIDATION_RUNS: tuple[PublishedRun, ...] = (
-    PublishedRun(
-        "llama-3-405b-16k-gpus",
-        405e9,
-        15.6e12,
-        "H100-SXM",
-        (16_384,),
-        8192,
-        128256,
-        16 * 2**20,
-        0.38 * _six_nd_share(405e9, 8192, 128256),
-        "Dubey et al. 2024 (Llama 3), Table 4: 38% BF16 MFU on 16,384 H100 (attention counted)",
-    ),
-    PublishedRun(
-        "llama-3-405b-8k-gpus",
-        405e9,
-        15.6e12,
-        "H100-SXM",
-        (8_192,),
-        8192,
-        128256,
-        16 * 2**20,
-        0.43 * _six_nd_share(405e9, 8192, 128256),
-        "Dubey et al. 2024 (Llama 3), Table 4: 43% BF16 MFU on 8,192 H100 (attention counted)",
-    ),
-)
-
-
 def predicted_mfu(run: PublishedRun) -> float:
     """The performance model's best MFU for a published run's model, data and GPU counts (within its
     published layout when it has one), times the goodput at the default failure rate when the figure
