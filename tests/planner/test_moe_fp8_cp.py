@@ -202,3 +202,42 @@ def test_cli_emit_job_with_any_layouts_refuses_what_the_trainer_cannot_run(tmp_p
     assert out.exit_code == 2
     assert "precision 'fp8' is not implemented by tokensmith train" in out.output
     assert not job.exists()
+
+
+def test_the_trainer_config_refuses_a_moe_model() -> None:
+    """ModelConfig describes MoE models for the planner; the trainer, which builds dense models, says
+    so in one line instead of silently training a dense one."""
+    from pydantic import ValidationError
+
+    from tokensmith.trainer.config import TrainerConfig
+
+    with pytest.raises(ValidationError, match="mixture-of-experts"):
+        TrainerConfig.model_validate({"model": {"preset": "tiny", "experts": 4}})
+    TrainerConfig.model_validate({"model": {"preset": "tiny"}})
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(params="1B", gpus=8),
+        dict(params="7B", gpu="A100-80GB", gpus=64),
+        dict(params="70B", gpu="H100", gpus=512),
+        dict(params="13B", gpu="A100-40GB", budget_usd="500k"),
+        dict(params="30B", gpu="H200", gpu_hours=200_000),
+        dict(compute=1e23, gpu="H100"),
+        dict(budget_usd="2M", gpu="B200"),
+    ],
+)
+def test_default_scope_plans_emit_jobs_the_trainer_runs(kwargs) -> None:
+    """Over a spread of budgets and GPUs, the default (trainable) scope's plans pass the trainer's rules
+    and build into an LLMTrainingJob through the operator's models."""
+    from tokensmith.operator.spec import effective_trainer_config, parse_manifest
+    from tokensmith.planner.emit import build_job, untrainable
+
+    p = plan(**kwargs)
+    assert untrainable(p) == []
+    manifest = build_job(p)
+    _, spec = parse_manifest(manifest)
+    trainer = effective_trainer_config(spec, manifest["metadata"]["name"])
+    assert trainer.parallelism.recompute == p.cluster.recompute
+    assert trainer.deepspeed.zero_stage == p.cluster.zero_stage
