@@ -241,3 +241,15 @@ def test_default_scope_plans_emit_jobs_the_trainer_runs(kwargs) -> None:
     trainer = effective_trainer_config(spec, manifest["metadata"]["name"])
     assert trainer.parallelism.recompute == p.cluster.recompute
     assert trainer.deepspeed.zero_stage == p.cluster.zero_stage
+
+
+def test_table_names_the_experts_and_both_mfus() -> None:
+    from tokensmith.cli import cli as main
+
+    out = CliRunner().invoke(
+        main, ["plan", "--model", "mixtral-8x7b", "--tokens", "1T", "--gpu", "H100", "--gpus", "64",
+               "--layouts", "any", "--precision", "fp8"],
+    )  # fmt: skip
+    assert out.exit_code == 0, out.output
+    assert "MoE 8 experts (2 per token) of FFN 14336" in out.output
+    assert "12,879,925,248 active" in out.output and "against BF16" in out.output

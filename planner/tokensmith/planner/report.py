@@ -37,7 +37,15 @@ def render(plan: Plan) -> str:
         (
             "model",
             f"{m['n_layers']} layers, d_model {m['d_model']}, {m['n_heads']} heads ({m['n_kv_heads']} KV), "
-            f"FFN {m['ffn_hidden']}, vocab {m['vocab_size']}, seq {m['seq_len']}",
+            f"FFN {m['ffn_hidden']}, vocab {m['vocab_size']}, seq {m['seq_len']}"
+            + (
+                f"; MoE {m['experts']} experts ({m['experts_per_token']} per token"
+                + (f", {m['shared_experts']} shared" if m.get("shared_experts") else "")
+                + f") of FFN {m['expert_ffn_hidden']}"
+                + (f" after {m['dense_layers']} dense blocks" if m.get("dense_layers") else "")
+                if m.get("experts")
+                else ""
+            ),
         ),
         (
             "parameters",
