@@ -204,6 +204,15 @@ async def test_queue_name_makes_each_attempt_one_kueue_group_and_a_volcano_queue
     assert group is not None and group["spec"]["queue"] == "research" and group["spec"]["minMember"] == 2
     await cluster.wait_for(lambda: len(cluster.workers(NS, "vq", 1)) == 2, what="volcano pods")
     assert not any("kueue.x-k8s.io/queue-name" in p["metadata"]["labels"] for p in cluster.workers(NS, "vq"))
+    # a resized gang: the PodGroup's minMember follows at the next attempt
+    await running(cluster, "vq")
+    await cluster.patch_job(NS, "vq", {"spec": {"cluster": {"nodes": 4}}})
+    await cluster.terminate(NS, "vq-a1-w1", 1)
+    await cluster.wait_for(lambda: len(cluster.workers(NS, "vq", 2)) == 4, what="volcano attempt 2")
+    await cluster.wait_for(
+        lambda: (cluster.get("podgroups", NS, "vq") or {}).get("spec", {}).get("minMember") == 4,
+        what="minMember 4",
+    )
 
 
 async def test_a_finished_job_with_a_ttl_disappears_with_its_children(
