@@ -373,15 +373,17 @@ def _planned_restart(
     grace period, docs/operator.md) and restart the gang away from the node. Not a failure: no
     restart budget is used, no backoff; the node is avoided like a suspect one."""
     why = "; ".join(text for _, text in notices)
-    away = sorted({w.node for w, _ in notices if w.node})
+    # the node is avoided when the notice is about the node (maintenance), not about the pod (preemption)
+    away = sorted({w.node for w, _ in notices if w.node and w.disruption not in nodes.PREEMPTIONS})
     st.planned_restarts += 1
     st.suspect_nodes = nodes.add_suspects(st.suspect_nodes, away, "Disruption", now, spec.node_health)
     st.restart_after = now
     st.gang_ready, st.running_since = False, None
     message = (
         f"{why}: checkpoint requested (SIGTERM, {spec.cluster.termination_grace_period_seconds}s grace); "
-        f"planned restart {st.planned_restarts} as attempt {st.attempt + 1} away from "
-        f"{', '.join(away) or 'the disrupted pods'}; not counted as a failure"
+        f"planned restart {st.planned_restarts} as attempt {st.attempt + 1}"
+        + (f" away from {', '.join(away)}" if away else "")
+        + "; not counted as a failure"
     )
     _enter(st, "Restarting", "Disruption", message, now)
     acts.append(EmitEvent("Normal", "CheckpointRequested", message))
