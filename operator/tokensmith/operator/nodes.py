@@ -25,8 +25,6 @@ from tokensmith.operator.spec import NodeHealthSpec, SuspectNode, Toleration
 # node, the pressure taints only keep new pods away. The cordon taint is a maintenance notice.
 _CONDITION_TAINT_PREFIX = "node.kubernetes.io/"
 CORDON_TAINT = "node.kubernetes.io/unschedulable"
-# DisruptionTarget reasons that say nothing about the node (the gang is wanted elsewhere): no suspect.
-PREEMPTIONS = frozenset({"PreemptionByScheduler", "PreemptionByKubeScheduler", "StoppedByKueue"})
 NOTICE_EFFECTS = ("NoSchedule", "NoExecute")
 
 

@@ -373,10 +373,11 @@ def _planned_restart(
     grace period, docs/operator.md) and restart the gang away from the node. Not a failure: no
     restart budget is used, no backoff; the node is avoided like a suspect one."""
     why = "; ".join(text for _, text in notices)
-    # the node is avoided when the notice is about the node (maintenance), not about the pod (preemption)
-    away = sorted({w.node for w, _ in notices if w.node and w.disruption not in nodes.PREEMPTIONS})
+    # No suspect: a cordoned or tainted node keeps the new pods away by itself for as long as the
+    # maintenance lasts, and is welcome back afterwards (a gang that needs every node of the cluster
+    # would otherwise wait out the suspect TTL); an evicted or preempted pod says nothing about its node.
+    away = sorted({w.node for w, _ in notices if w.node and w.disruption is None})
     st.planned_restarts += 1
-    st.suspect_nodes = nodes.add_suspects(st.suspect_nodes, away, "Disruption", now, spec.node_health)
     st.restart_after = now
     st.gang_ready, st.running_since = False, None
     message = (
