@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tokensmith.operator import names, queues
+from tokensmith.operator.observed import GangPlan
 from tokensmith.operator.spec import (
     API_VERSION,
     GROUP,
@@ -86,11 +87,14 @@ def rendezvous_service(job: JobRef, spec: LLMTrainingJobSpec) -> dict[str, Any]:
     }
 
 
-def trainer_config_map(job: JobRef, spec: LLMTrainingJobSpec) -> dict[str, Any]:
-    """The effective trainer config (spec.trainer + job-level sections) and its DeepSpeed config."""
+def trainer_config_map(
+    job: JobRef, spec: LLMTrainingJobSpec, skip_samples: tuple[tuple[int, int], ...] = ()
+) -> dict[str, Any]:
+    """The effective trainer config (spec.trainer + job-level sections + the sample ranges a rollback
+    decided to skip) and its DeepSpeed config."""
     import yaml
 
-    cfg = effective_trainer_config(spec, job.name)
+    cfg = effective_trainer_config(spec, job.name, skip_samples)
     data = {CONFIG_FILE: yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)}
     deepspeed = _deepspeed_config(spec, cfg)
     if deepspeed is not None:
@@ -161,9 +165,11 @@ def pod_group(job: JobRef, spec: LLMTrainingJobSpec) -> dict[str, Any] | None:
     }
 
 
-def job_children(job: JobRef, spec: LLMTrainingJobSpec) -> list[dict[str, Any]]:
+def job_children(
+    job: JobRef, spec: LLMTrainingJobSpec, skip_samples: tuple[tuple[int, int], ...] = ()
+) -> list[dict[str, Any]]:
     """The per-job objects every attempt shares, in creation order."""
-    out = [rendezvous_service(job, spec), trainer_config_map(job, spec)]
+    out = [rendezvous_service(job, spec), trainer_config_map(job, spec, skip_samples)]
     if spec.cluster.service_account_name is None:
         out += trainer_service_account(job)
     group = pod_group(job, spec)
@@ -243,6 +249,7 @@ def worker_pod(
     defaults: Defaults,
     avoid_nodes: tuple[str, ...] = (),
     group_size: int | None = None,
+    plan: GangPlan = GangPlan(),
 ) -> dict[str, Any]:
     """One worker; `avoid_nodes` become a required node anti-affinity (suspect nodes), `group_size`
     the attempt's gang size for queue admission (default: spec.cluster.nodes)."""
@@ -298,6 +305,7 @@ def worker_pod(
     _scheduling(pod_spec, spec)
     if avoid_nodes:
         pod_spec["affinity"] = node_anti_affinity(avoid_nodes)
+    _rollback_plan(pod_spec, plan)
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": pod_spec}
 
 
@@ -306,6 +314,17 @@ def node_anti_affinity(avoid: tuple[str, ...]) -> dict[str, Any]:
     exact, unlike the kubernetes.io/hostname label, which may differ from the node's name)."""
     term = {"matchFields": [{"key": "metadata.name", "operator": "NotIn", "values": sorted(avoid)}]}
     return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}}
+
+
+# Run health (rollback.py): where a rolled-back attempt resumes.
+RESUME_ENV = "TOKENSMITH_RESUME_FROM"
+
+
+def _rollback_plan(pod_spec: dict[str, Any], plan: GangPlan) -> None:
+    if plan.resume_from is not None:
+        for container in pod_spec["containers"]:
+            env = [e for e in container.get("env", []) if e["name"] != RESUME_ENV]
+            container["env"] = [*env, {"name": RESUME_ENV, "value": plan.resume_from}]
 
 
 def _scheduling(pod_spec: dict[str, Any], spec: LLMTrainingJobSpec) -> None:
@@ -332,8 +351,9 @@ def worker_pods(
     defaults: Defaults,
     avoid_nodes: tuple[str, ...] = (),
     group_size: int | None = None,
+    plan: GangPlan = GangPlan(),
 ) -> list[dict[str, Any]]:
-    return [worker_pod(job, spec, attempt, i, defaults, avoid_nodes, group_size) for i in indices]
+    return [worker_pod(job, spec, attempt, i, defaults, avoid_nodes, group_size, plan) for i in indices]
 
 
 # --------------------------------------------------------------------------- evaluation

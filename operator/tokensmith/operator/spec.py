@@ -54,6 +54,11 @@ FAILURE_KINDS: tuple[FailureKind, ...] = typing.get_args(FailureKind)
 FailureClass = Literal["Application", "Infrastructure", "Scheduling"]
 FAILURE_CLASSES: tuple[FailureClass, ...] = typing.get_args(FailureClass)
 
+# Run health (rollback and replay, see rollback.py): what a divergence was attributed to, and what a
+# divergence that repeats on the same samples does.
+RollbackCause = Literal["Hardware", "Data", "Unknown"]
+DataPolicy = Literal["skipOnRepeat", "fail"]
+
 
 def _check_volume_source(source: dict[str, Any], where: str) -> None:
     if len(source) != 1:
@@ -319,6 +324,26 @@ class RestartPolicySpec(K8sModel):
         "that is NotReady/unreachable or gone, is force-deleted (grace period 0).",
     )
 
+    # -- run health: rollback and replay (rollback.py) --
+    max_rollbacks: int = Field(
+        3,
+        ge=0,
+        description="Rollbacks to the last healthy checkpoint after the trainer reports divergence (exit "
+        "65) before the job ends Failed; counted apart from maxRestarts.",
+    )
+    data_policy: DataPolicy = Field(
+        "skipOnRepeat",
+        description="A divergence that repeats at the same step on other nodes is the data's (cause Data): "
+        "skipOnRepeat adds the step's sample range to the trainer's data.skip_samples for the next "
+        "attempt; fail ends the job Failed/DataDiverged.",
+    )
+    replay_on_other_nodes: bool = Field(
+        True,
+        description="Replay a diverged attempt on nodes other than its own (required node anti-affinity), "
+        "so a repeat points at the data and a pass at the hardware; turn off when the cluster has no "
+        "spare nodes.",
+    )
+
     @model_validator(mode="after")
     def _backoff_cap(self) -> RestartPolicySpec:
         if self.max_backoff_seconds and self.max_backoff_seconds < self.backoff_seconds:
@@ -532,6 +557,11 @@ class CheckpointRef(StatusModel):
     step: int = Field(ge=0)
     path: str
     time: datetime | None = None
+    healthy: bool | None = Field(
+        None,
+        description="The trainer's health verdict: no skipped or non-finite step and no open loss spike "
+        "since the previous checkpoint (absent: a trainer without health checks).",
+    )
 
 
 class EvaluationResult(StatusModel):
@@ -571,6 +601,53 @@ class SuspectNode(StatusModel):
     time: datetime | None = None
     expires: datetime | None = None
     failures: int = 1
+
+
+# ------------------------------------------------------------- status: run health (rollback.py)
+
+
+class DivergenceReport(StatusModel):
+    """Written by trainer rank 0 just before it exits 65: the run diverged."""
+
+    step: int = Field(ge=0, description="The first bad step.")
+    kind: str = Field(description="nonfinite (NaN/Inf loss or gradient norm) or spike (loss spike).")
+    samples: list[int] | None = Field(
+        None, description="[start, end) global sample indices of that step.", min_length=2, max_length=2
+    )
+    attempt: int | None = Field(None, description="TOKENSMITH_ATTEMPT of the trainer that reported it.")
+    time: datetime | None = None
+
+
+class RollbackBaseline(StatusModel):
+    """Where a rollback would return to: the last healthy checkpoint's step and the job's gpuHours when
+    the operator first saw it (a rollback loses what was spent after it)."""
+
+    step: int = Field(ge=0)
+    gpu_hours: float = Field(0.0, ge=0, alias="gpuHours")
+
+
+class RollbackRecord(StatusModel):
+    """One rollback: the attempt that diverged, where, why (once the replay tells), and what it cost."""
+
+    attempt: int = Field(ge=0, description="The attempt that diverged.")
+    step: int | None = Field(None, description="The first bad step (the trainer's report).")
+    kind: str = Field("unknown", description="nonfinite, spike, or unknown (exit 65 without a report).")
+    cause: RollbackCause = Field(
+        "Unknown",
+        description="Hardware: the replay on other nodes passed the step; Data: it diverged at the same "
+        "step again; Unknown: not decided (yet).",
+    )
+    samples: list[int] | None = Field(None, description="[start, end) global sample indices of the step.")
+    nodes: list[str] = Field(default_factory=list, description="Nodes of the diverged attempt.")
+    resume_step: int | None = Field(
+        None, description="The healthy checkpoint step the replay starts from (none: from scratch)."
+    )
+    replay_attempt: int = Field(ge=0, description="The attempt that replays the lost steps.")
+    lost_gpu_hours: float = Field(
+        0.0, ge=0, alias="lostGPUHours", description="GPU-hours spent since the healthy checkpoint."
+    )
+    gpu_hours_at: float = Field(0.0, ge=0, alias="gpuHoursAt", description="Job gpuHours at the rollback.")
+    time: datetime | None = None
 
 
 class LLMTrainingJobStatus(StatusModel):
@@ -633,16 +710,53 @@ class LLMTrainingJobStatus(StatusModel):
     progress_text: str | None = Field(
         None, description="Tokens done / total for `kubectl get`, e.g. 1.2B/7B (17%)."
     )
+    # -- run health: rollback and replay (rollback.py) --
+    divergence: DivergenceReport | None = Field(
+        None, description="The trainer's last divergence report (written by trainer rank 0)."
+    )
+    last_healthy_checkpoint: CheckpointRef | None = Field(
+        None,
+        description="The newest healthy checkpoint (written by trainer rank 0): what a rollback resumes.",
+    )
+    rollback_baseline: RollbackBaseline | None = None
+    diverged_exit_time: datetime | None = Field(
+        None,
+        description="When an exit 65 was first seen before the trainer's divergence report (which gets "
+        "a few seconds to arrive: the pod's end and the status patch race).",
+    )
+    rollbacks: int = Field(0, ge=0, description="Rollbacks to a healthy checkpoint so far.")
+    rollback_records: list[RollbackRecord] = Field(default_factory=list)
+    skip_samples: list[list[int]] = Field(
+        default_factory=list,
+        description="[start, end) sample ranges every later attempt skips (cause Data, skipOnRepeat).",
+    )
+    lost_gpu_hours: dict[str, float] = Field(
+        default_factory=dict,
+        alias="lostGPUHours",
+        description="GPU-hours of work thrown away, by cause (rollback: steps redone after a rollback); "
+        "part of gpuHours.",
+    )
+    lost_cost_usd: dict[str, float] = Field(
+        default_factory=dict, alias="lostCostUSD", description="lostGPUHours in dollars (with a price)."
+    )
 
 
 # --------------------------------------------------------------------------------------- helpers
 
 
-def effective_trainer_config(spec: LLMTrainingJobSpec, job_name: str | None = None) -> TrainerConfig:
+def effective_trainer_config(
+    spec: LLMTrainingJobSpec,
+    job_name: str | None = None,
+    skip_samples: typing.Sequence[typing.Sequence[int]] = (),
+) -> TrainerConfig:
     """The trainer configuration the workers run: `spec.trainer` with the job-level sections applied
-    (see the module docstring for the precedence rule). Raises ValueError when the result is invalid
-    (e.g. a global batch that is not a multiple of micro batch x seq_len)."""
+    (see the module docstring for the precedence rule), plus the sample ranges the operator decided to
+    skip (`status.skipSamples`, added to the trainer's own `data.skip_samples`). Raises ValueError when
+    the result is invalid (e.g. a global batch that is not a multiple of micro batch x seq_len)."""
     cfg = spec.trainer.model_dump(mode="python")
+    if skip_samples:  # only then: a trainer config without the field stays valid
+        own = [list(r) for r in cfg["data"].get("skip_samples") or []]
+        cfg["data"]["skip_samples"] = own + [list(r) for r in skip_samples if list(r) not in own]
     if spec.model is not None:
         cfg["model"] = spec.model.model_dump(mode="python")
     data = spec.data

@@ -241,6 +241,8 @@ class EmulatedCluster:
         self.eval_results: dict[int, dict[str, Any]] = {}  # step -> short JSON; missing: a default result
         self.eval_failures: dict[int, str] = {}  # step -> error message (the evaluator exits 2)
         self.auto_start = True
+        # Named nodes (None: pods run nowhere in particular): see `_place`.
+        self.nodes: list[str] | None = None
         self._emu: Any = None
         self._server: Any = None
         self._stack = contextlib.AsyncExitStack()
@@ -368,9 +370,36 @@ class EmulatedCluster:
         progress = {"step": step, "tokens": tokens, "loss": loss, "heartbeatTime": _now()}
         await self.patch_job(namespace, job, {"status": {"progress": progress}}, status=True)
 
-    async def report_checkpoint(self, namespace: str, job: str, step: int, path: str | None = None) -> None:
-        ckpt = {"step": step, "path": path or f"/checkpoints/{job}/step-{step:08d}", "time": _now()}
-        await self.patch_job(namespace, job, {"status": {"lastCheckpoint": ckpt}}, status=True)
+    async def report_checkpoint(
+        self, namespace: str, job: str, step: int, path: str | None = None, healthy: bool | None = None
+    ) -> None:
+        ckpt: dict[str, Any] = {
+            "step": step,
+            "path": path or f"/checkpoints/{job}/step-{step:08d}",
+            "time": _now(),
+        }
+        patch: dict[str, Any] = {"lastCheckpoint": ckpt}
+        if healthy is not None:  # the trainer's health verdict (run health), and its newest healthy one
+            ckpt["healthy"] = healthy
+            if healthy:
+                patch["lastHealthyCheckpoint"] = {k: ckpt[k] for k in ("step", "path", "time")}
+        await self.patch_job(namespace, job, {"status": patch}, status=True)
+
+    async def report_divergence(
+        self,
+        namespace: str,
+        job: str,
+        step: int,
+        samples: tuple[int, int],
+        kind: str = "nonfinite",
+        attempt: int | None = None,
+    ) -> None:
+        """What trainer rank 0 sends before it exits 65 (run health: `status.divergence`; the attempt
+        only when given: the trainer's patch carries its time)."""
+        report: dict[str, Any] = {"step": step, "kind": kind, "samples": list(samples), "time": _now()}
+        if attempt is not None:
+            report["attempt"] = attempt
+        await self.patch_job(namespace, job, {"status": {"divergence": report}}, status=True)
 
     async def _patch(
         self, plural: str, namespace: str, name: str, patch: dict[str, Any], sub: str = ""
@@ -553,17 +582,59 @@ class EmulatedCluster:
                 continue
             if phase is None and self.auto_start:
                 first = self._seen_running.setdefault(f"{ns}/{name}/created", now)
-                if now - first >= self.start_delay:
-                    self._seen_running[f"{ns}/{name}"] = now
-                    container = {"name": "main", "ready": True, "state": {"running": {}}}
-                    running = {"phase": "Running", "containerStatuses": [container]}
-                    await self._patch("pods", ns, name, {"status": running}, "status")
+                if now - first < self.start_delay or not await self._place(pod):
+                    continue  # not yet, or unschedulable for now: stays Pending
+                self._seen_running[f"{ns}/{name}"] = now
+                container = {"name": "main", "ready": True, "state": {"running": {}}}
+                running = {"phase": "Running", "containerStatuses": [container]}
+                await self._patch("pods", ns, name, {"status": running}, "status")
             elif (
                 phase == "Running"
                 and (meta.get("labels") or {}).get(names.LABEL_ROLE) == names.ROLE_EVAL
                 and now - self._seen_running.get(f"{ns}/{name}", now) >= self.eval_delay
             ):
                 await self._finish_eval(ns, name, int(meta["labels"][names.LABEL_STEP]))
+
+    async def _place(self, pod: dict[str, Any]) -> bool:
+        """A scheduler in miniature, for worker pods when `nodes` is set: the first node that no other
+        live worker occupies and that the pod's required node affinity on `kubernetes.io/hostname`
+        (In/NotIn) allows is written to `spec.nodeName`; False when none fits (the pod stays Pending)."""
+        spec, meta = pod.get("spec") or {}, pod["metadata"]
+        if (
+            self.nodes is None
+            or spec.get("nodeName")
+            or meta["labels"].get(names.LABEL_ROLE) != names.ROLE_WORKER
+        ):
+            return True
+        busy = {
+            (p.get("spec") or {}).get("nodeName")
+            for p in self.objects("pods")
+            if (p["metadata"].get("labels") or {}).get(names.LABEL_ROLE) == names.ROLE_WORKER
+            and (p.get("status") or {}).get("phase") in (None, "Pending", "Running")
+        }
+        required = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+            "requiredDuringSchedulingIgnoredDuringExecution"
+        )
+
+        def allowed(node: str) -> bool:
+            if not required:
+                return True
+            for term in required.get("nodeSelectorTerms") or []:  # terms ORed, expressions ANDed
+                ok = True
+                for ex in term.get("matchExpressions") or []:
+                    if ex.get("key") != "kubernetes.io/hostname":
+                        continue
+                    inside = node in (ex.get("values") or [])
+                    ok = ok and (inside if ex.get("operator") == "In" else not inside)
+                if ok:
+                    return True
+            return False
+
+        node = next((n for n in self.nodes if n not in busy and allowed(n)), None)
+        if node is None:
+            return False
+        await self._patch("pods", meta["namespace"], meta["name"], {"spec": {"nodeName": node}})
+        return True
 
     async def _finish_eval(self, namespace: str, pod: str, step: int) -> None:
         if step in self.eval_failures:

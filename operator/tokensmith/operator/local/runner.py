@@ -170,8 +170,11 @@ class LocalRunner:
         """Create, record, delete, tell: the order `reconcile.py` documents."""
         for action in decision.actions:
             if isinstance(action, CreateGang):
-                if self.gang.create(action.attempt, action.indices) and action.attempt != old.attempt:
+                started = self.gang.create(action.attempt, action.indices, action.plan)
+                if started and action.attempt != old.attempt:
                     ckpt = decision.status.last_checkpoint
+                    if action.plan.resume_from is not None:  # a rollback: the healthy one
+                        ckpt = decision.status.last_healthy_checkpoint
                     self._history(
                         {
                             "type": "attempt",
