@@ -398,7 +398,7 @@ async def test_volcano_jobs_get_a_pod_group(cluster: EmulatedCluster, operator: 
 def _avoided(pod: dict[str, Any]) -> list[str]:
     required = pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     (term,) = required["nodeSelectorTerms"]
-    (expr,) = [e for e in term["matchExpressions"] if e["key"] == "kubernetes.io/hostname"]
+    (expr,) = [e for e in term["matchFields"] if e["key"] == "metadata.name"]
     assert expr["operator"] == "NotIn"
     return sorted(expr["values"])
 
