@@ -355,7 +355,10 @@ class NodeHealthSpec(K8sModel):
     """What the operator does about nodes implicated in infrastructure failures (suspect nodes)."""
 
     suspect_ttl_seconds: float = Field(
-        86400.0, ge=0, description="A suspect node is avoided for this long after its last failure."
+        3600.0,
+        ge=0,
+        description="A suspect node is avoided for this long after its last failure (a gang that needs "
+        "every node of the cluster waits that long).",
     )
     max_suspect_nodes: int = Field(
         32, ge=0, description="At most this many suspect nodes are kept (the oldest are forgotten)."
@@ -654,7 +657,10 @@ class LLMTrainingJobStatus(StatusModel):
     conditions: list[Condition] = Field(default_factory=list)
     observed_generation: int | None = None
     restarts: int = Field(
-        0, ge=0, description="Failure-driven restarts so far (suspend/resume does not count)."
+        0,
+        ge=0,
+        description="Failure-driven restarts so far, all classes (suspend/resume and planned restarts "
+        "do not count).",
     )
     attempt: int = Field(0, ge=0, description="Current gang attempt (1 = the first); 0 before any gang.")
     start_time: datetime | None = None
