@@ -286,3 +286,37 @@ def test_sigterm_choice_is_reported(tmp_path: Path) -> None:
         25.0,
         1.5,
     )
+
+
+def test_the_trainers_report_lines_fold_into_the_operator_status(tmp_path: Path) -> None:
+    """The contract with the operator/local runner: what FileReporter writes, `observe.apply_report`
+    turns into the same status fields the Kubernetes reporter patches."""
+    from tokensmith.operator import observe
+    from tokensmith.operator.spec import LLMTrainingJobStatus
+
+    out = tmp_path / "r.jsonl"
+    reporter = FileReporter(out)
+    reporter.checkpoint(4, "/ck/step-00000004", healthy=True, blocked_s=0.02, durable_s=0.4)
+    reporter.checkpoint(8, "/ck/step-00000008", healthy=False, blocked_s=0.03, durable_s=0.5)
+    reporter.diverged(10, "spike", [72, 80])
+    reporter.sigterm(10, False, 12.0, 30.0)
+    reporter.close()
+    status = LLMTrainingJobStatus()
+    for line in out.read_text().splitlines():
+        status = observe.apply_report(status, json.loads(line))
+    assert status.last_checkpoint is not None and status.last_healthy_checkpoint is not None
+    assert (status.last_checkpoint.step, status.last_checkpoint.healthy) == (8, False)
+    assert (status.last_checkpoint.blocked_seconds, status.last_checkpoint.durable_seconds) == (0.03, 0.5)
+    assert status.last_healthy_checkpoint.step == 4
+    assert status.divergence is not None
+    assert (status.divergence.step, status.divergence.kind, status.divergence.samples) == (
+        10,
+        "spike",
+        [72, 80],
+    )
+    assert status.progress is not None and status.progress.sigterm is not None
+    assert status.progress.sigterm.saved is False and status.progress.sigterm.expected_save_seconds == 30.0
+    # the Kubernetes reporter's patches use the same (camelCase) names as the status model
+    patch = checkpoint_patch(8, "/ck/step-00000008", healthy=False, blocked_s=0.03, durable_s=0.5)
+    dumped = status.last_checkpoint.model_dump(by_alias=True, exclude_none=True, mode="json")
+    assert set(patch["status"]["lastCheckpoint"]) == set(dumped)
