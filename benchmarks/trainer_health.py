@@ -8,7 +8,7 @@
 
     .venv/bin/python benchmarks/trainer_health.py [--repeats 3] [--skip-large] [--output out.json]
 
-Both write to a temporary directory under --work (the checkpoints of the large model take ~2.5 GB each).
+Both write to a temporary directory under --work (the checkpoints of the large model take 1.9 GB each).
 """
 
 from __future__ import annotations

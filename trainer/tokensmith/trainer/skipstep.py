@@ -9,7 +9,9 @@ buffers and returns without touching the fp32 master weights or Adam's moments, 
 a skipped step (`engine.skipped_steps`) and keeps its micro-step bookkeeping straight. We force that
 branch for one call without its own overflow all-reduce (every rank already agrees through ours).
 Without ZeRO the optimizer is torch's AdamW: its `step` is replaced by a no-op for that one call, so the
-engine still runs its own bookkeeping (clipping, zeroing the gradients, counting the step).
+engine still runs its own bookkeeping (clipping, zeroing the gradients, counting the step). Without ZeRO
+under bf16 (GPUs) DeepSpeed's BF16_Optimizer gets its own invalid-norm branch (clear the fp32 and bf16
+gradient accumulators, no update); that path is written from DeepSpeed's code but not run here (no GPU).
 """
 
 from __future__ import annotations
@@ -56,6 +58,15 @@ def skip_optimizer_step(engine: Any) -> None:
             opt.overflow = True
 
         _with_patch(engine, opt, {"check_overflow": forced, "check_grad_overflow": True})
+    elif hasattr(opt, "clear_hp_grads") and hasattr(opt, "clear_lp_grads"):  # BF16_Optimizer (ZeRO-0, bf16)
+
+        def bf16_overflow(closure: Any = None) -> None:
+            # what BF16_Optimizer.step does itself on an invalid gradient norm (no update, grads cleared)
+            opt.overflow = True
+            opt.clear_hp_grads()
+            opt.clear_lp_grads()
+
+        _with_patch(engine, opt, {"step": bf16_overflow})
     else:  # plain torch optimizer (ZeRO-0): the engine clips and zeroes the gradients, AdamW does nothing
 
         def no_update(closure: Any = None) -> None:
