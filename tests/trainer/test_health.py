@@ -320,3 +320,31 @@ def test_the_trainers_report_lines_fold_into_the_operator_status(tmp_path: Path)
     patch = checkpoint_patch(8, "/ck/step-00000008", healthy=False, blocked_s=0.03, durable_s=0.5)
     dumped = status.last_checkpoint.model_dump(by_alias=True, exclude_none=True, mode="json")
     assert set(patch["status"]["lastCheckpoint"]) == set(dumped)
+
+
+def test_resume_selection_env_wins_over_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tokensmith.core.errors import ConfigError
+    from tokensmith.trainer.config import TrainerConfig
+    from tokensmith.trainer.loop import RESUME_ENV, Trainer
+
+    for step, healthy in ((10, True), (20, False)):
+        _fake(tmp_path, step, healthy)
+    (tmp_path / ck.checkpoint_name(30)).mkdir()  # torn: resume's verification skips it later
+    cfg = TrainerConfig.model_validate(
+        {"checkpoint": {"dir": str(tmp_path), "resume_from": "latest_healthy"}}
+    )
+    trainer = Trainer(cfg)
+    trainer.root = tmp_path
+    monkeypatch.delenv(RESUME_ENV, raising=False)
+    assert [p.name for p in trainer.resume_candidates()] == ["step-00000030", "step-00000010"]
+    monkeypatch.setenv(RESUME_ENV, "latest")
+    assert [p.name for p in trainer.resume_candidates()] == [
+        "step-00000030",
+        "step-00000020",
+        "step-00000010",
+    ]
+    monkeypatch.setenv(RESUME_ENV, "step-00000020")
+    assert [p.name for p in trainer.resume_candidates()] == ["step-00000020"]
+    monkeypatch.setenv(RESUME_ENV, "step-00000099")
+    with pytest.raises(ConfigError, match="no such checkpoint"):
+        trainer.resume_candidates()
