@@ -247,7 +247,7 @@ class Trainer:
     def resume_candidates(self) -> list[Path]:
         """Checkpoints to try, newest first, by `TOKENSMITH_RESUME_FROM` / `checkpoint.resume_from`:
         latest (all), latest_healthy (healthy ones) or one named checkpoint (ConfigError if absent)."""
-        choice = os.environ.get(RESUME_ENV) or self.cfg.checkpoint.resume_from
+        choice = self.resume_choice()
         found = ck.candidates(self.root)
         if choice == "latest":
             return found
@@ -261,6 +261,9 @@ class Trainer:
                 f"set {RESUME_ENV} / checkpoint.resume_from to latest, latest_healthy or a checkpoint name"
             )
         return named
+
+    def resume_choice(self) -> str:
+        return os.environ.get(RESUME_ENV) or self.cfg.checkpoint.resume_from
 
     def select_checkpoint(self) -> tuple[Path, dict[str, Any]] | None:
         """The newest checkpoint (of those `resume_candidates` allows) that verifies on every rank (each
@@ -276,6 +279,11 @@ class Trainer:
             self.dist.all_gather_object(gathered, problems)
             all_problems = [p for ps in gathered for p in (ps or [])]
             if all_problems:
+                if self.resume_choice() == candidate.name:  # asked for by name: no silent fallback
+                    raise ConfigError(
+                        f"resume from {candidate.name}: it does not verify ({'; '.join(all_problems[:3])}); "
+                        f"choose another with {RESUME_ENV} / checkpoint.resume_from"
+                    )
                 if self.rank == 0:
                     log.warning("skipping checkpoint %s: %s", candidate.name, "; ".join(all_problems[:3]))
                 continue
@@ -291,7 +299,7 @@ class Trainer:
         return None
 
     def _roll_back_past(self, step: int, name: str | None) -> None:
-        if os.environ.get(RESUME_ENV, self.cfg.checkpoint.resume_from) == "latest":
+        if self.resume_choice() == "latest":
             return  # nothing newer is complete and intact: torn ones are pruned as usual
         if self.rank == 0:
             moved = ck.roll_back_past(self.root, step)
