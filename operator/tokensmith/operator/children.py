@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from tokensmith.operator import names
+from tokensmith.operator import hardening, names, netpol
 from tokensmith.operator.spec import (
     API_VERSION,
     GROUP,
@@ -50,6 +50,8 @@ class Defaults:
     trainer_image: str = "ghcr.io/tokensmith/trainer:0.1.0"
     evaluator_image: str = "ghcr.io/tokensmith/evaluator:0.1.0"
     report_interval_seconds: float = 15.0
+    network_policy: bool = False  # per-job NetworkPolicies for jobs that do not say (netpol.py)
+    scrape_namespace: str | None = None  # the operator's namespace: its pods may reach the workers
 
 
 def owner_reference(job: JobRef) -> dict[str, Any]:
@@ -163,9 +165,17 @@ def pod_group(job: JobRef, spec: LLMTrainingJobSpec) -> dict[str, Any] | None:
     }
 
 
-def job_children(job: JobRef, spec: LLMTrainingJobSpec) -> list[dict[str, Any]]:
-    """The per-job objects every attempt shares, in creation order."""
-    out = [rendezvous_service(job, spec), trainer_config_map(job, spec)]
+def job_children(
+    job: JobRef, spec: LLMTrainingJobSpec, defaults: Defaults | None = None
+) -> list[dict[str, Any]]:
+    """The per-job objects every attempt shares, in creation order (NetworkPolicies first, so that no
+    pod ever runs without them)."""
+    defaults = defaults or Defaults()
+    wanted = spec.cluster.network_policy
+    out = []
+    if wanted or (wanted is None and defaults.network_policy):
+        out += netpol.policies(lambda n, role: _meta(job, n, role), job.name, defaults.scrape_namespace)
+    out += [rendezvous_service(job, spec), trainer_config_map(job, spec)]
     if spec.cluster.service_account_name is None:
         out += trainer_service_account(job)
     group = pod_group(job, spec)
@@ -229,8 +239,9 @@ def _gang_resources(spec: LLMTrainingJobSpec) -> dict[str, Any]:
 
 
 # Our images run as uid/gid 10001 (images/*/Dockerfile); fsGroup makes a root-owned checkpoint volume
-# writable for them.
-IMAGE_SECURITY_CONTEXT = {"fsGroup": 10001}
+# writable for them. The whole pod security context comes from hardening.py (Pod Security "restricted").
+IMAGE_SECURITY_CONTEXT = hardening.pod_security_context()
+EVAL_SHM_SIZE = "1Gi"
 
 
 def _checkpoint_volume(spec: LLMTrainingJobSpec) -> dict[str, Any]:
@@ -281,12 +292,12 @@ def worker_pod(
         "hostname": names.worker_hostname(index),
         "subdomain": names.service_name(job.name),
         "serviceAccountName": c.service_account_name or trainer_account_name(job.name),
-        "automountServiceAccountToken": True,  # rank 0 reports progress with it
         "terminationGracePeriodSeconds": c.termination_grace_period_seconds,
-        "securityContext": dict(IMAGE_SECURITY_CONTEXT),
         "containers": [container],
         "volumes": volumes,
     }
+    hardening.harden(pod_spec, c.security_profile, c.add_capabilities)
+    hardening.service_account_token(pod_spec, rank_zero=index == 0)
     _scheduling(pod_spec, spec)
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": pod_spec}
 
@@ -361,10 +372,11 @@ def evaluation_job(
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,  # the evaluator talks to no API
-        "securityContext": dict(IMAGE_SECURITY_CONTEXT),
         "containers": [container],
         "volumes": [_checkpoint_volume(spec)] + [{"name": v.name, **v.source} for v in spec.cluster.volumes],
     }
+    # evaluation needs no extra capabilities: always restricted
+    hardening.harden(pod_spec, "restricted", shm_size=EVAL_SHM_SIZE)
     if ev.gpus > 0:
         _scheduling(pod_spec, spec)
     elif spec.cluster.image_pull_secrets:

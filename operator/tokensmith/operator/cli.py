@@ -81,6 +81,53 @@ def operator() -> None:
 )
 @click.option("--trainer-image", envvar="TOKENSMITH_TRAINER_IMAGE", help="Default trainer image [env].")
 @click.option("--evaluator-image", envvar="TOKENSMITH_EVALUATOR_IMAGE", help="Default evaluator image [env].")
+@click.option(
+    "--allowed-volume-types",
+    metavar="LIST",
+    help="Volume types jobs may mount, comma-separated [default: persistentVolumeClaim, csi, nfs, "
+    "emptyDir, configMap, secret, projected, ephemeral, downwardAPI; never hostPath unless listed].",
+)
+@click.option(
+    "--allowed-image-prefix",
+    "image_prefixes",
+    multiple=True,
+    metavar="PREFIX",
+    help="Images jobs may name must start with one of these (repeatable) [default: any].",
+)
+@click.option(
+    "--allow-job-service-account",
+    is_flag=True,
+    help="Let jobs set cluster.serviceAccountName [default: no, the operator's per-job account].",
+)
+@click.option(
+    "--job-service-account-selector",
+    default="",
+    metavar="KEY=VALUE,...",
+    help="With --allow-job-service-account: only accounts carrying these labels.",
+)
+@click.option(
+    "--allowed-security-profiles",
+    metavar="LIST",
+    help="cluster.securityProfile values jobs may use [default: restricted,baseline].",
+)
+@click.option(
+    "--allow-capability",
+    "capabilities",
+    multiple=True,
+    metavar="CAP",
+    help="A capability jobs may add with securityProfile: baseline (repeatable) [default: none].",
+)
+@click.option(
+    "--network-policy/--no-network-policy",
+    default=False,
+    show_default=True,
+    help="Give jobs that do not set cluster.networkPolicy a NetworkPolicy.",
+)
+@click.option(
+    "--scrape-namespace",
+    envvar="POD_NAMESPACE",
+    help="Namespace whose pods job NetworkPolicies admit (metrics scrape) [env: POD_NAMESPACE].",
+)
 @click.option("--verbose", is_flag=True)
 def run(
     namespaces: tuple[str, ...],
@@ -92,6 +139,14 @@ def run(
     interval: float,
     trainer_image: str | None,
     evaluator_image: str | None,
+    allowed_volume_types: str | None,
+    image_prefixes: tuple[str, ...],
+    allow_job_service_account: bool,
+    job_service_account_selector: str,
+    allowed_security_profiles: str | None,
+    capabilities: tuple[str, ...],
+    network_policy: bool,
+    scrape_namespace: str | None,
     verbose: bool,
 ) -> None:
     """Reconcile LLMTrainingJobs into gangs of worker pods (a thin wrapper over kopf).
@@ -102,6 +157,19 @@ def run(
     """
     if interval <= 0:
         raise TokensmithError(f"--interval must be positive, got {interval}")
+    from tokensmith.operator import admission
+
+    try:
+        policy = admission.from_flags(
+            allowed_volume_types,
+            image_prefixes,
+            allow_job_service_account,
+            job_service_account_selector,
+            allowed_security_profiles,
+            capabilities,
+        )
+    except ValueError as err:
+        raise TokensmithError(str(err)) from None
     if not _has_credentials():
         raise TokensmithError(
             "no Kubernetes credentials: not running in a pod and no kubeconfig "
@@ -110,7 +178,7 @@ def run(
     from tokensmith.operator.children import Defaults
     from tokensmith.operator.main import OperatorConfig, run_operator
 
-    overrides: dict[str, Any] = {}
+    overrides: dict[str, Any] = {"network_policy": network_policy, "scrape_namespace": scrape_namespace}
     if trainer_image:
         overrides["trainer_image"] = trainer_image
     if evaluator_image:
@@ -123,6 +191,7 @@ def run(
         liveness=liveness or None,
         interval=interval,
         defaults=Defaults(**overrides),
+        policy=policy,
         verbose=verbose,
     )
     run_operator(config)
@@ -132,9 +201,30 @@ def run(
 @click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--namespace", "-n", default=None, help="Namespace [default: the manifest's, else 'default'].")
 @click.option("--attempt", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option(
+    "--evaluation-step",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Also render the evaluation Job of this checkpoint step [default: the first checkpoint's, "
+    "when the job has evaluation tasks].",
+)
+@click.option(
+    "--network-policy/--no-network-policy",
+    default=False,
+    show_default=True,
+    help="The operator's --network-policy default (a job's cluster.networkPolicy wins).",
+)
 @click.option("--output", type=click.Path(path_type=Path), help="Write the YAML stream here (atomically).")
-def render(manifest: Path, namespace: str | None, attempt: int, output: Path | None) -> None:
-    """Print the objects the operator would create for a job (review before `kubectl apply`).
+def render(
+    manifest: Path,
+    namespace: str | None,
+    attempt: int,
+    evaluation_step: int | None,
+    network_policy: bool,
+    output: Path | None,
+) -> None:
+    """Print the objects the operator would create for a job (review before `kubectl apply`): the
+    per-job objects, the workers of one attempt and, with evaluation tasks, one evaluation Job.
 
     \b
     tokensmith operator render job.yaml | kubectl apply --dry-run=server -f -
@@ -161,9 +251,19 @@ def render(manifest: Path, namespace: str | None, attempt: int, output: Path | N
     job = children.JobRef(
         name=name, namespace=namespace or meta.get("namespace") or "default", uid="<job-uid>"
     )
-    objs = children.job_children(job, spec) + children.worker_pods(
-        job, spec, attempt, tuple(range(spec.cluster.nodes)), children.Defaults()
+    defaults = children.Defaults(network_policy=network_policy)
+    objs = children.job_children(job, spec, defaults) + children.worker_pods(
+        job, spec, attempt, tuple(range(spec.cluster.nodes)), defaults
     )
+    if spec.evaluation.tasks or evaluation_step is not None:
+        from tokensmith.operator.names import eval_job_name
+        from tokensmith.operator.spec import effective_trainer_config
+
+        step = evaluation_step
+        if step is None:
+            step = effective_trainer_config(spec, name).checkpoint.every_steps or 1
+        path = f"{children.checkpoint_dir(spec, name)}/step-{step:08d}"  # the trainer's layout
+        objs.append(children.evaluation_job(job, spec, step, path, eval_job_name(name, step), defaults))
     text = yaml.safe_dump_all(objs, sort_keys=False)
     if output is None:
         click.echo(text, nl=False)

@@ -13,6 +13,7 @@ that makes this safe.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping
@@ -23,7 +24,7 @@ from typing import Any, cast
 import kopf
 from pydantic import ValidationError
 
-from tokensmith.operator import children, names, observe
+from tokensmith.operator import admission, children, names, observe
 from tokensmith.operator.kube import ApiError, KubeClient
 from tokensmith.operator.metrics import OperatorMetrics
 from tokensmith.operator.observed import (
@@ -62,6 +63,7 @@ class Runtime:
 
     client: KubeClient
     defaults: children.Defaults
+    policy: admission.AdmissionPolicy = field(default_factory=admission.AdmissionPolicy)
     interval: float = 10.0
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     max_parallel_writes: int = 16
@@ -125,6 +127,12 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
             }
         }
 
+    if rt.policy.needs_service_accounts:  # jobs may name accounts carrying the policy's labels
+
+        @kopf.index("serviceaccounts", registry=registry, id="tokensmith_accounts")  # type: ignore[arg-type]
+        def accounts_index(namespace: str, name: str, labels: Mapping[str, str], **_: Any) -> Any:
+            return {namespace: (name, dict(labels))}
+
     @kopf.on.event("pods", labels=has_job, registry=registry)
     @kopf.on.event("batch", "v1", "jobs", labels=has_job, registry=registry)  # type: ignore[arg-type]
     def child_changed(namespace: str, labels: Mapping[str, str], **_: Any) -> None:
@@ -161,16 +169,19 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
         stopped: kopf.DaemonStopped,
         tokensmith_pods: kopf.Index[Any, Any],
         tokensmith_jobs: kopf.Index[Any, Any],
-        **_: Any,
+        **kwargs: Any,
     ) -> None:
         key = (namespace, name)
+        accounts = kwargs.get("tokensmith_accounts")
         wake = rt.wakeups.setdefault(key, asyncio.Event())
         for memory in (rt.own_status, rt.shared_children):  # a new object may reuse a deleted one's name
             memory.pop(key, None)
         try:
             while not stopped:
                 wake.clear()
-                wait = await reconcile_once(rt, name, namespace, uid, body, tokensmith_pods, tokensmith_jobs)
+                wait = await reconcile_once(
+                    rt, name, namespace, uid, body, tokensmith_pods, tokensmith_jobs, accounts
+                )
                 if stopped:
                     break
                 await _sleep(wake, stopped, min(wait if wait is not None else rt.interval, rt.interval))
@@ -229,7 +240,14 @@ def read_status(raw: Mapping[str, Any] | None) -> LLMTrainingJobStatus:
 
 
 async def reconcile_once(
-    rt: Runtime, name: str, namespace: str, uid: str, body: Mapping[str, Any], pods: Any, jobs: Any
+    rt: Runtime,
+    name: str,
+    namespace: str,
+    uid: str,
+    body: Mapping[str, Any],
+    pods: Any,
+    jobs: Any,
+    accounts: Any = None,
 ) -> float | None:
     """Read, decide, write; returns the seconds after which to look again."""
     started = time.perf_counter()
@@ -245,7 +263,10 @@ async def reconcile_once(
         decision = reject(status, format_validation_error(err), now, generation)
     else:
         observed = observed_from_indices(namespace, name, now, generation, pods, jobs)
-        decision = reconcile(name, spec, status, observed)
+        if accounts is not None:
+            known = {n: labels for n, labels in accounts.get(namespace, ())}
+            observed = dataclasses.replace(observed, service_accounts=known)
+        decision = reconcile(name, spec, status, observed, rt.policy)
     job = children.JobRef(name=name, namespace=namespace, uid=uid)
     try:
         await apply(rt, job, spec, body, status, decision)
@@ -312,7 +333,7 @@ async def _ensure_job_children(
     key = (job.namespace, job.name)
     if rt.shared_children.get(key) == attempt:
         return
-    for obj in children.job_children(job, spec):
+    for obj in children.job_children(job, spec, rt.defaults):
         if obj["kind"] == "ConfigMap":
             created = await rt.client.create(obj)
             if created is None:  # exists from an earlier attempt: bring it up to date

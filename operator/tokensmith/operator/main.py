@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from tokensmith.operator.admission import AdmissionPolicy
 from tokensmith.operator.children import Defaults
 
 
@@ -19,6 +20,7 @@ class OperatorConfig:
     liveness: str | None = "http://0.0.0.0:8080/healthz"
     interval: float = 10.0
     defaults: Defaults = field(default_factory=Defaults)
+    policy: AdmissionPolicy = field(default_factory=AdmissionPolicy)
     verbose: bool = False
 
 
@@ -40,7 +42,11 @@ async def operate(
 
     client = KubeClient(Endpoint(server="http://unset"))
     runtime = Runtime(
-        client=client, defaults=config.defaults, interval=config.interval, settings_hook=settings_hook
+        client=client,
+        defaults=config.defaults,
+        policy=config.policy,
+        interval=config.interval,
+        settings_hook=settings_hook,
     )
     registry = build_registry(runtime)
 

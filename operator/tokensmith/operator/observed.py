@@ -7,6 +7,7 @@ from its processes. One observation is a snapshot taken at `Observed.now`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -59,6 +60,8 @@ class Observed:
     workers: tuple[WorkerObservation, ...] = ()
     evaluations: tuple[EvalObservation, ...] = ()
     generation: int | None = None
+    # labels of the namespace's ServiceAccounts by name, when the admission policy needs them
+    service_accounts: Mapping[str, Mapping[str, str]] | None = None
 
     def attempt_workers(self, attempt: int) -> dict[int, WorkerObservation]:
         """Workers of one attempt by index (a later duplicate of an index wins)."""

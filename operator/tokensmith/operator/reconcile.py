@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from tokensmith.core.units import format_si
-from tokensmith.operator import budget, evaluation, failures, policy
+from tokensmith.operator import admission, budget, evaluation, failures, policy
 from tokensmith.operator.names import JOB_NAME_PATTERN, MAX_JOB_NAME
 from tokensmith.operator.observed import (
     Action,
@@ -81,30 +81,43 @@ def check_spec(name: str, spec: LLMTrainingJobSpec) -> str | None:
 
 
 def reject(
-    status: LLMTrainingJobStatus, message: str, now: datetime, generation: int | None = None
+    status: LLMTrainingJobStatus,
+    message: str,
+    now: datetime,
+    generation: int | None = None,
+    reason: str = "InvalidSpec",
+    kind: str = "Spec",
 ) -> Decision:
-    """The decision for a spec that can never run (invalid, unsupported): Failed/InvalidSpec, once."""
+    """The decision for a spec that can never run (invalid, unsupported: Failed/InvalidSpec; against
+    the admin's policy: Failed/PolicyViolation), once."""
     st = status.model_copy(deep=True)
-    if st.phase == "Failed" and st.last_failure is not None and st.last_failure.reason == "InvalidSpec":
+    if st.phase == "Failed" and st.last_failure is not None and st.last_failure.reason == reason:
         return Decision(st)
     st.observed_generation = generation
     st.start_time = st.start_time or now
-    st.last_failure = FailureRecord(
-        kind="Spec", reason="InvalidSpec", message=message, retryable=False, time=now
-    )
-    _enter(st, "Failed", "InvalidSpec", message, now)
+    st.last_failure = FailureRecord(kind=kind, reason=reason, message=message, retryable=False, time=now)
+    _enter(st, "Failed", reason, message, now)
     st.completion_time = now
-    return Decision(st, (EmitEvent("Warning", "InvalidSpec", message),))
+    return Decision(st, (EmitEvent("Warning", reason, message),))
 
 
 def reconcile(
-    name: str, spec: LLMTrainingJobSpec, status: LLMTrainingJobStatus, observed: Observed
+    name: str,
+    spec: LLMTrainingJobSpec,
+    status: LLMTrainingJobStatus,
+    observed: Observed,
+    policy: admission.AdmissionPolicy | None = None,
 ) -> Decision:
-    """Decide what the job's children should be now (see the module docstring)."""
+    """Decide what the job's children should be now (see the module docstring). `policy`: the admin's
+    admission policy (the operator always passes one; the local runner, one machine, none)."""
     now = observed.now
     problem = check_spec(name, spec)
     if problem is not None and status.phase not in TERMINAL_PHASES:
         return reject(status, problem, now, observed.generation)
+    if policy is not None and status.phase not in TERMINAL_PHASES:
+        violation = admission.check(spec, policy, observed.service_accounts)
+        if violation is not None:
+            return reject(status, violation, now, observed.generation, admission.REASON, "Policy")
 
     st = status.model_copy(deep=True)
     acts: list[Action] = []

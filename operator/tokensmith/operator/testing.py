@@ -108,6 +108,9 @@ RESOURCES: dict[str, dict[str, Any]] = {
     "rbac.authorization.k8s.io/v1/rolebindings": dict(
         kind="RoleBinding", singular="rolebinding", namespaced=True
     ),
+    "networking.k8s.io/v1/networkpolicies": dict(
+        kind="NetworkPolicy", singular="networkpolicy", namespaced=True
+    ),
     "batch/v1/jobs": dict(kind="Job", singular="job", namespaced=True, subresources={"status"}),
     "scheduling.volcano.sh/v1beta1/podgroups": dict(kind="PodGroup", singular="podgroup", namespaced=True),
     "kopf.dev/v1/clusterkopfpeerings": dict(
