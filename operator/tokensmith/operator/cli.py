@@ -24,6 +24,23 @@ def _has_credentials() -> bool:
     return any(p and Path(p).is_file() for p in paths)
 
 
+def admission_policy(params: dict[str, Any]) -> Any:
+    """The AdmissionPolicy from `operator run`'s parsed flags (the chart's tests use this too)."""
+    from tokensmith.operator import admission
+
+    try:
+        return admission.from_flags(
+            params.get("allowed_volume_types"),
+            params.get("image_prefixes", ()),
+            params.get("allow_job_service_account", False),
+            params.get("job_service_account_selector", ""),
+            params.get("allowed_security_profiles"),
+            params.get("capabilities", ()),
+        )
+    except ValueError as err:
+        raise TokensmithError(str(err)) from None
+
+
 @click.command(name="crd", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True)
 @click.option("--output", type=click.Path(path_type=Path), help="Write the CRD here (atomically).")
@@ -157,19 +174,7 @@ def run(
     """
     if interval <= 0:
         raise TokensmithError(f"--interval must be positive, got {interval}")
-    from tokensmith.operator import admission
-
-    try:
-        policy = admission.from_flags(
-            allowed_volume_types,
-            image_prefixes,
-            allow_job_service_account,
-            job_service_account_selector,
-            allowed_security_profiles,
-            capabilities,
-        )
-    except ValueError as err:
-        raise TokensmithError(str(err)) from None
+    policy = admission_policy(click.get_current_context().params)
     if not _has_credentials():
         raise TokensmithError(
             "no Kubernetes credentials: not running in a pod and no kubeconfig "

@@ -29,6 +29,7 @@ PLURALS = {
     "RoleBinding": "rolebindings",
     "PodGroup": "podgroups",
     "Job": "jobs",
+    "NetworkPolicy": "networkpolicies",
     "LLMTrainingJob": "llmtrainingjobs",
 }
 SA_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"

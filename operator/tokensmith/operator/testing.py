@@ -283,6 +283,10 @@ class EmulatedCluster:
         path = f"{JOBS_PATH}/namespaces/{namespace}/{PLURAL}/{name}" + ("/status" if status else "")
         return await self._call("PATCH", path, patch, "application/merge-patch+json")
 
+    async def create(self, api_path: str, obj: dict[str, Any]) -> Any:
+        """Create any object, e.g. create("/api/v1/namespaces/ml/serviceaccounts", {...})."""
+        return await self._call("POST", api_path, obj)
+
     async def delete_job(self, namespace: str, name: str) -> Any:
         return await self._call("DELETE", f"{JOBS_PATH}/namespaces/{namespace}/{PLURAL}/{name}")
 
@@ -452,8 +456,12 @@ class OperatorUnderTest:
         namespaces: tuple[str, ...] = (),
         peering: str | None = None,
         priority: int = 0,
+        policy: Any = None,
+        defaults: Any = None,
     ) -> None:
         self.cluster = cluster
+        self.policy = policy  # an admission.AdmissionPolicy; None: the default policy
+        self.defaults = defaults  # a children.Defaults; None: the test images
         self.peering = peering
         self.priority = priority
         self.interval = interval
@@ -463,6 +471,7 @@ class OperatorUnderTest:
         self._stop: threading.Event | None = None
 
     async def start(self) -> None:
+        from tokensmith.operator.admission import AdmissionPolicy
         from tokensmith.operator.children import Defaults
         from tokensmith.operator.main import OperatorConfig, operate
 
@@ -473,9 +482,9 @@ class OperatorUnderTest:
             metrics_port=None,
             liveness=None,
             interval=self.interval,
-            defaults=Defaults(
-                trainer_image="tokensmith/trainer:test", evaluator_image="tokensmith/evaluator:test"
-            ),
+            defaults=self.defaults
+            or Defaults(trainer_image="tokensmith/trainer:test", evaluator_image="tokensmith/evaluator:test"),
+            policy=self.policy or AdmissionPolicy(),
         )
         stop, ready = threading.Event(), threading.Event()
         connection = self.cluster.connection()
