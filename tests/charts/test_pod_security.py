@@ -29,3 +29,52 @@ def test_the_helm_test_hook_is_checked(render: Render) -> None:
     assert podsecurity.level_of(hook) == "restricted"
     hook["spec"]["containers"][0]["securityContext"]["privileged"] = True
     assert podsecurity.level_of(hook) == "privileged"  # the check sees this pod's fields
+
+
+def test_the_operator_network_policy_admits_only_its_ports(render: Render) -> None:
+    import kubernetes_validate as kv
+
+    assert not [d for d in render() if d["kind"] == "NetworkPolicy"]  # opt-in
+    peers = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    docs = render({"networkPolicy": {"enabled": True, "metricsFrom": peers}})
+    (policy,) = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    kv.validate(policy, kv.utils.latest_version(), strict=True)
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    health, metrics = policy["spec"]["ingress"]
+    assert [p["port"] for p in health["ports"]] == [8080] and "from" not in health
+    assert [p["port"] for p in metrics["ports"]] == [9090] and metrics["from"] == peers
+
+
+def test_policy_values_reach_the_operator_as_its_policy(render: Render) -> None:
+    """The chart's policy values, through the Deployment's arguments and the real click command, become
+    the AdmissionPolicy the operator enforces (defaults: the operator's own defaults)."""
+    from tokensmith.operator.admission import AdmissionPolicy
+    from tokensmith.operator.cli import admission_policy
+    from tokensmith.operator.cli import operator as operator_group
+
+    def policy_of(values: dict) -> tuple[AdmissionPolicy, bool]:  # type: ignore[type-arg]
+        (deployment,) = [d for d in render(values) if d["kind"] == "Deployment"]
+        args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        ctx = operator_group.commands["run"].make_context("run", list(args[2:]))
+        return admission_policy(ctx.params), ctx.params["network_policy"]
+
+    assert policy_of({}) == (AdmissionPolicy(), False)
+    relaxed, network = policy_of({**MODES["relaxed-policy"], **MODES["network-policies"]})
+    assert relaxed == AdmissionPolicy(
+        volume_types=frozenset({"persistentVolumeClaim", "hostPath"}),
+        image_prefixes=("registry.example.com/ml/", "ghcr.io/tokensmith/"),
+        allow_service_account=True,
+        service_account_selector=(("tokensmith.dev/job-account", "true"),),
+        capabilities=frozenset({"IPC_LOCK"}),
+    )
+    assert network is True
+
+
+def test_a_misspelt_volume_type_is_refused_by_the_schema(chart: object) -> None:
+    helm = pytest.importorskip("helm_python")
+    with pytest.raises(helm.HelmValuesError, match="policy/volumeTypes/0"):
+        chart.render(  # type: ignore[attr-defined]
+            values={"policy": {"volumeTypes": ["hostpath"]}}, name="tokensmith", namespace="ns"
+        )
