@@ -85,6 +85,7 @@ def test_restricted_pods_write_only_to_their_volumes() -> None:
             "runAsUser": 10001,
             "runAsGroup": 10001,
             "fsGroup": 10001,
+            "fsGroupChangePolicy": "OnRootMismatch",
             "seccompProfile": {"type": "RuntimeDefault"},
         }
         (container,) = pod["containers"]
@@ -274,14 +275,36 @@ def test_capabilities_without_the_baseline_profile_are_refused() -> None:
         LLMTrainingJobSpec.model_validate({**SPEC, "cluster": {**SPEC["cluster"], "addCapabilities": ["X"]}})
 
 
-def test_the_crd_carries_the_same_rule_as_cel() -> None:
+@pytest.mark.parametrize(
+    "cluster,allowed",
+    [
+        ({}, True),
+        ({"securityProfile": "restricted"}, True),
+        ({"addCapabilities": []}, True),
+        ({"addCapabilities": ["IPC_LOCK"]}, False),
+        ({"addCapabilities": ["IPC_LOCK"], "securityProfile": "restricted"}, False),
+        ({"addCapabilities": ["IPC_LOCK"], "securityProfile": "baseline"}, True),
+    ],
+)
+def test_the_crd_carries_the_same_rule_as_cel(cluster: dict[str, Any], allowed: bool) -> None:
+    """The CEL rule the API server evaluates, evaluated here by a CEL implementation (cel-python), agrees
+    with the models' own validation."""
+    celpy = pytest.importorskip("celpy")
     from tokensmith.operator.crd import build_crd
 
     schema = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    cluster = schema["properties"]["spec"]["properties"]["cluster"]
-    (rule,) = cluster["x-kubernetes-validations"]
-    assert "addCapabilities" in rule["rule"] and "baseline" in rule["rule"]
-    assert cluster["properties"]["securityProfile"]["enum"] == ["restricted", "baseline"]
+    node = schema["properties"]["spec"]["properties"]["cluster"]
+    (rule,) = node["x-kubernetes-validations"]
+    assert node["properties"]["securityProfile"]["enum"] == ["restricted", "baseline"]
+    env = celpy.Environment()
+    program = env.program(env.compile(rule["rule"]))
+    assert bool(program.evaluate({"self": celpy.json_to_cel(cluster)})) is allowed
+    try:
+        LLMTrainingJobSpec.model_validate({**SPEC, "cluster": {**SPEC["cluster"], **cluster}})
+        models_allow = True
+    except ValueError:
+        models_allow = False
+    assert models_allow is allowed
 
 
 # ------------------------------------------------------------------------ tokens, network

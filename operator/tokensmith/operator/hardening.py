@@ -56,6 +56,9 @@ def pod_security_context(profile: Profile = "restricted") -> dict[str, Any]:
         "runAsUser": RUN_AS_USER,
         "runAsGroup": RUN_AS_GROUP,
         "fsGroup": RUN_AS_GROUP,
+        # chown a volume only when its root is not ours yet: a checkpoint volume of terabytes is not
+        # walked again at every gang restart
+        "fsGroupChangePolicy": "OnRootMismatch",
         "seccompProfile": {"type": "RuntimeDefault"},
     }
 
