@@ -115,6 +115,25 @@ CASES: list[tuple[str, LLMTrainingJobSpec, AdmissionPolicy, str | None]] = [
         "addCapabilities ['IPC_LOCK'] not allowed",
     ),
     (
+        "another job's label",
+        make(labels={"tokensmith.dev/job": "victim"}),
+        AdmissionPolicy(),
+        "labels are the operator's own",
+    ),
+    ("a label of one's own", make(labels={"team": "pretraining"}), AdmissionPolicy(), None),
+    (
+        "AppArmor unconfined",
+        make(annotations={"container.apparmor.security.beta.kubernetes.io/trainer": "unconfined"}),
+        AdmissionPolicy(),
+        "AppArmor must stay",
+    ),
+    (
+        "AppArmor localhost profile",
+        make(annotations={"container.apparmor.security.beta.kubernetes.io/trainer": "localhost/ml"}),
+        AdmissionPolicy(),
+        None,
+    ),
+    (
         "capability allowed",
         make(securityProfile="baseline", addCapabilities=["IPC_LOCK"]),
         AdmissionPolicy(capabilities=frozenset({"IPC_LOCK"})),

@@ -359,3 +359,15 @@ def test_the_operator_namespace_may_scrape_the_workers() -> None:
         "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "tokensmith-system"}}}]
     }
     assert workers["metadata"]["ownerReferences"][0]["uid"] == JOB.uid
+
+
+def test_a_job_s_labels_never_relabel_its_pods() -> None:
+    """Even without the admission policy (the local runner), the operator's labels win on the pods."""
+    cluster = {
+        **SPEC["cluster"],
+        "labels": {names.LABEL_JOB: "victim", names.LABEL_ROLE: "eval", "team": "a"},
+    }
+    spec = LLMTrainingJobSpec.model_validate({**SPEC, "cluster": cluster})
+    labels = children.worker_pod(JOB, spec, 1, 0, children.Defaults())["metadata"]["labels"]
+    assert labels[names.LABEL_JOB] == "sec" and labels[names.LABEL_ROLE] == names.ROLE_WORKER
+    assert labels["team"] == "a"

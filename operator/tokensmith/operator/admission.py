@@ -34,6 +34,8 @@ DEFAULT_VOLUME_TYPES = frozenset(
     }
 )
 DEFAULT_PROFILES = frozenset({"restricted", "baseline"})
+RESERVED_LABEL_PREFIX = "tokensmith.dev/"
+APPARMOR_ANNOTATION = "container.apparmor.security.beta.kubernetes.io/"
 REASON = "PolicyViolation"
 
 
@@ -71,6 +73,22 @@ def _problems(
     spec: LLMTrainingJobSpec, policy: AdmissionPolicy, accounts: Mapping[str, Mapping[str, str]] | None
 ) -> Iterable[str]:
     c = spec.cluster
+    # Always: the operator's own labels select pods for Services, NetworkPolicies and its bookkeeping
+    # (a job labelled as another job would join that job's network), and an annotation must not take
+    # away the AppArmor confinement Pod Security requires.
+    for key in c.labels:
+        if key.startswith(RESERVED_LABEL_PREFIX):
+            yield f"spec.cluster.labels {key!r}: the {RESERVED_LABEL_PREFIX} labels are the operator's own"
+    for key, value in c.annotations.items():
+        if (
+            key.startswith(APPARMOR_ANNOTATION)
+            and value != "runtime/default"
+            and not value.startswith("localhost/")
+        ):
+            yield (
+                f"spec.cluster.annotations {key}={value}: AppArmor must stay runtime/default or localhost/* "
+                "(Pod Security baseline)"
+            )
     volumes = [("spec.checkpoint.volume", spec.checkpoint.volume)] + [
         (f"spec.cluster.volumes[{v.name}].source", v.source) for v in c.volumes
     ]

@@ -61,7 +61,8 @@ def owner_reference(job: JobRef) -> dict[str, Any]:
 
 
 def _meta(job: JobRef, name: str, role: str, extra: dict[str, str] | None = None) -> dict[str, Any]:
-    labels = {**names.job_labels(job.name), names.LABEL_ROLE: role, **(extra or {})}
+    # the operator's own labels last: a job's labels can never relabel its pods as another job's
+    labels = {**(extra or {}), **names.job_labels(job.name), names.LABEL_ROLE: role}
     return {
         "name": name,
         "namespace": job.namespace,
