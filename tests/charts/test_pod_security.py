@@ -66,7 +66,7 @@ def test_policy_values_reach_the_operator_as_its_policy(render: Render) -> None:
         volume_types=frozenset({"persistentVolumeClaim", "hostPath"}),
         image_prefixes=("registry.example.com/ml/", "ghcr.io/tokensmith/"),
         allow_service_account=True,
-        service_account_selector=(("tokensmith.dev/job-account", "true"),),
+        service_account_selector=(("team", "ml"), ("tokensmith.dev/job-account", "true")),
         capabilities=frozenset({"IPC_LOCK"}),
     )
     assert network is True

@@ -239,10 +239,8 @@ def _gang_resources(spec: LLMTrainingJobSpec) -> dict[str, Any]:
     return out
 
 
-# Our images run as uid/gid 10001 (images/*/Dockerfile); fsGroup makes a root-owned checkpoint volume
-# writable for them. The whole pod security context comes from hardening.py (Pod Security "restricted").
-IMAGE_SECURITY_CONTEXT = hardening.pod_security_context()
-EVAL_SHM_SIZE = "1Gi"
+# The pods' security contexts and writable scratch come from hardening.py (Pod Security "restricted").
+EVAL_SHM_SIZE = "1Gi"  # /dev/shm of evaluation pods (DataLoader workers)
 
 
 def _checkpoint_volume(spec: LLMTrainingJobSpec) -> dict[str, Any]:

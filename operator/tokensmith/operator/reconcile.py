@@ -106,16 +106,16 @@ def reconcile(
     spec: LLMTrainingJobSpec,
     status: LLMTrainingJobStatus,
     observed: Observed,
-    policy: admission.AdmissionPolicy | None = None,
+    admission_policy: admission.AdmissionPolicy | None = None,
 ) -> Decision:
-    """Decide what the job's children should be now (see the module docstring). `policy`: the admin's
-    admission policy (the operator always passes one; the local runner, one machine, none)."""
+    """Decide what the job's children should be now (see the module docstring). `admission_policy`: the
+    admin's (the operator always passes one; the local runner, one machine, none)."""
     now = observed.now
     problem = check_spec(name, spec)
     if problem is not None and status.phase not in TERMINAL_PHASES:
         return reject(status, problem, now, observed.generation)
-    if policy is not None and status.phase not in TERMINAL_PHASES:
-        violation = admission.check(spec, policy, observed.service_accounts)
+    if admission_policy is not None and status.phase not in TERMINAL_PHASES:
+        violation = admission.check(spec, admission_policy, observed.service_accounts)
         if violation is not None:
             return reject(status, violation, now, observed.generation, admission.REASON, "Policy")
 
