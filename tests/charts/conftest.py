@@ -34,7 +34,10 @@ MODES: dict[str, dict[str, Any]] = {
         "policy": {
             "volumeTypes": ["persistentVolumeClaim", "hostPath"],
             "imagePrefixes": ["registry.example.com/ml/", "ghcr.io/tokensmith/"],
-            "jobServiceAccounts": {"allowed": True, "selector": {"tokensmith.dev/job-account": "true", "team": "ml"}},
+            "jobServiceAccounts": {
+                "allowed": True,
+                "selector": {"tokensmith.dev/job-account": "true", "team": "ml"},
+            },
             "capabilities": ["IPC_LOCK"],
         }
     },
