@@ -78,3 +78,15 @@ def test_a_misspelt_volume_type_is_refused_by_the_schema(chart: object) -> None:
         chart.render(  # type: ignore[attr-defined]
             values={"policy": {"volumeTypes": ["hostpath"]}}, name="tokensmith", namespace="ns"
         )
+
+
+def test_the_pod_security_command_reads_the_chart(render: Render) -> None:
+    import yaml
+    from click.testing import CliRunner
+
+    from tokensmith.cli import cli
+
+    stream = yaml.safe_dump_all(render({"networkPolicy": {"enabled": True}}))
+    result = CliRunner().invoke(cli, ["operator", "pod-security", "-", "--format", "json"], input=stream)
+    assert result.exit_code == 0, result.output
+    assert '"passed": true' in result.output and "test-metrics" in result.output

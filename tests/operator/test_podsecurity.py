@@ -371,3 +371,28 @@ def test_a_job_s_labels_never_relabel_its_pods() -> None:
     labels = children.worker_pod(JOB, spec, 1, 0, children.Defaults())["metadata"]["labels"]
     assert labels[names.LABEL_JOB] == "sec" and labels[names.LABEL_ROLE] == names.ROLE_WORKER
     assert labels["team"] == "a"
+
+
+# ----------------------------------------------------------- `tokensmith operator pod-security`
+
+
+def test_the_pod_security_command_passes_rendered_jobs_and_fails_bad_pods(tmp_path: Path) -> None:
+    import json
+
+    rendered = CliRunner().invoke(cli, ["operator", "render", str(EXAMPLES[0])]).output
+    ok = CliRunner().invoke(cli, ["operator", "pod-security", "-"], input=rendered)
+    assert ok.exit_code == 0, ok.output
+    assert "pod(s) pass restricted" in ok.output and "FAIL" not in ok.output
+    bad = _good_pod()
+    _container(bad)["securityContext"]["privileged"] = True
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump_all([_good_pod(), bad]))
+    result = CliRunner().invoke(cli, ["operator", "pod-security", str(path), "--format", "json"])
+    assert result.exit_code == 3
+    doc = json.loads(result.output)
+    assert doc["passed"] is False and [bool(p["violations"]) for p in doc["pods"]] == [False, True]
+    assert doc["pods"][1]["level"] == "privileged"
+    baseline = CliRunner().invoke(cli, ["operator", "pod-security", str(path), "--level", "baseline"])
+    assert baseline.exit_code == 3 and "Privileged Containers" in baseline.output
+    empty = CliRunner().invoke(cli, ["operator", "pod-security", "-"], input="kind: ConfigMap\n")
+    assert empty.exit_code == 2 and "no pods in the input" in empty.output
