@@ -396,3 +396,20 @@ def test_the_pod_security_command_passes_rendered_jobs_and_fails_bad_pods(tmp_pa
     assert baseline.exit_code == 3 and "Privileged Containers" in baseline.output
     empty = CliRunner().invoke(cli, ["operator", "pod-security", "-"], input="kind: ConfigMap\n")
     assert empty.exit_code == 2 and "no pods in the input" in empty.output
+
+
+def test_a_job_s_own_volume_at_a_scratch_path_wins() -> None:
+    cluster = {
+        **SPEC["cluster"],
+        "volumes": [
+            {"name": "big-tmp", "mountPath": "/tmp", "source": {"ephemeral": {"volumeClaimTemplate": {}}}}
+        ],
+    }
+    pod = children.worker_pod(
+        JOB, LLMTrainingJobSpec.model_validate({**SPEC, "cluster": cluster}), 1, 1, children.Defaults()
+    )
+    mounts = [m for m in pod["spec"]["containers"][0]["volumeMounts"] if m["mountPath"] == "/tmp"]
+    assert mounts == [{"name": "big-tmp", "mountPath": "/tmp", "readOnly": False}]
+    names_ = [v["name"] for v in pod["spec"]["volumes"]]
+    assert "scratch-tmp" not in names_ and "scratch-home" in names_ and len(names_) == len(set(names_))
+    assert podsecurity.passes(pod)

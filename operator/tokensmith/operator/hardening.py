@@ -91,24 +91,18 @@ def harden(
     volumes and their environment. `shm_size` adds a memory-backed /dev/shm when the pod has none."""
     pod_spec["securityContext"] = pod_security_context(profile)
     volumes = pod_spec.setdefault("volumes", [])
-    taken = {v["name"] for v in volumes}
-    for name, _path in SCRATCH_VOLUMES:
-        if name not in taken:
-            volumes.append({"name": name, "emptyDir": {}})
-    has_shm = any(
-        m.get("mountPath") == SHM for c in pod_spec["containers"] for m in c.get("volumeMounts", [])
-    )
-    if shm_size is not None and not has_shm and "dshm" not in taken:
-        volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm_size}})
+    mounted = {m.get("mountPath") for c in pod_spec["containers"] for m in c.get("volumeMounts", [])}
+    # a path the job already mounts a volume at (its own /tmp, say) keeps that volume
+    scratch = [(name, path) for name, path in SCRATCH_VOLUMES if path not in mounted]
+    if shm_size is not None and SHM not in mounted:
+        scratch.append(("dshm", SHM))
+    for name, path in scratch:
+        medium = {"medium": "Memory", "sizeLimit": shm_size} if path == SHM else {}
+        volumes.append({"name": name, "emptyDir": medium})
     for container in pod_spec["containers"]:
         container["securityContext"] = container_security_context(profile, add_capabilities)
         mounts = container.setdefault("volumeMounts", [])
-        paths = {m["mountPath"] for m in mounts}
-        for name, path in SCRATCH_VOLUMES:
-            if path not in paths:
-                mounts.append({"name": name, "mountPath": path})
-        if shm_size is not None and not has_shm:
-            mounts.append({"name": "dshm", "mountPath": SHM})
+        mounts += [{"name": name, "mountPath": path} for name, path in scratch]
         env = container.setdefault("env", [])
         names = {e["name"] for e in env}
         container["env"] = [{"name": k, "value": v} for k, v in SCRATCH_ENV if k not in names] + env
