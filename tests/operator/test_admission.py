@@ -208,3 +208,15 @@ def test_the_default_policy_admits_the_examples() -> None:
     for path in sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml")):
         _, spec = parse_manifest(read_documents(path))
         assert admission.check(spec, AdmissionPolicy()) is None, path.name
+
+
+def test_a_pod_security_refusal_becomes_one_line() -> None:
+    message = (
+        'pods "j-a1-w0" is forbidden: violates PodSecurity "restricted:latest": restricted volume types '
+        '(volume "n" uses restricted volume type "nfs")'
+    )
+    reason = admission.pod_security_refusal(403, message)
+    assert reason is not None and reason.startswith("the namespace refused the job's pods: PodSecurity")
+    assert '"nfs"' in reason and "\n" not in reason
+    assert admission.pod_security_refusal(403, 'pods is forbidden: User "x" cannot create') is None  # RBAC
+    assert admission.pod_security_refusal(500, message) is None

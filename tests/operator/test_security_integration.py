@@ -159,3 +159,23 @@ async def test_chart_enabled_network_policies_are_created_with_the_gang(cluster:
         await cluster.wait_for(lambda: len(cluster.workers(NS, "fenced")) == 2, what="gang")
         policies = {p["metadata"]["name"] for p in cluster.objects("networkpolicies", NS)}
         assert policies == {"fenced-workers", "fenced-eval"}
+
+
+async def test_a_namespace_enforcing_restricted_admits_the_gang_and_a_refusal_fails_the_job(
+    cluster: EmulatedCluster,
+) -> None:
+    """With the namespace's PodSecurity admission (emulated with the same check) enforcing restricted,
+    the default pods are admitted; a baseline job's pods are refused by the API server, and the job ends
+    Failed/PolicyViolation with the refusal instead of retrying forever."""
+    cluster.pod_security[NS] = "restricted"
+    values = {"policy": {"jobServiceAccounts": {"allowed": False}}}
+    async with operator_from_chart(cluster, values):
+        await cluster.apply_job(job("admitted"))
+        await cluster.apply_job(job("loosened", securityProfile="baseline"))
+        await cluster.wait_for(lambda: len(cluster.workers(NS, "admitted")) == 2, what="admitted gang")
+        await cluster.wait_for(lambda: phase(cluster, "loosened") == "Failed", what="loosened Failed")
+        status = cluster.job(NS, "loosened")["status"]
+        assert status["lastFailure"]["reason"] == "PolicyViolation"
+        assert 'the namespace refused the job\'s pods: PodSecurity "restricted:latest"' in status["message"]
+        assert cluster.workers(NS, "loosened") == []
+        assert phase(cluster, "admitted") in ("Pending", "Running")

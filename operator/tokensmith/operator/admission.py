@@ -199,3 +199,16 @@ def parse_selector(text: str) -> tuple[tuple[str, str], ...]:
             raise ValueError(f"service-account selector {text!r}: expected key=value[,key=value]")
         pairs.append((key.strip(), value.strip()))
     return tuple(pairs)
+
+
+def pod_security_refusal(status: int, message: str) -> str | None:
+    """When the API server's PodSecurity admission refused a pod (403, "violates PodSecurity"): the
+    one-line reason the job fails with (retrying cannot help until the job or the namespace changes)."""
+    if status != 403 or "violates PodSecurity" not in message:
+        return None
+    why = message.split("violates ", 1)[1].splitlines()[0]
+    return (
+        f"the namespace refused the job's pods: {why}; fix the job (e.g. a PVC instead of an nfs volume, "
+        "securityProfile: restricted) or the namespace's pod-security.kubernetes.io/enforce label "
+        "(docs/security.md)"
+    )

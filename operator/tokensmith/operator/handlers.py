@@ -270,7 +270,19 @@ async def reconcile_once(
     job = children.JobRef(name=name, namespace=namespace, uid=uid)
     try:
         await apply(rt, job, spec, body, status, decision)
-    except (ApiError, OSError, asyncio.TimeoutError) as err:  # next pass retries; never crash the daemon
+    except ApiError as err:
+        refusal = admission.pod_security_refusal(err.status, err.message)
+        if refusal is None:  # next pass retries; never crash the daemon
+            log.warning("%s/%s: writing the decision failed, will retry: %s", namespace, name, err)
+            return min(rt.interval, 2.0)
+        # the namespace's Pod Security admission refused the pods: no retry can help
+        decision = reject(status, refusal, now, generation, admission.REASON, "Policy")
+        try:
+            await apply(rt, job, None, body, status, decision)
+        except (ApiError, OSError, asyncio.TimeoutError) as again:
+            log.warning("%s/%s: recording the refusal failed, will retry: %s", namespace, name, again)
+            return min(rt.interval, 2.0)
+    except (OSError, asyncio.TimeoutError) as err:  # next pass retries; never crash the daemon
         log.warning("%s/%s: writing the decision failed, will retry: %s", namespace, name, err)
         return min(rt.interval, 2.0)
     finally:

@@ -14,7 +14,9 @@ controllers. `EmulatedCluster` adds exactly what the operator relies on, and say
 - a Job controller for evaluation Jobs: one pod per Job, and the Job's Complete/Failed condition
   once that pod ends; the evaluator "runs" for `eval_delay` and reports `eval_results` through its
   termination message, like `tokensmith eval` does;
-- `report_progress` / `report_checkpoint`: the status patches trainer rank 0 sends.
+- `report_progress` / `report_checkpoint`: the status patches trainer rank 0 sends;
+- the PodSecurity admission controller for namespaces listed in `pod_security` (namespace -> level),
+  refusing pods that break the level with the API server's 403 (the check is `podsecurity.py`).
 Label selectors are not evaluated by the emulator; kopf filters by labels itself, so nothing
 depends on them. kmock is a test dependency: import this module only in tests and benchmarks.
 """
@@ -52,6 +54,7 @@ class _Emulator(k8s.KubernetesEmulator):
 
     _versions = itertools.count(1)
     served: list[Served]
+    enforce: dict[str, str]  # namespace -> Pod Security level its admission enforces
 
     async def _handle(self, request: Any) -> Any:
         # kmock matches each request against its whole request history (quadratic over a long run):
@@ -67,6 +70,7 @@ class _Emulator(k8s.KubernetesEmulator):
             and request.action == kmock.action.CREATE
             and isinstance(request.data, dict)
         ):
+            _pod_security_admission(self, request)
             md = request.data.setdefault("metadata", {})
             if not md.get("name") and md.get("generateName"):  # Events use generateName
                 md["name"] = f"{md['generateName']}{uuid.uuid4().hex[:10]}"
@@ -92,6 +96,26 @@ class _Emulator(k8s.KubernetesEmulator):
             raise
         served.status = getattr(response, "status", 0)
         return response
+
+
+def _pod_security_admission(emu: _Emulator, request: Any) -> None:
+    """The PodSecurity admission controller of a namespace labelled
+    `pod-security.kubernetes.io/enforce: LEVEL`: a pod that breaks the level is refused with 403 and a
+    message in the API server's words (`violates PodSecurity "LEVEL:latest": ...`)."""
+    level = getattr(emu, "enforce", {}).get(request.namespace or "")
+    if level is None or request.resource.plural != "pods":
+        return
+    from tokensmith.operator import podsecurity
+
+    problems = podsecurity.violations({**request.data, "kind": "Pod"}, level)
+    if problems:
+        name = (request.data.get("metadata") or {}).get("name", "")
+        detail = ", ".join(p.split(": ", 1)[-1] for p in problems)
+        raise k8s.KubernetesError(
+            status=403,
+            reason="Forbidden",
+            message=f'pods "{name}" is forbidden: violates PodSecurity "{level}:latest": {detail}',
+        )
 
 
 RESOURCES: dict[str, dict[str, Any]] = {
@@ -169,6 +193,8 @@ class EmulatedCluster:
         self.eval_results: dict[int, dict[str, Any]] = {}  # step -> short JSON; missing: a default result
         self.eval_failures: dict[int, str] = {}  # step -> error message (the evaluator exits 2)
         self.auto_start = True
+        # namespace -> the Pod Security level its (emulated) PodSecurity admission enforces
+        self.pod_security: dict[str, str] = {}
         self._emu: Any = None
         self._server: Any = None
         self._stack = contextlib.AsyncExitStack()
@@ -179,6 +205,7 @@ class EmulatedCluster:
 
     async def __aenter__(self) -> EmulatedCluster:
         self._emu = await self._stack.enter_async_context(_Emulator())
+        self._emu.enforce = self.pod_security  # shared: a test may label namespaces at any time
         self._server = await self._stack.enter_async_context(apps.Server(self._emu))
         self.url = str(self._server.url).rstrip("/")
         for key, info in RESOURCES.items():
