@@ -294,7 +294,7 @@ def test_the_crd_carries_the_same_rule_as_cel(cluster: dict[str, Any], allowed: 
 
     schema = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     node = schema["properties"]["spec"]["properties"]["cluster"]
-    (rule,) = node["x-kubernetes-validations"]
+    (rule,) = [r for r in node["x-kubernetes-validations"] if "addCapabilities" in r["rule"]]
     assert node["properties"]["securityProfile"]["enum"] == ["restricted", "baseline"]
     env = celpy.Environment()
     program = env.program(env.compile(rule["rule"]))
@@ -354,7 +354,7 @@ def test_network_policies_are_opt_in_and_validate(tmp_path: Path) -> None:
 def test_the_operator_namespace_may_scrape_the_workers() -> None:
     spec = LLMTrainingJobSpec.model_validate({**SPEC, "cluster": {**SPEC["cluster"], "networkPolicy": True}})
     defaults = children.Defaults(scrape_namespace="tokensmith-system")
-    (workers, _) = [o for o in children.job_children(JOB, spec, defaults) if o["kind"] == "NetworkPolicy"]
+    (workers, _) = [o for o in children.job_children(JOB, spec, defaults=defaults) if o["kind"] == "NetworkPolicy"]
     assert workers["spec"]["ingress"][1] == {
         "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "tokensmith-system"}}}]
     }

@@ -145,6 +145,12 @@ def operator() -> None:
     envvar="POD_NAMESPACE",
     help="Namespace whose pods job NetworkPolicies admit (metrics scrape) [env: POD_NAMESPACE].",
 )
+@click.option(
+    "--watch-nodes/--no-watch-nodes",
+    default=True,
+    show_default=True,
+    help="Watch nodes (cluster-wide read): lost nodes, stuck pods, cordons and taints.",
+)
 @click.option("--verbose", is_flag=True)
 def run(
     namespaces: tuple[str, ...],
@@ -164,6 +170,7 @@ def run(
     capabilities: tuple[str, ...],
     network_policy: bool,
     scrape_namespace: str | None,
+    watch_nodes: bool,
     verbose: bool,
 ) -> None:
     """Reconcile LLMTrainingJobs into gangs of worker pods (a thin wrapper over kopf).
@@ -198,6 +205,7 @@ def run(
         defaults=Defaults(**overrides),
         policy=policy,
         verbose=verbose,
+        watch_nodes=watch_nodes,
     )
     run_operator(config)
 
@@ -257,7 +265,7 @@ def render(
         name=name, namespace=namespace or meta.get("namespace") or "default", uid="<job-uid>"
     )
     defaults = children.Defaults(network_policy=network_policy)
-    objs = children.job_children(job, spec, defaults) + children.worker_pods(
+    objs = children.job_children(job, spec, defaults=defaults) + children.worker_pods(
         job, spec, attempt, tuple(range(spec.cluster.nodes)), defaults
     )
     if spec.evaluation.tasks or evaluation_step is not None:
@@ -269,7 +277,9 @@ def render(
             step = effective_trainer_config(spec, name).checkpoint.every_steps or 1
         path = f"{children.checkpoint_dir(spec, name)}/step-{step:08d}"  # the trainer's layout
         objs.append(children.evaluation_job(job, spec, step, path, eval_job_name(name, step), defaults))
-    text = yaml.safe_dump_all(objs, sort_keys=False)
+    # libyaml's emitter when PyYAML has it: a 4,096-node job renders in about a second instead of ten.
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    text = yaml.dump_all(objs, Dumper=dumper, sort_keys=False)
     if output is None:
         click.echo(text, nl=False)
         return

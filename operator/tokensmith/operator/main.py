@@ -22,6 +22,7 @@ class OperatorConfig:
     defaults: Defaults = field(default_factory=Defaults)
     policy: AdmissionPolicy = field(default_factory=AdmissionPolicy)
     verbose: bool = False
+    watch_nodes: bool = True  # needs the chart's read-only node ClusterRole
 
 
 async def operate(
@@ -47,6 +48,7 @@ async def operate(
         policy=config.policy,
         interval=config.interval,
         settings_hook=settings_hook,
+        watch_nodes=config.watch_nodes,
     )
     registry = build_registry(runtime)
 
