@@ -100,7 +100,10 @@ def test_api_server_applies_the_cel_rule(api: Any) -> None:
     bad["spec"]["cluster"]["addCapabilities"] = ["IPC_LOCK"]  # without securityProfile: baseline
     with pytest.raises(client.ApiException) as err:
         client.CustomObjectsApi().create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, bad)
-    assert err.value.status == 422 and "addCapabilities needs cluster.securityProfile: baseline" in err.value.body
+    assert (
+        err.value.status == 422
+        and "addCapabilities needs cluster.securityProfile: baseline" in err.value.body
+    )
 
 
 def test_gang_restarts_and_succeeds(api: Any) -> None:

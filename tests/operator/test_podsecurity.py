@@ -354,7 +354,9 @@ def test_network_policies_are_opt_in_and_validate(tmp_path: Path) -> None:
 def test_the_operator_namespace_may_scrape_the_workers() -> None:
     spec = LLMTrainingJobSpec.model_validate({**SPEC, "cluster": {**SPEC["cluster"], "networkPolicy": True}})
     defaults = children.Defaults(scrape_namespace="tokensmith-system")
-    (workers, _) = [o for o in children.job_children(JOB, spec, defaults=defaults) if o["kind"] == "NetworkPolicy"]
+    (workers, _) = [
+        o for o in children.job_children(JOB, spec, defaults=defaults) if o["kind"] == "NetworkPolicy"
+    ]
     assert workers["spec"]["ingress"][1] == {
         "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "tokensmith-system"}}}]
     }
