@@ -3,7 +3,8 @@
 Stages, each a datatrove executor with its own logging folder (so completed tasks are skipped when a
 run is resumed), over the work folder `OUT/.work/`:
 
-1. `filter` (T tasks): read -> normalize -> Gopher repetition -> Gopher quality -> C4 -> FineWeb,
+1. `filter` (T tasks): read -> normalize -> language ID -> Gopher repetition -> Gopher quality -> C4 ->
+   FineWeb,
    writing `filtered/{rank}.jsonl` while hashing each document for exact dedup (or MinHash).
 2. `exact_find` (1 task) and `exact_filter` (T tasks): drop exact copies, sign the rest for MinHash.
 3. `near_buckets` (one task per band), `near_cluster` (1 task): MinHash LSH pairs and clusters.
@@ -24,38 +25,13 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tokensmith.core.errors import TokensmithError
 from tokensmith.core.io import atomic_write_text
 from tokensmith.trainer.data.config import CurateConfig
-
-WORK = ".work"
-SPLITS = ("train", "valid")
-TOKENIZER_FILE = "tokenizer.json"
-
-
-@dataclass
-class Stage:
-    name: str
-    pipeline: list[Any]
-    tasks: int
-
-
-@dataclass
-class RunContext:
-    out: Path
-    config: CurateConfig
-    files: list[str]
-    progress: bool
-    log: Callable[[str], None]
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def work(self) -> Path:
-        return self.out / WORK
+from tokensmith.trainer.data.context import SPLITS, TOKENIZER_FILE, WORK, RunContext, Stage
 
 
 # --- inputs ----------------------------------------------------------------------------------------
@@ -114,14 +90,6 @@ def _expand_remote(item: str) -> list[str]:
     return [p if "://" in p else f"{protocol}://{p}" for p in paths]
 
 
-def input_bytes(files: Sequence[str]) -> int:
-    total = 0
-    for path in files:
-        if "://" not in path:
-            total += os.path.getsize(path)
-    return total
-
-
 # --- fingerprint / resume --------------------------------------------------------------------------
 def _fingerprint(config: CurateConfig, files: Sequence[str]) -> dict[str, Any]:
     return {"config": config.model_dump(mode="json"), "files": list(files)}
@@ -162,13 +130,15 @@ def _quality_steps(config: CurateConfig) -> list[Any]:
         GopherRepetitionFilter,
     )
 
-    from tokensmith.trainer.data.steps import UnicodeNormalizer, word_tokenizer
+    from tokensmith.trainer.data.steps import LanguageFilter, UnicodeNormalizer, word_tokenizer
 
     language = word_tokenizer(config.word_tokenizer)
     steps: list[Any] = []
     if config.normalize.enabled:
         n = config.normalize
         steps.append(UnicodeNormalizer(n.form, n.newlines, n.strip_control))
+    if config.language.enabled:
+        steps.append(LanguageFilter(config.language.languages, config.language.threshold))
     if config.gopher_repetition.enabled:
         steps.append(
             GopherRepetitionFilter(
@@ -433,17 +403,26 @@ def tokenize_stages(ctx: RunContext, tokenizer_path: Path) -> list[Stage]:
 def write_manifests(ctx: RunContext, tokenizer_path: Path) -> dict[str, Any]:
     from tokenizers import Tokenizer
 
+    from tokensmith.trainer.data.report import stage_stats
     from tokensmith.trainer.data.shards import write_manifest, write_shards
 
     tokenizer = Tokenizer.from_file(str(tokenizer_path))
     vocab = tokenizer.get_vocab_size()
     eos_id = tokenizer.token_to_id(ctx.config.tokenizer.eos_token)
+    tokenize_stats = stage_stats(ctx.work / "logs", "tokenize")
+    counters = tokenize_stats[1] if len(tokenize_stats) > 1 else {}
     manifests = {}
     for split in SPLITS:
         folder = ctx.out / split
         folder.mkdir(parents=True, exist_ok=True)
         names = sorted(p.name for p in folder.glob("*.ds") if p.stat().st_size > 0)
-        extra = {"valid_fraction": ctx.config.valid_fraction, "split_seed": ctx.config.split_seed}
+        extra: dict[str, Any] = {
+            "valid_fraction": ctx.config.valid_fraction,
+            "split_seed": ctx.config.split_seed,
+        }
+        languages = split_languages(counters, split)
+        if languages:
+            extra["languages"] = languages
         if names:
             manifest = write_manifest(
                 folder, names, vocab, eos_id, None, f"../{TOKENIZER_FILE}", split, extra
@@ -460,6 +439,20 @@ def write_manifests(ctx: RunContext, tokenizer_path: Path) -> dict[str, Any]:
             )
         manifests[split] = manifest
     return manifests
+
+
+def split_languages(counters: dict[str, float], split: str) -> dict[str, dict[str, int]]:
+    """{language: {documents, tokens}} of one split from the tokenize stage's counters."""
+    prefix = f"lang_{split}_documents_"
+    found = {
+        key.removeprefix(prefix): {
+            "documents": int(value),
+            "tokens": int(counters.get(f"lang_{split}_tokens_{key.removeprefix(prefix)}", 0)),
+        }
+        for key, value in counters.items()
+        if key.startswith(prefix)
+    }
+    return dict(sorted(found.items(), key=lambda kv: (-kv[1]["tokens"], kv[0])))
 
 
 # --- the whole run ---------------------------------------------------------------------------------
