@@ -85,7 +85,20 @@ def load_config(config_file: str | None, sets: tuple[str, ...], overrides: dict[
 @click.option("--word-tokenizer", type=click.Choice(["spacy", "regex"]), help="Word splitter for the rules.")
 @click.option("--encoding-errors", type=click.Choice(["strict", "replace"]), help="Non-UTF-8 input handling.")
 @click.option("--tasks", type=int, help="datatrove tasks (ranks); default 2.")
-@click.option("--workers", type=int, help="Tasks run at once; default 2.")
+@click.option(
+    "--workers", type=int, help="Tasks run at once (local; CPUs of a private local Ray); default 2."
+)
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Run the stages here (local) or on a Ray cluster (ray; needs tokensmith[ray]).",
+)
+@click.option(
+    "--ray-address",
+    help="Ray cluster to use with --executor ray (default: RAY_ADDRESS, else a private local Ray).",
+)
 @click.option("--force", is_flag=True, help="Discard an earlier run in --out and start over.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: when on a terminal).")
 @format_option(default="table", choices=("table", "json"))
@@ -107,6 +120,8 @@ def curate(
     encoding_errors: str | None,
     tasks: int | None,
     workers: int | None,
+    executor: str,
+    ray_address: str | None,
     force: bool,
     progress: bool | None,
     fmt: str,
@@ -136,8 +151,17 @@ def curate(
     for step in skip:
         overrides[f"{step}.enabled"] = False
     config = load_config(config_file, sets, overrides)
+    if ray_address and executor != "ray":
+        raise click.UsageError("--ray-address needs --executor ray")
     report = run(
-        list(inputs), out, config, progress=progress, force=force, log=lambda m: click.echo(m, err=True)
+        list(inputs),
+        out,
+        config,
+        progress=progress,
+        force=force,
+        log=lambda m: click.echo(m, err=True),
+        executor=executor,
+        ray_address=ray_address,
     )
     if fmt == "json":
         click.echo(to_json({k: v for k, v in report.items() if k != "config"}))

@@ -34,6 +34,7 @@ class RunContext:
     progress: bool
     log: Callable[[str], None]
     timings: dict[str, float] = field(default_factory=dict)
+    executor: str = "local"  # or "ray" (executors.py)
 
     @property
     def work(self) -> Path:

@@ -272,24 +272,17 @@ def _warm_word_tokenizer(config: CurateConfig) -> None:
 
 
 def run_stage(ctx: RunContext, stage: Stage) -> None:
-    from tokensmith.trainer.data.steps import QuietLocalExecutor
+    """Run a stage's incomplete tasks on the run's executor (local or Ray; see executors.py)."""
+    from tokensmith.trainer.data.executors import make_executor, run_executor
 
-    workers = max(1, min(ctx.config.workers, stage.tasks))
-    executor = QuietLocalExecutor(
-        pipeline=stage.pipeline,
-        tasks=stage.tasks,
-        workers=workers,
-        logging_dir=str(ctx.work / "logs" / stage.name),
-        start_method="fork",
-    )
+    executor = make_executor(ctx, stage)
     pending = len(executor.get_incomplete_ranks())
     if pending == 0:
         ctx.log(f"  {stage.name}: done earlier, skipped")
         return
     started = time.perf_counter()
-    ctx.log(f"  {stage.name}: {pending}/{stage.tasks} task(s)")
-    executor.log_file = str(ctx.work / "datatrove.log")
-    executor.run()
+    ctx.log(f"  {stage.name}: {pending}/{stage.tasks} task(s)" + (" on Ray" if ctx.executor == "ray" else ""))
+    run_executor(ctx, stage, executor)
     ctx.timings[stage.name] = ctx.timings.get(stage.name, 0.0) + time.perf_counter() - started
 
 
@@ -464,8 +457,34 @@ def curate(
     progress: bool | None = None,
     force: bool = False,
     log: Callable[[str], None] | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> dict[str, Any]:
-    """Run every stage (skipping completed ones) and return the report (also in OUT/report.json)."""
+    """Run every stage (skipping completed ones) and return the report (also in OUT/report.json).
+
+    `executor`: "local" (forked processes) or "ray" (datatrove's Ray executor on the cluster at
+    `ray_address`, else RAY_ADDRESS, else a private local Ray with `config.workers` CPUs). Either one
+    resumes what the other started: completed tasks are skipped."""
+    from tokensmith.trainer.data.executors import EXECUTORS, ray_session
+
+    if executor not in EXECUTORS:
+        raise TokensmithError(f"unknown executor {executor!r}: choose {' or '.join(EXECUTORS)}")
+    if executor == "ray":
+        config = config or CurateConfig()
+        with ray_session(ray_address, config.workers):
+            return _curate(inputs, out, config, progress, force, log, executor)
+    return _curate(inputs, out, config, progress, force, log, executor)
+
+
+def _curate(
+    inputs: Sequence[str],
+    out: str | os.PathLike[str],
+    config: CurateConfig | None,
+    progress: bool | None,
+    force: bool,
+    log: Callable[[str], None] | None,
+    executor: str,
+) -> dict[str, Any]:
     show = progress if progress is not None else sys.stderr.isatty()
     if not show and "tqdm" not in sys.modules:
         os.environ["TQDM_DISABLE"] = "1"  # datatrove's own bars (dedup stages) only on a terminal
@@ -481,7 +500,7 @@ def curate(
     if config.tokenizer.path:
         check_tokenizer_file(config.tokenizer.path, config.tokenizer.eos_token)
     resumed = prepare_out_dir(out_dir, config, files, force)
-    ctx = RunContext(out_dir, config, files, show, log or (lambda _msg: None))
+    ctx = RunContext(out_dir, config, files, show, log or (lambda _msg: None), executor=executor)
     quiet_datatrove(ctx.work / "datatrove.log")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the stages fork: keep tokenizers serial
     ctx.log(f"curating {len(files)} file(s) into {out_dir}" + (" (resuming)" if resumed else ""))
