@@ -2,7 +2,8 @@
 
 1. The whole default pipeline (normalize, language ID, Gopher repetition and quality, C4, FineWeb,
    exact dedup, MinHash, PII, BPE training, tokenization; regex word splitter for both) two ways on the
-   same input in the same run: `tokensmith curate` (a fresh process, local executor) and the same
+   same input in the same run, each timed as a fresh process (start-up and imports included), alternated:
+   `tokensmith curate` (local executor; its report and checksummed manifests included) and the same
    datatrove steps composed directly with datatrove's `LocalPipelineExecutor`, readers and writers, as
    a datatrove user writes them (no Tokensmith layer: no tee'd writers, rank-exact readers, reports,
    manifests or resume checks). Goal: ours / direct throughput >= 0.9.
@@ -189,6 +190,25 @@ def direct(corpus: Path, work: Path, workers: int) -> tuple[float, int]:
     return seconds, kept
 
 
+def direct_process(corpus: Path, work: Path, workers: int) -> tuple[float, int]:
+    """`direct` in a fresh interpreter, timed from outside like `ours` (start-up and imports included)."""
+    code = (
+        "import sys, json; sys.path.insert(0, sys.argv[1]); from curate_scale import direct; "
+        "from pathlib import Path; a = sys.argv; "
+        "print(json.dumps(direct(Path(a[2]), Path(a[3]), int(a[4]))))"
+    )
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(Path(__file__).parent), str(corpus), str(work), str(workers)],
+        capture_output=True,
+        text=True,
+    )
+    seconds = time.perf_counter() - started
+    if done.returncode:
+        raise SystemExit(done.stderr[-3000:])
+    return seconds, json.loads(done.stdout.splitlines()[-1])[1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=float, default=4.0)
@@ -206,7 +226,7 @@ def main() -> None:
     best_ours = best_direct = float("inf")
     for _ in range(args.repeat):
         ours_s, report = ours(corpus, work / "ours", 2)
-        direct_s, kept = direct(corpus, work / "direct", 2)
+        direct_s, kept = direct_process(corpus, work / "direct", 2)
         best_ours, best_direct = min(best_ours, ours_s), min(best_direct, direct_s)
         print(
             f"ours (local, 2 workers): {ours_s:.1f} s, {size / 1e6 / ours_s:.3f} MB/s, "

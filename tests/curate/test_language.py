@@ -85,6 +85,19 @@ def test_languages_and_threshold_are_configurable(
     source, _ = multilingual
     report = _curate(source, tmp_path / "ende", "--languages", "en,DE")
     assert {k: v["kept"] for k, v in report["languages"].items()} == {"en": 12, "de": 8, "fr": 0}
+    # `data stats` per source (one directory each) and per language
+    both = invoke(
+        "data", "stats", str(tmp_path / "ende" / "train"), str(tmp_path / "ende"), "--format", "json"
+    )
+    stats = json.loads(both.stdout)
+    assert [(r["source"], r["split"]) for r in stats["splits"]] == [
+        ("ende", "train"),
+        ("ende", "train"),
+        ("ende", "valid"),
+    ]
+    assert {r["language"] for r in stats["languages"]} == {"en", "de"}
+    twice_train = stats["splits"][0]["documents"]  # the train split is listed by both arguments
+    assert sum(r["documents"] for r in stats["languages"]) == 20 + twice_train
     # nothing is that sure: every document goes, the run says so (exit 2) and the report says why
     result = invoke(
         "curate", str(source), "--out", str(tmp_path / "strict"), *FAST, "--language-threshold", "1"
