@@ -56,8 +56,8 @@ class LocalJob:
         """The runner's own files (process logs, report streams, evaluation outputs)."""
         return self.checkpoint_dir / "local"
 
-    def trainer_config(self) -> TrainerConfig:
-        return effective_trainer_config(self.spec, self.name)
+    def trainer_config(self, skip_samples: tuple[tuple[int, int], ...] = ()) -> TrainerConfig:
+        return effective_trainer_config(self.spec, self.name, skip_samples)
 
 
 def parse_assignment(text: str, flag: str) -> tuple[str, str]:
