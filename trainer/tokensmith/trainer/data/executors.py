@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import tempfile
 import threading
@@ -55,6 +56,7 @@ def ray_session(address: str | None, cpus: int) -> Iterator[Any]:
         yield ray
         return
     target = address or os.environ.get("RAY_ADDRESS")
+    temp: str | None = None
     try:
         if target:
             ray.init(address=target, log_to_driver=False, configure_logging=False)
@@ -79,6 +81,8 @@ def ray_session(address: str | None, cpus: int) -> Iterator[Any]:
         yield ray
     finally:
         ray.shutdown()
+        if temp is not None:  # our private instance's session files and logs
+            shutil.rmtree(temp, ignore_errors=True)
 
 
 def make_executor(ctx: RunContext, stage: Stage) -> Any:
