@@ -19,7 +19,8 @@ from tokensmith.operator import children, hardening, names, podsecurity
 from tokensmith.operator.spec import LLMTrainingJobSpec, build_manifest
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
+# the example LLMTrainingJobs (examples/ also holds other kinds, e.g. a RayJob for curation)
+EXAMPLES = sorted(p for p in (REPO / "examples").glob("*.yaml") if "kind: LLMTrainingJob" in p.read_text())
 K8S = kubernetes_validate.latest_version()
 JOB = children.JobRef(name="sec", namespace="ml", uid="6f1d7a2e-0000-4000-8000-000000000002")
 SPEC: dict[str, Any] = {
@@ -381,7 +382,9 @@ def test_a_job_s_labels_never_relabel_its_pods() -> None:
 def test_the_pod_security_command_passes_rendered_jobs_and_fails_bad_pods(tmp_path: Path) -> None:
     import json
 
-    rendered = CliRunner().invoke(cli, ["operator", "render", str(EXAMPLES[0])]).output
+    rendered = (
+        CliRunner().invoke(cli, ["operator", "render", str(REPO / "examples" / "tiny-job.yaml")]).output
+    )
     ok = CliRunner().invoke(cli, ["operator", "pod-security", "-"], input=rendered)
     assert ok.exit_code == 0, ok.output
     assert "pod(s) pass restricted" in ok.output and "FAIL" not in ok.output
