@@ -219,6 +219,7 @@ def apply_report(
                 "heartbeatTime": when,
                 "tokensPerSecond": record.get("tokens_per_s"),
                 "totalTokens": total_tokens,
+                "sourceTokens": record.get("source_tokens"),
             }
         )
     elif kind == "checkpoint":
