@@ -14,8 +14,9 @@ import pytest
 
 from tokensmith.core.errors import EXIT_DIVERGED
 from tokensmith.trainer import checkpoint as ck
-from tokensmith.trainer.data.shards import ShardSet
-from tokensmith.trainer.sampler import Windows, sample_ids, take_positions
+from tokensmith.trainer.config import TrainerConfig
+from tokensmith.trainer.sampler import take_positions
+from tokensmith.trainer.sources import open_training_data
 
 from .conftest import read_metrics, run_cli, tiny_sets
 
@@ -135,10 +136,17 @@ def test_a_fault_that_follows_the_data_repeats_until_its_samples_are_skipped(
     train = {r["step"]: r for r in read_metrics(ckpt / "metrics.jsonl") if r["type"] == "train"}
     assert sorted(train) == list(range(1, 11))
     # Steps 5.. read positions 32..39, then 48.. (40..47 skipped), in the sampler's usual order.
-    windows = Windows(ShardSet.open(pydoc_data / "train"), 32)
+    cfg = TrainerConfig.model_validate(
+        {
+            "data": {"train_path": str(pydoc_data / "train")},
+            "model": {"vocab_size": 512, "seq_len": 32, "d_model": 32, "n_heads": 2, "n_kv_heads": 2},
+            "train": {"micro_batch": 4, "global_batch_tokens": 256, "max_steps": 10},
+        }
+    )
+    data = open_training_data(cfg, check_budget=False)
     for step in range(5, 11):
         positions = take_positions(32 + 8 * (step - 5) if step == 5 else 48 + 8 * (step - 6), 8, [[40, 48]])
-        assert train[step]["samples"] == sample_ids(positions, windows.num_samples, 1234).tolist(), step
+        assert train[step]["samples"] == data.batch(positions)[2].tolist(), step
     saves = [r for r in read_metrics(ckpt / "metrics.jsonl") if r["type"] == "checkpoint"]
     assert saves and all(not r["async"] and r["blocked_s"] == r["durable_s"] for r in saves)
     manifest = json.loads((ck.complete(ckpt)[0] / ck.MANIFEST).read_text())
