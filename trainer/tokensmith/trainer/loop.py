@@ -151,7 +151,7 @@ class Trainer:
         from tokensmith.planner.arch import flops_per_token
         from tokensmith.trainer import dsconfig
         from tokensmith.trainer.metrics import peak_flops
-        from tokensmith.trainer.model import Transformer, decay_groups
+        from tokensmith.trainer.parallel import engine as parallel_engine
         from tokensmith.trainer.reporting import JsonLines, make_reporter
         from tokensmith.trainer.sampler import BatchPlan, Windows
 
@@ -182,15 +182,31 @@ class Trainer:
         self.data_position = 0
         self.tokens = 0
         self.resumed_from: Path | None = None
+        self.layout = cfg.layout(self.world)
         chosen = self.select_checkpoint()
         load_dir: Path | None = None
+        self.portable_from: Path | None = None  # resume through the layout-free state (parallel/portable.py)
         if chosen is not None:
             load_dir = chosen[0]
-            if chosen[1].get("world_size") != self.world and cfg.deepspeed.zero_stage >= 1:
-                load_dir = self.universal_copy(chosen[0])
-                ds_config["checkpoint"] = {"load_universal": True}
+            if parallel_layout(chosen[1]) != parallel_layout(
+                {"world_size": self.world, **self._layout_state()}
+            ):
+                if (chosen[0] / ck.PORTABLE).is_dir():
+                    self.portable_from = chosen[0] / ck.PORTABLE
+                elif cfg.deepspeed.zero_stage >= 1:
+                    load_dir = self.universal_copy(chosen[0])
+                    if not self._plain_layout():
+                        self.portable_from = load_dir / ck.DS_TAG
+                    else:
+                        ds_config["checkpoint"] = {"load_universal": True}
+                elif not self._plain_layout():
+                    raise ConfigError(
+                        f"{chosen[0].name} was written by a data-parallel ZeRO-0 run, which keeps no "
+                        "layout-free state; resume it with parallelism.tensor=1 and parallelism.pipeline=1"
+                    )
         self.accumulation = ds_config["gradient_accumulation_steps"]
-        self.plan = BatchPlan(cfg.train.micro_batch, self.world, self.accumulation)
+        # TP and PP ranks of one data-parallel replica read the same samples.
+        self.plan = BatchPlan(cfg.train.micro_batch, self.layout.data, self.accumulation)
         self.total_steps = cfg.total_steps()
 
         self.train_windows = Windows(open_split(cfg.data.train_path, "train"), cfg.model.seq_len)
@@ -200,23 +216,9 @@ class Trainer:
             else None
         )
 
-        torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank and every attempt
-        if cfg.deepspeed.zero_stage == 3:
-            with deepspeed.zero.Init(config_dict_or_path=ds_config):
-                model = Transformer(cfg.model)
-        else:
-            model = Transformer(cfg.model)
-        model.activation_checkpointing = cfg.parallelism.recompute == "full"
-        optimizer = torch.optim.AdamW(
-            decay_groups(model, cfg.train.weight_decay),
-            lr=cfg.train.lr,
-            betas=(cfg.train.beta1, cfg.train.beta2),
-            eps=cfg.train.eps,
-            fused=self.cuda or None,
-        )
-        self.engine, self.optimizer, _, _ = deepspeed.initialize(
-            model=model, optimizer=optimizer, config=ds_config
-        )
+        self.built = parallel_engine.build(cfg, self.world, self.rank, ds_config, self.cuda)
+        self.engine, self.optimizer = self.built.engine, self.built.optimizer
+        self.dp_rank = self.built.dp_rank
         self.flops_per_token = flops_per_token(cfg.model)
         self.peak = peak_flops(torch.cuda.get_device_name(self.device) if self.cuda else None)
         self.tokenizer = default_tokenizer(cfg)
@@ -290,14 +292,25 @@ class Trainer:
         self.dist.barrier()
         return target
 
+    def _plain_layout(self) -> bool:
+        return self.layout.tensor == 1 and self.layout.pipeline == 1
+
+    def _layout_state(self) -> dict[str, int]:
+        return {"tensor": self.layout.tensor, "pipeline": self.layout.pipeline}
+
     def load(self, candidate: Path, load_dir: Path, state: dict[str, Any]) -> None:
-        self.engine.load_checkpoint(
-            str(load_dir),
-            tag=ck.DS_TAG,
-            load_module_strict=True,
-            load_optimizer_states=True,
-            load_lr_scheduler_states=False,
-        )
+        if self.portable_from is not None:
+            from tokensmith.trainer.parallel import portable
+
+            portable.load(self.built, self.portable_from, int(state["step"]))
+        else:
+            self.engine.load_checkpoint(
+                str(load_dir),
+                tag=ck.DS_TAG,
+                load_module_strict=True,
+                load_optimizer_states=True,
+                load_lr_scheduler_states=False,
+            )
         self.step, self.tokens = int(state["step"]), int(state["tokens"])
         self.data_position = int(state["samples_seen"])
         self.resumed_from = candidate
@@ -334,17 +347,28 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.lr = lr
-        torch.manual_seed(step_seed(t.seed, self.step, self.rank))
+        # Seeded per data-parallel replica: the TP ranks of a replica must drop the same activations.
+        torch.manual_seed(step_seed(t.seed, self.step, self.dp_rank))
         loss_sum = torch.zeros((), device=self.device)
         consumed: list[int] = []
+        if self.built.pipeline:
+            micro_batches = [
+                self.batch(self.plan.positions(self.data_position, self.dp_rank, a))
+                for a in range(self.accumulation)
+            ]
+            consumed = [int(i) for _, _, ids in micro_batches for i in ids]
+            loss = self.engine.train_batch(data_iter=iter([(x, y) for x, y, _ in micro_batches]))
+            self._advance()
+            return loss.detach().float(), consumed
         for micro in range(self.accumulation):
-            x, y, ids = self.batch(self.plan.positions(self.data_position, self.rank, micro))
+            x, y, ids = self.batch(self.plan.positions(self.data_position, self.dp_rank, micro))
             consumed.extend(int(i) for i in ids)
             logits = self.engine(x)
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.reshape(-1))
             self.engine.backward(loss)
             logs_next = (self.step + 1) % t.log_every_steps == 0 or self.step + 1 >= self.total_steps
-            if micro == self.accumulation - 1 and logs_next and self.cfg.deepspeed.zero_stage == 0:
+            plain = self.cfg.deepspeed.zero_stage == 0 and self.layout.tensor == 1
+            if micro == self.accumulation - 1 and logs_next and plain:
                 # DeepSpeed reports no norm without ZeRO; the gradients are final (all-reduced) here.
                 grads = [
                     p.grad.detach().float().norm()
@@ -354,10 +378,13 @@ class Trainer:
                 self.plain_grad_norm = float(torch.stack(grads).norm()) if grads else None
             self.engine.step()
             loss_sum += loss.detach()
+        self._advance()
+        return loss_sum / self.accumulation, consumed
+
+    def _advance(self) -> None:
         self.data_position += self.plan.global_batch
         self.tokens += self.plan.global_batch * self.cfg.model.seq_len
         self.step += 1
-        return loss_sum / self.accumulation, consumed
 
     def evaluate(self) -> float | None:
         """Mean validation loss over `train.eval_batches` micro-batches per rank (the same windows in
@@ -369,15 +396,23 @@ class Trainer:
         if self.valid_windows is None or self.valid_windows.num_samples == 0:
             return None
         micro = self.cfg.train.micro_batch
+        dp = self.layout.data
         total = torch.zeros(2, device=self.device)
+        batches = []
+        for b in range(self.cfg.train.eval_batches):
+            start = (b * dp + self.dp_rank) * micro
+            ids = np.arange(start, start + micro) % self.valid_windows.num_samples
+            rows = torch.from_numpy(self.valid_windows.batch(ids)).to(self.device)
+            batches.append((rows[:, :-1], rows[:, 1:]))
+        if self.built.pipeline:
+            # eval_batch averages over the micro-batches and the data-parallel group, on every stage
+            loss = self.engine.eval_batch(iter(batches), num_micro_batches=len(batches))
+            return float(loss)
         self.engine.eval()
         with torch.no_grad():
-            for b in range(self.cfg.train.eval_batches):
-                start = (b * self.world + self.rank) * micro
-                ids = np.arange(start, start + micro) % self.valid_windows.num_samples
-                rows = torch.from_numpy(self.valid_windows.batch(ids)).to(self.device)
-                logits = self.engine(rows[:, :-1])
-                loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), rows[:, 1:].reshape(-1))
+            for x, y in batches:
+                logits = self.engine(x)
+                loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.reshape(-1))
                 total += torch.stack([loss.detach(), torch.ones((), device=self.device)])
         self.engine.train()
         self.dist.all_reduce(total)
@@ -399,11 +434,18 @@ class Trainer:
         self.engine.save_checkpoint(
             str(ckpt), tag=ck.DS_TAG, client_state={"universal_checkpoint_info": {}}, save_latest=False
         )
-        if self.cfg.deepspeed.zero_stage == 3:
+        if not self._plain_layout():
+            from tokensmith.trainer.parallel import portable
+
+            portable.save(self.built, ckpt / ck.PORTABLE, self._tied_elsewhere())
+            self.dist.barrier()
+            weights = portable.consolidated(ckpt / ck.PORTABLE, self._names()) if self.rank == 0 else None
+        elif self.cfg.deepspeed.zero_stage == 3:
             weights = self.engine._zero3_consolidated_16bit_state_dict()  # collective: every rank
         else:
             weights = self.engine.module.state_dict() if self.rank == 0 else None
         if self.rank == 0:
+            assert weights is not None
             ck.save_weights(weights, ckpt / ck.WEIGHTS)
             state = {
                 "step": self.step,
@@ -411,9 +453,10 @@ class Trainer:
                 "samples_seen": self.data_position,
                 "seed": self.cfg.train.seed,
                 "world_size": self.world,
+                **self._layout_state(),
                 "model_hash": model_hash(self.cfg),
                 "precision": self.precision,
-                "rng": "reseeded every step from (seed, step, rank); no generator state is needed",
+                "rng": "reseeded every step from (seed, step, data-parallel rank); no generator state",
                 "time": time.time(),
             }
             ck.write_state_files(ckpt, self.cfg, state, self.tokenizer)
@@ -432,6 +475,24 @@ class Trainer:
         self.control.last_save = time.monotonic()
         self.control.save_seconds = self.control.last_save - started
         return ckpt
+
+    def _names(self) -> list[str]:
+        """The unsharded model's parameter names (what model.safetensors holds)."""
+        import torch
+
+        from tokensmith.trainer.model import Transformer
+
+        with torch.device("meta"):
+            return list(Transformer(self.cfg.model).state_dict())
+
+    def _tied_elsewhere(self) -> set[str]:
+        """Names this rank holds but an earlier stage writes: the tied table on the last stage."""
+        last = self.built.pp_rank == self.layout.pipeline - 1
+        return (
+            {"tok_emb.weight"}
+            if self.cfg.model.tie_embeddings and last and self.layout.pipeline > 1
+            else set()
+        )
 
     # --- the loop ---------------------------------------------------------------------------------
     def run(self) -> int:
@@ -462,6 +523,8 @@ class Trainer:
             if cfg.train.record_samples:
                 gathered: list[Any] = [None] * self.world
                 self.dist.all_gather_object(gathered, consumed)
+                # one rank per data-parallel replica (pipe 0, tensor 0), in data-parallel order
+                gathered = gathered[: self.layout.data * self.layout.tensor : self.layout.tensor]
             if log_now:
                 self.dist.all_reduce(losses)
                 elapsed = time.perf_counter() - window_start
@@ -542,6 +605,11 @@ class Trainer:
             if clean:
                 self.dist.barrier()
             self.dist.destroy_process_group()
+
+
+def parallel_layout(state: dict[str, Any]) -> tuple[int, int, int]:
+    """(world size, tensor, pipeline) a checkpoint was written under (older ones: plain data parallel)."""
+    return int(state.get("world_size", 0)), int(state.get("tensor", 1)), int(state.get("pipeline", 1))
 
 
 def _grad_norm(engine: Any) -> float | None:
