@@ -152,6 +152,7 @@ class Trainer:
         from tokensmith.trainer import dsconfig
         from tokensmith.trainer.metrics import peak_flops
         from tokensmith.trainer.parallel import engine as parallel_engine
+        from tokensmith.trainer.parallel.accounting import Recorder
         from tokensmith.trainer.reporting import JsonLines, make_reporter
         from tokensmith.trainer.sampler import BatchPlan, Windows
 
@@ -219,6 +220,7 @@ class Trainer:
         self.built = parallel_engine.build(cfg, self.world, self.rank, ds_config, self.cuda)
         self.engine, self.optimizer = self.built.engine, self.built.optimizer
         self.dp_rank = self.built.dp_rank
+        self.recorder: Recorder | None = Recorder(self.built)  # model-state bytes, logged once
         self.flops_per_token = flops_per_token(cfg.model)
         self.peak = peak_flops(torch.cuda.get_device_name(self.device) if self.cuda else None)
         self.tokenizer = default_tokenizer(cfg)
@@ -476,6 +478,16 @@ class Trainer:
         self.control.save_seconds = self.control.last_save - started
         return ckpt
 
+    def _log_model_state(self) -> None:
+        """Once per process: the bytes of parameters, gradients and optimizer state each rank holds
+        (docs/trainer.md compares them with the planner's model-state memory)."""
+        measured = self.recorder.measure() if self.recorder is not None else {}
+        self.recorder = None
+        gathered: list[Any] = [None] * self.world
+        self.dist.all_gather_object(gathered, measured)
+        layout = {"tensor": self.layout.tensor, "pipeline": self.layout.pipeline, "data": self.layout.data}
+        self._log({"type": "model_state", "step": self.step, **layout, "ranks": gathered})
+
     def _names(self) -> list[str]:
         """The unsharded model's parameter names (what model.safetensors holds)."""
         import torch
@@ -508,6 +520,8 @@ class Trainer:
         last_saved = self.step if self.resumed_from else -1
         while self.step < self.total_steps:
             loss, consumed = self.train_step()
+            if self.recorder is not None:
+                self._log_model_state()
             losses += torch.stack([loss, torch.ones((), device=self.device)])
             window_tokens += self.plan.global_batch * cfg.model.seq_len
             if bar is not None:
