@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from tokensmith.operator import names
+from tokensmith.operator import names, queues
 from tokensmith.operator.spec import (
     API_VERSION,
     GROUP,
@@ -30,7 +30,7 @@ from tokensmith.operator.spec import (
 CONFIG_MOUNT = "/etc/tokensmith"
 CONFIG_FILE = "trainer.yaml"
 DEEPSPEED_FILE = "deepspeed.json"
-VOLCANO_SCHEDULERS = ("volcano",)
+VOLCANO_SCHEDULERS = queues.VOLCANO_SCHEDULERS
 VOLCANO_GROUP_ANNOTATION = "scheduling.k8s.io/group-name"
 
 
@@ -152,9 +152,7 @@ def pod_group(job: JobRef, spec: LLMTrainingJobSpec) -> dict[str, Any] | None:
     """Volcano's gang: the scheduler binds all `minMember` pods at once or none."""
     if spec.cluster.scheduler_name not in VOLCANO_SCHEDULERS:
         return None
-    pg_spec: dict[str, Any] = {"minMember": spec.cluster.nodes, "minResources": _gang_resources(spec)}
-    if spec.cluster.priority_class_name:
-        pg_spec["priorityClassName"] = spec.cluster.priority_class_name
+    pg_spec = queues.volcano_pod_group_spec(spec, _gang_resources(spec))
     return {
         "apiVersion": "scheduling.volcano.sh/v1beta1",
         "kind": "PodGroup",
@@ -238,16 +236,26 @@ def _checkpoint_volume(spec: LLMTrainingJobSpec) -> dict[str, Any]:
 
 
 def worker_pod(
-    job: JobRef, spec: LLMTrainingJobSpec, attempt: int, index: int, defaults: Defaults
+    job: JobRef,
+    spec: LLMTrainingJobSpec,
+    attempt: int,
+    index: int,
+    defaults: Defaults,
+    avoid_nodes: tuple[str, ...] = (),
+    group_size: int | None = None,
 ) -> dict[str, Any]:
+    """One worker; `avoid_nodes` become a required node anti-affinity (suspect nodes), `group_size`
+    the attempt's gang size for queue admission (default: spec.cluster.nodes)."""
     c = spec.cluster
+    queue_labels, queue_annotations = queues.kueue_metadata(spec, job.name, attempt, group_size or c.nodes)
     labels = {
         **c.labels,
+        **queue_labels,
         names.LABEL_ATTEMPT: str(attempt),
         names.LABEL_INDEX: str(index),
     }
     meta = _meta(job, names.worker_pod_name(job.name, attempt, index), names.ROLE_WORKER, labels)
-    annotations = dict(c.annotations)
+    annotations = {**c.annotations, **queue_annotations}
     if c.scheduler_name in VOLCANO_SCHEDULERS:
         annotations[VOLCANO_GROUP_ANNOTATION] = names.pod_group_name(job.name)
     if annotations:
@@ -288,7 +296,16 @@ def worker_pod(
         "volumes": volumes,
     }
     _scheduling(pod_spec, spec)
+    if avoid_nodes:
+        pod_spec["affinity"] = node_anti_affinity(avoid_nodes)
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": pod_spec}
+
+
+def node_anti_affinity(avoid: tuple[str, ...]) -> dict[str, Any]:
+    """A required node affinity excluding these nodes by name (`matchFields` on metadata.name is
+    exact, unlike the kubernetes.io/hostname label, which may differ from the node's name)."""
+    term = {"matchFields": [{"key": "metadata.name", "operator": "NotIn", "values": sorted(avoid)}]}
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}}
 
 
 def _scheduling(pod_spec: dict[str, Any], spec: LLMTrainingJobSpec) -> None:
@@ -308,9 +325,15 @@ def _scheduling(pod_spec: dict[str, Any], spec: LLMTrainingJobSpec) -> None:
 
 
 def worker_pods(
-    job: JobRef, spec: LLMTrainingJobSpec, attempt: int, indices: tuple[int, ...], defaults: Defaults
+    job: JobRef,
+    spec: LLMTrainingJobSpec,
+    attempt: int,
+    indices: tuple[int, ...],
+    defaults: Defaults,
+    avoid_nodes: tuple[str, ...] = (),
+    group_size: int | None = None,
 ) -> list[dict[str, Any]]:
-    return [worker_pod(job, spec, attempt, i, defaults) for i in indices]
+    return [worker_pod(job, spec, attempt, i, defaults, avoid_nodes, group_size) for i in indices]
 
 
 # --------------------------------------------------------------------------- evaluation
