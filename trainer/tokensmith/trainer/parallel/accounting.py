@@ -133,7 +133,9 @@ class Recorder:
                 seen.add(id(p))
                 params += p.numel() * p.element_size()
         optimizer = 0
-        for flat in getattr(self.built.optimizer, "single_partition_of_fp32_groups", []):
+        from tokensmith.trainer.parallel.portable import fp32_partitions
+
+        for flat in fp32_partitions(self.built.optimizer):
             optimizer += flat.numel() * flat.element_size()
         for state in self.inner.state.values():
             for value in state.values():

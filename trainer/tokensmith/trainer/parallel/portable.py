@@ -78,6 +78,15 @@ def _split(built: Built, p: Any, full: Any) -> Any:
         p.data = kept
 
 
+def fp32_partitions(optimizer: Any) -> list[Any]:
+    """The flat fp32 master partitions of DeepSpeed's ZeRO 1/2 or bf16 optimizer (none without them)."""
+    for attribute in ("single_partition_of_fp32_groups", "fp32_groups_flat_partition"):
+        flats = getattr(optimizer, attribute, None)
+        if flats:
+            return list(flats)
+    return []
+
+
 def _link(built: Built) -> None:
     """Make ZeRO 1/2 expose the Adam moments per parameter. DeepSpeed links them lazily after an
     optimizer step; before the first step of a resumed run the moments do not exist yet, so they are
@@ -85,9 +94,10 @@ def _link(built: Built) -> None:
     import torch
 
     opt = built.optimizer
-    if not hasattr(opt, "single_partition_of_fp32_groups"):
+    flats = fp32_partitions(opt)
+    if not flats:
         return
-    for flat in opt.single_partition_of_fp32_groups:
+    for flat in flats:
         state = opt.optimizer.state[flat]
         if "exp_avg" not in state:
             state["step"] = torch.tensor(0.0)
