@@ -1,9 +1,15 @@
 """Tensor and pipeline parallelism end to end (real DeepSpeed on CPU, gloo): the same seed and data give
 the loss curve of a data-parallel run under TP=2, PP=2 and TP2 x PP2, and a run killed under one layout
-resumes under another exactly (PP=2 -> DP=2, TP=2 -> TP=1)."""
+resumes under another exactly (PP=2 -> DP=2, TP=2 -> TP=1, DP=2 -> PP=2)."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +42,17 @@ def _train(path: Path) -> dict[int, dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def dp2(pydoc_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[int, dict[str, Any]]:
+def dp2_run(pydoc_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     ckpt = tmp_path_factory.mktemp("dp2")
     done = run_cli(["train", *_sets(pydoc_data, ckpt, 2)])
     assert done.returncode == 0, done.stderr[-3000:]
     _model_state_matches(ckpt)
-    return _train(ckpt)
+    return ckpt
+
+
+@pytest.fixture(scope="module")
+def dp2(dp2_run: Path) -> dict[int, dict[str, Any]]:
+    return _train(dp2_run)
 
 
 def _model_state_matches(path: Path) -> list[dict[str, int]]:
@@ -106,6 +117,20 @@ def test_pipeline_parallel_matches_data_parallel_then_resumes_as_data_parallel(
     assert ck.verify(tmp_path / "step-00000006") == []
 
 
+def test_data_parallel_checkpoint_resumes_as_pipeline(
+    pydoc_data: Path, tmp_path: Path, dp2_run: Path, dp2: dict[int, dict[str, Any]]
+) -> None:
+    """The DP=2 run's step-3 checkpoint (ZeRO-1, no layout-free state: DeepSpeed's ds_to_universal
+    converts it) resumes under PP=2 on the same curve (DP=2 -> PP=2)."""
+    ckpt = tmp_path / "ck"
+    shutil.copytree(dp2_run, ckpt)
+    shutil.rmtree(ckpt / "step-00000006")
+    again = run_cli(["train", *_sets(pydoc_data, ckpt, 2, **{"parallelism.pipeline": 2})])
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resumed from" in again.stderr and "step-00000003" in again.stderr
+    _same_curve(_train(ckpt), dp2)
+
+
 def test_tensor_and_pipeline_on_four_processes_match_data_parallel(
     pydoc_data: Path, tmp_path: Path, dp2: dict[int, dict[str, Any]]
 ) -> None:
@@ -115,6 +140,32 @@ def test_tensor_and_pipeline_on_four_processes_match_data_parallel(
     assert done.returncode == 0, done.stderr[-3000:]
     _same_curve(_train(tmp_path), dp2)
     _model_state_matches(tmp_path)
+
+
+def test_tensor_parallel_layers_match_the_unsharded_model() -> None:
+    """Logits and replicated parameters' gradients of the TP=2 model equal the unsharded model's for
+    GQA + SwiGLU + ALiBi + biases, GELU + learned positions + LayerNorm, and an MLP width 2 does not
+    divide (DeepSpeed splits it unevenly)."""
+    worker = Path(__file__).with_name("tp_worker.py")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", _port()]
+    done = subprocess.run(
+        [*cmd, str(worker)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 3, done.stdout
+    for line in lines:
+        assert line["logits"] < 1e-5 and line["grads"] < 1e-5, line
+
+
+def _port() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])
 
 
 @pytest.mark.parametrize(

@@ -54,7 +54,8 @@ def shard(model: Transformer, group: Any, tp: int, tp_rank: int) -> None:
         else:
             mlp.fc = LinearLayer(mlp.fc, group, name=f"blocks.{i}.mlp.fc")
         mlp.proj = LinearAllreduce(mlp.proj, group, name=f"blocks.{i}.mlp.proj")
-        mlp.ffn //= tp
+        # this rank's hidden width (DeepSpeed splits a width TP does not divide unevenly)
+        mlp.ffn = mlp.fc.weight.shape[0] // (2 if cfg.is_glu else 1)
 
 
 def is_sharded(param: Any) -> bool:
