@@ -132,7 +132,7 @@ def test_data_parallel_checkpoint_resumes_as_pipeline(
 
 
 def test_tensor_and_pipeline_on_four_processes_match_data_parallel(
-    pydoc_data: Path, tmp_path: Path, dp2: dict[int, dict[str, Any]]
+    pydoc_data: Path, tmp_path: Path, dp2_run: Path, dp2: dict[int, dict[str, Any]]
 ) -> None:
     done = run_cli(
         ["train", *_sets(pydoc_data, tmp_path, 4, **{"parallelism.tensor": 2, "parallelism.pipeline": 2})]
@@ -140,6 +140,12 @@ def test_tensor_and_pipeline_on_four_processes_match_data_parallel(
     assert done.returncode == 0, done.stderr[-3000:]
     _same_curve(_train(tmp_path), dp2)
     _model_state_matches(tmp_path)
+    # The consolidated weights (what export and eval read) are the DP=2 run's, parameter by parameter.
+    ours = ck.load_model(tmp_path).model.state_dict()
+    theirs = ck.load_model(dp2_run).model.state_dict()
+    assert ours.keys() == theirs.keys()
+    for name, value in theirs.items():
+        assert (ours[name] - value).abs().max() < 1e-5, name
 
 
 def test_tensor_parallel_layers_match_the_unsharded_model() -> None:
