@@ -98,3 +98,32 @@ def _sizes(cfg: TrainerConfig) -> dict[str, int]:
 
     with torch.device("meta"):
         return {n: p.numel() for n, p in Transformer(cfg.model).named_parameters()}
+
+
+@pytest.mark.parametrize(
+    ("saved", "now", "zero", "portable", "route"),
+    [
+        ({"world_size": 2}, (2, 1, 1), 2, False, "native"),
+        ({"world_size": 2, "tensor": 2}, (2, 2, 1), 1, True, "native"),
+        ({"world_size": 2}, (1, 1, 1), 2, False, "universal"),
+        ({"world_size": 2}, (1, 1, 1), 0, False, "native"),  # ZeRO-0 state is whole
+        ({"world_size": 2, "tensor": 2}, (1, 1, 1), 1, True, "portable"),
+        ({"world_size": 2, "pipeline": 2}, (2, 1, 1), 1, True, "portable"),
+        ({"world_size": 2}, (2, 1, 2), 1, False, "universal-portable"),
+        ({"world_size": 4, "tensor": 2, "pipeline": 2}, (4, 1, 2), 0, True, "portable"),
+    ],
+)
+def test_resume_route(
+    saved: dict[str, int], now: tuple[int, int, int], zero: int, portable: bool, route: str
+) -> None:
+    from tokensmith.trainer.parallel.portable import resume_route
+
+    assert resume_route(saved, now, zero, portable) == route
+
+
+def test_resume_route_refuses_a_zero0_data_parallel_checkpoint_under_pipeline() -> None:
+    from tokensmith.core.errors import ConfigError
+    from tokensmith.trainer.parallel.portable import resume_route
+
+    with pytest.raises(ConfigError, match=r"parallelism\.tensor=1 and parallelism\.pipeline=1"):
+        resume_route({"world_size": 2}, (2, 1, 2), 0, False)

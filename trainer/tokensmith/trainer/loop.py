@@ -188,23 +188,19 @@ class Trainer:
         load_dir: Path | None = None
         self.portable_from: Path | None = None  # resume through the layout-free state (parallel/portable.py)
         if chosen is not None:
+            from tokensmith.trainer.parallel.portable import resume_route
+
             load_dir = chosen[0]
-            if parallel_layout(chosen[1]) != parallel_layout(
-                {"world_size": self.world, **self._layout_state()}
-            ):
-                if (chosen[0] / ck.PORTABLE).is_dir():
-                    self.portable_from = chosen[0] / ck.PORTABLE
-                elif cfg.deepspeed.zero_stage >= 1:
-                    load_dir = self.universal_copy(chosen[0])
-                    if not self._plain_layout():
-                        self.portable_from = load_dir / ck.DS_TAG
-                    else:
-                        ds_config["checkpoint"] = {"load_universal": True}
-                elif not self._plain_layout():
-                    raise ConfigError(
-                        f"{chosen[0].name} was written by a data-parallel ZeRO-0 run, which keeps no "
-                        "layout-free state; resume it with parallelism.tensor=1 and parallelism.pipeline=1"
-                    )
+            now = (self.world, self.layout.tensor, self.layout.pipeline)
+            route = resume_route(chosen[1], now, cfg.deepspeed.zero_stage, (load_dir / ck.PORTABLE).is_dir())
+            if route == "portable":
+                self.portable_from = load_dir / ck.PORTABLE
+            elif route.startswith("universal"):
+                load_dir = self.universal_copy(chosen[0])
+                if route == "universal":
+                    ds_config["checkpoint"] = {"load_universal": True}
+                else:
+                    self.portable_from = load_dir / ck.DS_TAG
         self.accumulation = ds_config["gradient_accumulation_steps"]
         # TP and PP ranks of one data-parallel replica read the same samples.
         self.plan = BatchPlan(cfg.train.micro_batch, self.layout.data, self.accumulation)
@@ -619,11 +615,6 @@ class Trainer:
             if clean:
                 self.dist.barrier()
             self.dist.destroy_process_group()
-
-
-def parallel_layout(state: dict[str, Any]) -> tuple[int, int, int]:
-    """(world size, tensor, pipeline) a checkpoint was written under (older ones: plain data parallel)."""
-    return int(state.get("world_size", 0)), int(state.get("tensor", 1)), int(state.get("pipeline", 1))
 
 
 def _grad_norm(engine: Any) -> float | None:

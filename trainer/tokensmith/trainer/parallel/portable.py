@@ -166,3 +166,33 @@ def load(built: Built, directory: Path, step: int) -> None:
 def consolidated(directory: Path, names: list[str]) -> dict[str, Any]:
     """The full fp32 weights by name (for model.safetensors, export and eval)."""
     return {name: read(directory, name, "fp32") for name in names}
+
+
+def resume_route(
+    saved: dict[str, Any], now: tuple[int, int, int], zero_stage: int, has_portable: bool
+) -> str:
+    """How a checkpoint written under `saved` (its trainer_state: world_size, tensor, pipeline) is
+    loaded by a run with layout `now` = (world size, tensor, pipeline):
+
+    - "native": the same layout, or plain data parallelism without ZeRO (DeepSpeed's own state is whole);
+    - "portable": the checkpoint holds the layout-free state (a TP/PP run wrote it);
+    - "universal": plain DP -> plain DP with ZeRO partitions: DeepSpeed's ds_to_universal + load_universal;
+    - "universal-portable": plain DP (ZeRO >= 1) -> TP/PP: ds_to_universal's output read as portable state.
+
+    ConfigError (78) for a plain DP ZeRO-0 checkpoint resumed under TP/PP (no per-parameter state)."""
+    from tokensmith.core.errors import ConfigError
+
+    before = (int(saved.get("world_size", 0)), int(saved.get("tensor", 1)), int(saved.get("pipeline", 1)))
+    plain_now = now[1] == 1 and now[2] == 1
+    if before == now:
+        return "native"
+    if has_portable:
+        return "portable"
+    if zero_stage >= 1:
+        return "universal" if plain_now else "universal-portable"
+    if plain_now:
+        return "native"
+    raise ConfigError(
+        f"this checkpoint was written by a data-parallel ZeRO-0 run of {before[0]} processes, which keeps no "
+        "layout-free state; resume it with parallelism.tensor=1 and parallelism.pipeline=1"
+    )
