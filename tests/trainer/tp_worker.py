@@ -21,7 +21,13 @@ from tokensmith.trainer.parallel import groups, tensor
 
 VARIANTS = [
     {"activation": "swiglu", "n_kv_heads": 2, "position": "alibi", "bias": True},
-    {"activation": "gelu", "ffn_hidden": 45, "position": "learned", "norm": "layernorm"},
+    {
+        "activation": "gelu",
+        "ffn_hidden": 45,
+        "position": "learned",
+        "norm": "layernorm",
+        "tie_embeddings": False,
+    },
     {"activation": "swiglu", "ffn_hidden": 45, "n_kv_heads": 2},
 ]
 

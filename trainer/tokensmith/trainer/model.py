@@ -253,8 +253,7 @@ class Transformer(nn.Module):
                 x = block(x, rope, bias)
         if self.norm_f is not None:
             x = self.norm_f(x)
-        weight = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
-        return F.linear(x, weight)
+        return output_logits(self.tok_emb, self.lm_head, x)
 
     def set_recompute(self, mode: str) -> None:
         """Activation recomputation: "none"; "selective" (attention's softmax/dropout core of every
@@ -265,6 +264,21 @@ class Transformer(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def output_logits(tok_emb: nn.Module, lm_head: nn.Module | None, x: Tensor) -> Tensor:
+    """The output head: the token table (tied) or `lm_head`; under tensor parallelism both are
+    vocabulary-parallel layers that return full logits (parallel/tensor.py)."""
+    if lm_head is not None:
+        out: Tensor = (
+            lm_head(x) if hasattr(lm_head, "mp_group") else F.linear(x, cast(Tensor, lm_head.weight))
+        )
+        return out
+    logits = getattr(tok_emb, "logits", None)
+    if logits is not None:
+        tied: Tensor = logits(x)
+        return tied
+    return F.linear(x, cast(Tensor, tok_emb.weight))
 
 
 def decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:

@@ -6,8 +6,9 @@ The planner (`tokensmith.planner.memory.model_state_bytes`) budgets 2 + 2 + 12 b
 the precision actually run (fp32 on CPU: 4 + 4 + 8 without ZeRO, where the fp32 weights are the
 master copy, and 4 + 4 + 12 under ZeRO 1/2, which keep their own fp32 partition beside the model) and
 with the parameters a rank actually holds (`local_parameters`): tensor parallelism shards the block
-matrices but replicates embeddings, norms and row-parallel biases; pipeline stages are balanced by
-FLOPs, not parameters, and the tied embedding lives on the first and the last stage.
+matrices and the vocabulary but replicates norms, learned positions and row-parallel biases;
+pipeline stages are balanced by FLOPs, not parameters, and the tied embedding lives on the first and
+the last stage.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ SHARDED_SUFFIXES = (
     "mlp.fc.weight",
     "mlp.fc.bias",
     "mlp.proj.weight",
+    "tok_emb.weight",
+    "lm_head.weight",
 )
 
 

@@ -71,7 +71,9 @@ class EmbeddingLayer(nn.Module):
 
 
 def tied_head(layer: EmbeddingLayer, x: Tensor) -> Tensor:
-    return F.linear(x, layer.tok_emb.weight)
+    from tokensmith.trainer.model import output_logits
+
+    return output_logits(layer.tok_emb, None, x)
 
 
 class BlockLayer(nn.Module):
@@ -112,12 +114,14 @@ class NormLayer(nn.Module):
 class HeadLayer(nn.Module):
     """The untied output projection."""
 
-    def __init__(self, lm_head: nn.Linear) -> None:
+    def __init__(self, lm_head: nn.Module) -> None:
         super().__init__()
         self.lm_head = lm_head
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.lm_head.weight)
+        from tokensmith.trainer.model import output_logits
+
+        return output_logits(nn.Identity(), self.lm_head, x)
 
 
 def loss_fn(logits: Tensor, labels: Tensor) -> Tensor:

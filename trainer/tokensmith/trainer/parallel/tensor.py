@@ -6,9 +6,13 @@ own AutoTP training layers (`deepspeed.module_inject.layers`), applied to the mo
   projection row parallel (`LinearAllreduce`: partial products all-reduced in the forward pass);
 - MLP: the up (and, for GLUs, gate) projection column parallel per sub-parameter, the down
   projection row parallel;
-- embedding, output head and norms stay replicated on the TP ranks (see docs/trainer.md: the
-  vocabulary is small next to the blocks for every preset we plan, and a replicated head keeps the
-  loss a plain cross-entropy); their gradients are equal on every TP rank by construction.
+- vocabulary: the token embedding is vocabulary parallel (`VocabParallelEmbedding`: each rank holds
+  V / TP rows, looks up its tokens, an all-reduce assembles the rows); the output head (the same table
+  when tied, else a column-parallel `LinearLayer`) computes V / TP logits per rank, which are gathered
+  (`GatherFromTensorParallelRegion`), so the loss stays a plain cross-entropy over full logits (a
+  vocabulary-parallel loss would also save the logits' activation memory; not done);
+- norms and learned positions stay replicated; their gradients are equal on every TP rank by
+  construction.
 
 Megatron's f / g operators are DeepSpeed's `ColumnParallel` (identity forward, all-reduce backward)
 and `RowParallel` (all-reduce forward, identity backward) inside those layers. The replacement keeps
@@ -35,8 +39,13 @@ def shard(model: Transformer, group: Any, tp: int, tp_rank: int) -> None:
         set_autotp_mode,
     )
 
+    from tokensmith.trainer.parallel.vocab import TiedVocabParallelEmbedding
+
     set_autotp_mode(training=True)
     cfg = model.cfg
+    model.tok_emb = TiedVocabParallelEmbedding(model.tok_emb, group, name="tok_emb")
+    if model.lm_head is not None:
+        model.lm_head = LinearLayer(model.lm_head, group, gather_output=True, name="lm_head")
     q_out, kv_out = cfg.n_heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim
     for i, block in enumerate(model.blocks):
         attn, mlp = cast(Any, block).attn, cast(Any, block).mlp
