@@ -143,6 +143,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path)
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--skip-bubble", action="store_true")
     args = parser.parse_args()
     if args.worker:
         worker(args.worker, args.warmup)
@@ -161,7 +162,7 @@ def main() -> None:
     throughput = {k: statistics.median(v) for k, v in per_cpu.items() if v}
 
     bubble = {}
-    for m in (1, 2, 4, 8):
+    for m in () if args.skip_bubble else (1, 2, 4, 8):
         stages = measured_bubble(data, args.work, m, args.warmup + 10, args.warmup)
         bubble[m] = {"measured_per_stage": stages, "planner": 1 / (m + 1)}
 
