@@ -337,10 +337,15 @@ def base_digest(engine: str, ref: str) -> str:
     """The digest of the base an image was built on, for the base.digest label ("" when unknown)."""
     if "@sha256:" in ref:
         return ref.split("@", 1)[1]
-    done = subprocess.run(
-        [engine, "image", "inspect", "--format", "{{.Digest}}", ref], capture_output=True, text=True
+    # podman knows the manifest digest of local images too; Docker only of pulled ones (RepoDigests),
+    # else its image ID (the config digest) is the best identity there is.
+    fmt = (
+        "{{.Digest}}"
+        if engine == "podman"
+        else "{{if .RepoDigests}}{{index .RepoDigests 0}}{{else}}{{.Id}}{{end}}"
     )
-    return done.stdout.strip() if done.returncode == 0 else ""
+    done = subprocess.run([engine, "image", "inspect", "--format", fmt, ref], capture_output=True, text=True)
+    return done.stdout.strip().rsplit("@", 1)[-1] if done.returncode == 0 else ""
 
 
 def build_images(engine: str, names: Iterable[str], local: bool, registry: str, tag: str | None) -> int:
