@@ -98,6 +98,20 @@ def base_args(image: str, bases: dict[str, str] | None) -> dict[str, str]:
     }
 
 
+def dynamic_labels(args: dict[str, str], base: str) -> dict[str, str]:
+    """The labels that change from build to build, also given on the command line: the Dockerfiles set
+    them from build arguments, but buildah's layer cache keys a LABEL step by its text before
+    substitution and would keep the previous build's revision and date."""
+    oci = "org.opencontainers.image."
+    return {
+        oci + "version": args["VERSION"],
+        oci + "revision": args["REVISION"],
+        oci + "created": args["CREATED"],
+        oci + "base.name": base,
+        oci + "base.digest": args["BASE_DIGEST"],
+    }
+
+
 def dockerfile_defaults(text: str) -> dict[str, str]:
     """ARG defaults declared before the first FROM (the upstream bases)."""
     out: dict[str, str] = {}
@@ -373,6 +387,8 @@ def build_images(engine: str, names: Iterable[str], local: bool, registry: str, 
         argv = ["-f", str(dockerfile), "-t", ref]
         for key, value in args.items():
             argv += ["--build-arg", f"{key}={value}"]
+        for key, value in dynamic_labels(args, base).items():
+            argv += ["--label", f"{key}={value}"]
         print(f"== {ref} ({engine}, base {base})", flush=True)
         start = time.monotonic()
         if rc := engine_build(engine, [*argv, str(REPO)]):

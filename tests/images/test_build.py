@@ -149,3 +149,16 @@ def test_upstream_defaults_are_read_from_the_dockerfiles() -> None:
         defaults = build.dockerfile_defaults((REPO / "images" / image / "Dockerfile").read_text())
         refs = [v for k, v in defaults.items() if k.endswith("_IMAGE")]
         assert refs, image
+
+
+def test_changing_labels_are_also_given_on_the_command_line() -> None:
+    args = {
+        "VERSION": "0.1.0",
+        "REVISION": "abc",
+        "CREATED": "2026-01-01T00:00:00Z",
+        "BASE_DIGEST": "sha256:1",
+    }
+    labels = build.dynamic_labels(args, "localhost/base:1")
+    assert labels["org.opencontainers.image.revision"] == "abc"
+    assert labels["org.opencontainers.image.base.name"] == "localhost/base:1"
+    assert labels["org.opencontainers.image.base.digest"] == "sha256:1"
