@@ -12,7 +12,11 @@ import pytest
 
 from .conftest import REPO
 
-IMAGES = {"operator": "operator", "trainer": "trainer", "evaluator": "evaluator"}  # image -> extra
+IMAGES = {
+    "operator": "operator",
+    "trainer": "trainer,ray",
+    "evaluator": "evaluator",
+}  # image -> extras (the trainer image is also the Ray image of curation)
 OCI_LABELS = ("title", "description", "source", "licenses", "version", "revision")
 
 
@@ -186,3 +190,19 @@ def test_tiny_example_reads_the_sample_data_the_trainer_image_curates() -> None:
     assert job["spec"]["model"]["preset"] == "tiny"
     for key in ("trainPath", "validPath", "tokenizerPath"):
         assert job["spec"]["data"][key].startswith(out + "/"), key
+
+
+@pytest.mark.parametrize("image", ["trainer", "evaluator"])
+def test_images_write_where_the_operator_mounts_scratch(image: str) -> None:
+    """The runtime ENV points HOME, TMPDIR and every cache at the emptyDirs the operator mounts in its
+    pods (read-only root filesystem), with the same values the operator sets."""
+    from tokensmith.operator.hardening import RUN_AS_GROUP, RUN_AS_USER, SCRATCH_ENV
+
+    ins = parse(_dockerfile(image))
+    last_from = max(i for i, x in enumerate(ins) if x.keyword == "FROM")
+    env = dict(re.findall(r"(\w+)=(\S+)", " ".join(x.args for x in ins[last_from:] if x.keyword == "ENV")))
+    assert env["HOME"] == "/home/tokensmith" and env["TMPDIR"] == "/tmp"
+    for key, value in SCRATCH_ENV:
+        assert env.get(key, value) == value, key
+    users = [x.args for x in ins[last_from:] if x.keyword == "USER"]
+    assert users[-1] == f"{RUN_AS_USER}:{RUN_AS_GROUP}"

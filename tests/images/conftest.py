@@ -16,15 +16,15 @@ from types import ModuleType
 
 import pytest
 
+from tokensmith.operator.hardening import SCRATCH_VOLUMES
+
 REPO = Path(__file__).resolve().parents[2]
 UID = 10001
-# What each image may write with a read-only root filesystem (the pod's emptyDirs); /dev/shm is the
-# engine's own shared-memory mount (the pod's memory-backed emptyDir).
-WRITABLE = {
-    "operator": ["/tmp"],
-    "trainer": ["/tmp", "/home/tokensmith"],
-    "evaluator": ["/tmp", "/home/tokensmith"],
-}
+# What each image may write with a read-only root filesystem: the emptyDirs the operator gives its pods
+# (tokensmith.operator.hardening) and the chart's operator Deployment (/tmp); /dev/shm is the engine's
+# own shared-memory mount (the pod's memory-backed emptyDir).
+_SCRATCH = [path for _, path in SCRATCH_VOLUMES]
+WRITABLE = {"operator": ["/tmp"], "trainer": _SCRATCH, "evaluator": _SCRATCH}
 
 
 def _load_build() -> ModuleType:

@@ -38,7 +38,14 @@ from tokensmith.operator.observed import (
 )
 from tokensmith.operator.reconcile import reconcile
 from tokensmith.operator.spec import LLMTrainingJobSpec, LLMTrainingJobStatus, status_to_dict, token_budget
-from tokensmith.trainer.reporting import FileReporter, checkpoint_patch, merge, progress_patch
+from tokensmith.trainer.reporting import (
+    FileReporter,
+    JsonLines,
+    checkpoint_patch,
+    merge,
+    progress_patch,
+    rfc3339,
+)
 
 NAME, NS = "tiny", "default"
 
@@ -180,6 +187,7 @@ class LocalDriver:
         self.report = self.tmp / "report.jsonl"
         self.status_path = self.tmp / "status.json"
         self.reporter = FileReporter(self.report)
+        self.lines = JsonLines(self.report)  # report kinds the FileReporter of this branch cannot write
 
     def exit(self, index: int, attempt: int, code: int, message: str | None) -> None:
         old = self.procs[(index, attempt)]
@@ -191,7 +199,9 @@ class LocalDriver:
 
     def decide(self, now: datetime) -> Decision:
         status = read_local_status(self.status_path)
-        status = fold_reports(status, self.tail.read([self.report]), token_budget(self.spec))
+        # the runner tags every report line with the attempt whose worker wrote it
+        records = [{**r, "attempt": status.attempt} for r in self.tail.read([self.report])]
+        status = fold_reports(status, records, token_budget(self.spec))
         workers = tuple(worker_observation(p) for p in self.procs.values())
         evals = tuple(eval_observation(s, n, c, t) for s, (n, c, t) in self.evals.items())
         decision = reconcile(NAME, self.spec, status, Observed(now=now, workers=workers, evaluations=evals))
@@ -276,6 +286,34 @@ SCENARIOS: dict[str, tuple[dict[str, Any], list[tuple[Any, ...]]]] = {
         {"restartPolicy__hangTimeoutSeconds": 60},
         [("progress", 2), ("tick", 30), ("tick", 31), ("reap",), ("tick", 11)],
     ),
+    "three attempts without a newer checkpoint: NoProgress": (
+        {"restartPolicy__maxRestarts": 10, "restartPolicy__backoffSeconds": 0},
+        [("checkpoint", 5), ("exit", 0, 1, "boom"), ("reap",), ("tick", 1), ("exit", 1, 137), ("reap",),
+         ("tick", 1), ("exit", 0, 1, "boom"), ("reap",), ("tick", 1), ("exit", 0, 1, "boom"), ("reap",),
+         ("tick", 1)],
+    ),
+    "a newer checkpoint resets the no-progress count": (
+        {"restartPolicy__maxRestarts": 10, "restartPolicy__backoffSeconds": 0},
+        [("exit", 0, 1), ("reap",), ("tick", 1), ("exit", 0, 1), ("reap",), ("tick", 1),
+         ("checkpoint", 5), ("exit", 0, 1), ("reap",), ("tick", 1), ("progress", 6)],
+    ),
+    "diverged once: rollback to the healthy checkpoint, the replay passes (Hardware)": (
+        {},
+        [("checkpoint", 5, True), ("progress", 7), ("checkpoint", 10, False), ("diverge", 7, [56, 64]),
+         ("exit", 0, 65, "diverged"), ("exit", 1, 1), ("reap",), ("tick", 10), ("checkpoint", 10, True),
+         ("exit", 0, 0), ("exit", 1, 0)],
+    ),
+    "diverged twice at the same samples: Data, skipped": (
+        {},
+        [("checkpoint", 5, True), ("diverge", 7, [56, 64]), ("exit", 0, 65), ("exit", 1, 1), ("reap",),
+         ("tick", 10), ("diverge", 7, [56, 64]), ("exit", 0, 65), ("exit", 1, 1), ("reap",), ("tick", 10),
+         ("checkpoint", 10, True), ("exit", 0, 0), ("exit", 1, 0)],
+    ),
+    "a crash after a rollback is a restart, not another rollback": (
+        {},
+        [("checkpoint", 5, True), ("diverge", 7, [56, 64]), ("exit", 0, 65), ("exit", 1, 1), ("reap",),
+         ("tick", 10), ("exit", 1, 137, "killed"), ("reap",), ("tick", 10)],
+    ),
 }  # fmt: skip
 
 
@@ -296,10 +334,22 @@ def test_both_drivers_decide_alike(name: str, tmp_path: Path) -> None:
             step = event[1]
             kube.report(progress_patch(step, step * 8192, 5.0, 100.0, token_budget(spec)))
             local.reporter.progress(step, step * 8192, 5.0, 1e-3, 100.0)
-        elif kind == "checkpoint":
+        elif kind == "checkpoint" and len(event) == 2:
             path = f"/checkpoints/{NAME}/step-{event[1]:08d}"
             kube.report(checkpoint_patch(event[1], path))
             local.reporter.checkpoint(event[1], path)
+        elif kind == "checkpoint":  # with the trainer's health verdict (run health, issue 13)
+            path = f"/checkpoints/{NAME}/step-{event[1]:08d}"
+            verdict: dict[str, Any] = {"lastCheckpoint": {"healthy": event[2]}}
+            if event[2]:  # as the trainer's checkpoint_patch(step, path, healthy=True) sends it
+                verdict["lastHealthyCheckpoint"] = {"step": event[1], "path": path}
+            kube.report(merge(checkpoint_patch(event[1], path), {"status": verdict}))
+            local.lines.write({"type": "checkpoint", "step": event[1], "path": path, "healthy": event[2]})
+        elif kind == "diverge":  # the trainer's divergence report, before it exits 65
+            report = {"step": event[1], "kind": "nonfinite", "samples": event[2]}
+            # with the attempt (TOKENSMITH_ATTEMPT), as the local runner tags every report line
+            kube.report({"status": {"divergence": {**report, "attempt": attempt, "time": rfc3339()}}})
+            local.lines.write({"type": "diverged", **report})
         elif kind == "exit":
             index, code = event[1], event[2]
             message = event[3] if len(event) > 3 else None
@@ -327,6 +377,11 @@ def test_both_drivers_decide_alike(name: str, tmp_path: Path) -> None:
         "suspend and resume": "Running",
         "failed evaluation does not fail the job": "Succeeded",
         "hang": "Pending",
+        "three attempts without a newer checkpoint: NoProgress": "Failed",
+        "a newer checkpoint resets the no-progress count": "Running",
+        "diverged once: rollback to the healthy checkpoint, the replay passes (Hardware)": "Succeeded",
+        "diverged twice at the same samples: Data, skipped": "Succeeded",
+        "a crash after a rollback is a restart, not another rollback": "Pending",
     }[name]
     assert final == expected, seen_phases
     status = read_local_status(local.status_path)
@@ -339,5 +394,20 @@ def test_both_drivers_decide_alike(name: str, tmp_path: Path) -> None:
         assert "Suspended" in seen_phases and status.restarts == 0 and status.attempt == 2
     if name == "failed evaluation does not fail the job":
         assert status.evaluations[0].phase == "Failed"
+    if name.startswith("diverged once"):
+        assert status.rollbacks == 1 and status.restarts == 0 and status.attempt == 2
+        assert [r.cause for r in status.rollback_records] == ["Hardware"]
+        assert status.last_healthy_checkpoint is not None and status.last_healthy_checkpoint.step == 10
+    if name.startswith("diverged twice"):
+        assert [r.cause for r in status.rollback_records] == ["Data", "Data"]
+        assert status.skip_samples == [[56, 64]] and status.attempt == 3
+    if name.startswith("a crash after a rollback"):
+        assert status.rollbacks == 1 and status.restarts == 1 and status.attempt == 3
     if name == "success with evaluation":
         assert [e.phase for e in status.evaluations] == ["Succeeded", "Succeeded"]
+    if name == "three attempts without a newer checkpoint: NoProgress":
+        assert status.last_failure is not None and status.attempt == 4
+        assert [c.reason for c in status.conditions if c.type == "Failed"] == ["NoProgress"]
+        assert status.restarts_by_class == {"Application": 3} and status.attempts_without_progress == 3
+    if name == "a newer checkpoint resets the no-progress count":
+        assert status.attempt == 4 and status.attempts_without_progress == 0

@@ -16,7 +16,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from tokensmith.operator import names
+from tokensmith.operator import hardening, names, netpol, queues
+from tokensmith.operator.observed import GangPlan
 from tokensmith.operator.spec import (
     API_VERSION,
     GROUP,
@@ -30,7 +31,7 @@ from tokensmith.operator.spec import (
 CONFIG_MOUNT = "/etc/tokensmith"
 CONFIG_FILE = "trainer.yaml"
 DEEPSPEED_FILE = "deepspeed.json"
-VOLCANO_SCHEDULERS = ("volcano",)
+VOLCANO_SCHEDULERS = queues.VOLCANO_SCHEDULERS
 VOLCANO_GROUP_ANNOTATION = "scheduling.k8s.io/group-name"
 
 
@@ -50,6 +51,8 @@ class Defaults:
     trainer_image: str = "ghcr.io/tokensmith/trainer:0.1.0"
     evaluator_image: str = "ghcr.io/tokensmith/evaluator:0.1.0"
     report_interval_seconds: float = 15.0
+    network_policy: bool = False  # per-job NetworkPolicies for jobs that do not say (netpol.py)
+    scrape_namespace: str | None = None  # the operator's namespace: its pods may reach the workers
 
 
 def owner_reference(job: JobRef) -> dict[str, Any]:
@@ -59,7 +62,8 @@ def owner_reference(job: JobRef) -> dict[str, Any]:
 
 
 def _meta(job: JobRef, name: str, role: str, extra: dict[str, str] | None = None) -> dict[str, Any]:
-    labels = {**names.job_labels(job.name), names.LABEL_ROLE: role, **(extra or {})}
+    # the operator's own labels last: a job's labels can never relabel its pods as another job's
+    labels = {**(extra or {}), **names.job_labels(job.name), names.LABEL_ROLE: role}
     return {
         "name": name,
         "namespace": job.namespace,
@@ -86,11 +90,14 @@ def rendezvous_service(job: JobRef, spec: LLMTrainingJobSpec) -> dict[str, Any]:
     }
 
 
-def trainer_config_map(job: JobRef, spec: LLMTrainingJobSpec) -> dict[str, Any]:
-    """The effective trainer config (spec.trainer + job-level sections) and its DeepSpeed config."""
+def trainer_config_map(
+    job: JobRef, spec: LLMTrainingJobSpec, skip_samples: tuple[tuple[int, int], ...] = ()
+) -> dict[str, Any]:
+    """The effective trainer config (spec.trainer + job-level sections + the sample ranges a rollback
+    decided to skip) and its DeepSpeed config."""
     import yaml
 
-    cfg = effective_trainer_config(spec, job.name)
+    cfg = effective_trainer_config(spec, job.name, skip_samples)
     data = {CONFIG_FILE: yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)}
     deepspeed = _deepspeed_config(spec, cfg)
     if deepspeed is not None:
@@ -152,9 +159,7 @@ def pod_group(job: JobRef, spec: LLMTrainingJobSpec) -> dict[str, Any] | None:
     """Volcano's gang: the scheduler binds all `minMember` pods at once or none."""
     if spec.cluster.scheduler_name not in VOLCANO_SCHEDULERS:
         return None
-    pg_spec: dict[str, Any] = {"minMember": spec.cluster.nodes, "minResources": _gang_resources(spec)}
-    if spec.cluster.priority_class_name:
-        pg_spec["priorityClassName"] = spec.cluster.priority_class_name
+    pg_spec = queues.volcano_pod_group_spec(spec, _gang_resources(spec))
     return {
         "apiVersion": "scheduling.volcano.sh/v1beta1",
         "kind": "PodGroup",
@@ -163,9 +168,20 @@ def pod_group(job: JobRef, spec: LLMTrainingJobSpec) -> dict[str, Any] | None:
     }
 
 
-def job_children(job: JobRef, spec: LLMTrainingJobSpec) -> list[dict[str, Any]]:
-    """The per-job objects every attempt shares, in creation order."""
-    out = [rendezvous_service(job, spec), trainer_config_map(job, spec)]
+def job_children(
+    job: JobRef,
+    spec: LLMTrainingJobSpec,
+    skip_samples: tuple[tuple[int, int], ...] = (),
+    defaults: Defaults | None = None,
+) -> list[dict[str, Any]]:
+    """The per-job objects every attempt shares, in creation order (NetworkPolicies first, so that no
+    pod ever runs without them)."""
+    defaults = defaults or Defaults()
+    wanted = spec.cluster.network_policy
+    out = []
+    if wanted or (wanted is None and defaults.network_policy):
+        out += netpol.policies(lambda n, role: _meta(job, n, role), job.name, defaults.scrape_namespace)
+    out += [rendezvous_service(job, spec), trainer_config_map(job, spec, skip_samples)]
     if spec.cluster.service_account_name is None:
         out += trainer_service_account(job)
     group = pod_group(job, spec)
@@ -228,9 +244,8 @@ def _gang_resources(spec: LLMTrainingJobSpec) -> dict[str, Any]:
     return out
 
 
-# Our images run as uid/gid 10001 (images/*/Dockerfile); fsGroup makes a root-owned checkpoint volume
-# writable for them.
-IMAGE_SECURITY_CONTEXT = {"fsGroup": 10001}
+# The pods' security contexts and writable scratch come from hardening.py (Pod Security "restricted").
+EVAL_SHM_SIZE = "1Gi"  # /dev/shm of evaluation pods (DataLoader workers)
 
 
 def _checkpoint_volume(spec: LLMTrainingJobSpec) -> dict[str, Any]:
@@ -238,16 +253,27 @@ def _checkpoint_volume(spec: LLMTrainingJobSpec) -> dict[str, Any]:
 
 
 def worker_pod(
-    job: JobRef, spec: LLMTrainingJobSpec, attempt: int, index: int, defaults: Defaults
+    job: JobRef,
+    spec: LLMTrainingJobSpec,
+    attempt: int,
+    index: int,
+    defaults: Defaults,
+    avoid_nodes: tuple[str, ...] = (),
+    group_size: int | None = None,
+    plan: GangPlan = GangPlan(),
 ) -> dict[str, Any]:
+    """One worker; `avoid_nodes` become a required node anti-affinity (suspect nodes), `group_size`
+    the attempt's gang size for queue admission (default: spec.cluster.nodes)."""
     c = spec.cluster
+    queue_labels, queue_annotations = queues.kueue_metadata(spec, job.name, attempt, group_size or c.nodes)
     labels = {
         **c.labels,
+        **queue_labels,
         names.LABEL_ATTEMPT: str(attempt),
         names.LABEL_INDEX: str(index),
     }
     meta = _meta(job, names.worker_pod_name(job.name, attempt, index), names.ROLE_WORKER, labels)
-    annotations = dict(c.annotations)
+    annotations = {**c.annotations, **queue_annotations}
     if c.scheduler_name in VOLCANO_SCHEDULERS:
         annotations[VOLCANO_GROUP_ANNOTATION] = names.pod_group_name(job.name)
     if annotations:
@@ -281,14 +307,35 @@ def worker_pod(
         "hostname": names.worker_hostname(index),
         "subdomain": names.service_name(job.name),
         "serviceAccountName": c.service_account_name or trainer_account_name(job.name),
-        "automountServiceAccountToken": True,  # rank 0 reports progress with it
         "terminationGracePeriodSeconds": c.termination_grace_period_seconds,
-        "securityContext": dict(IMAGE_SECURITY_CONTEXT),
         "containers": [container],
         "volumes": volumes,
     }
+    hardening.harden(pod_spec, c.security_profile, c.add_capabilities)
+    hardening.service_account_token(pod_spec, rank_zero=index == 0)
     _scheduling(pod_spec, spec)
+    if avoid_nodes:
+        pod_spec["affinity"] = node_anti_affinity(avoid_nodes)
+    _rollback_plan(pod_spec, plan)
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": pod_spec}
+
+
+def node_anti_affinity(avoid: tuple[str, ...]) -> dict[str, Any]:
+    """A required node affinity excluding these nodes by name (`matchFields` on metadata.name is
+    exact, unlike the kubernetes.io/hostname label, which may differ from the node's name)."""
+    term = {"matchFields": [{"key": "metadata.name", "operator": "NotIn", "values": sorted(avoid)}]}
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}}
+
+
+# Run health (rollback.py): where a rolled-back attempt resumes.
+RESUME_ENV = "TOKENSMITH_RESUME_FROM"
+
+
+def _rollback_plan(pod_spec: dict[str, Any], plan: GangPlan) -> None:
+    if plan.resume_from is not None:
+        for container in pod_spec["containers"]:
+            env = [e for e in container.get("env", []) if e["name"] != RESUME_ENV]
+            container["env"] = [*env, {"name": RESUME_ENV, "value": plan.resume_from}]
 
 
 def _scheduling(pod_spec: dict[str, Any], spec: LLMTrainingJobSpec) -> None:
@@ -308,9 +355,16 @@ def _scheduling(pod_spec: dict[str, Any], spec: LLMTrainingJobSpec) -> None:
 
 
 def worker_pods(
-    job: JobRef, spec: LLMTrainingJobSpec, attempt: int, indices: tuple[int, ...], defaults: Defaults
+    job: JobRef,
+    spec: LLMTrainingJobSpec,
+    attempt: int,
+    indices: tuple[int, ...],
+    defaults: Defaults,
+    avoid_nodes: tuple[str, ...] = (),
+    group_size: int | None = None,
+    plan: GangPlan = GangPlan(),
 ) -> list[dict[str, Any]]:
-    return [worker_pod(job, spec, attempt, i, defaults) for i in indices]
+    return [worker_pod(job, spec, attempt, i, defaults, avoid_nodes, group_size, plan) for i in indices]
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -361,10 +415,11 @@ def evaluation_job(
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,  # the evaluator talks to no API
-        "securityContext": dict(IMAGE_SECURITY_CONTEXT),
         "containers": [container],
         "volumes": [_checkpoint_volume(spec)] + [{"name": v.name, **v.source} for v in spec.cluster.volumes],
     }
+    # evaluation needs no extra capabilities: always restricted
+    hardening.harden(pod_spec, "restricted", shm_size=EVAL_SHM_SIZE)
     if ev.gpus > 0:
         _scheduling(pod_spec, spec)
     elif spec.cluster.image_pull_secrets:

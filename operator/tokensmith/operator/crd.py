@@ -49,6 +49,9 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Attempt", "type": "integer", "jsonPath": ".status.attempt", "priority": 1},
     {"name": "GPU-hours", "type": "number", "jsonPath": ".status.gpuHours", "priority": 1},
     {"name": "Reason", "type": "string", "jsonPath": ".status.lastFailure.reason", "priority": 1},
+    # run health (rollback.py): rollbacks so far and the checkpoint they return to
+    {"name": "Rollbacks", "type": "integer", "jsonPath": ".status.rollbacks", "priority": 1},
+    {"name": "Healthy", "type": "integer", "jsonPath": ".status.lastHealthyCheckpoint.step", "priority": 1},
 ]
 
 

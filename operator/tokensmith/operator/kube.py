@@ -29,6 +29,7 @@ PLURALS = {
     "RoleBinding": "rolebindings",
     "PodGroup": "podgroups",
     "Job": "jobs",
+    "NetworkPolicy": "networkpolicies",
     "LLMTrainingJob": "llmtrainingjobs",
 }
 SA_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
@@ -38,6 +39,7 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
+        self.message = message
 
 
 @dataclass
@@ -114,8 +116,9 @@ def _temp_file(data: str | bytes) -> str:
 
 
 def collection_path(api_version: str, plural: str, namespace: str) -> str:
+    """The collection's URL path; an empty namespace means a cluster-scoped resource (nodes)."""
     base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-    return f"{base}/namespaces/{namespace}/{plural}"
+    return f"{base}/namespaces/{namespace}/{plural}" if namespace else f"{base}/{plural}"
 
 
 class KubeClient:

@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from tokensmith.operator.admission import AdmissionPolicy
 from tokensmith.operator.children import Defaults
 
 
@@ -19,7 +20,9 @@ class OperatorConfig:
     liveness: str | None = "http://0.0.0.0:8080/healthz"
     interval: float = 10.0
     defaults: Defaults = field(default_factory=Defaults)
+    policy: AdmissionPolicy = field(default_factory=AdmissionPolicy)
     verbose: bool = False
+    watch_nodes: bool = True  # needs the chart's read-only node ClusterRole
 
 
 async def operate(
@@ -40,7 +43,12 @@ async def operate(
 
     client = KubeClient(Endpoint(server="http://unset"))
     runtime = Runtime(
-        client=client, defaults=config.defaults, interval=config.interval, settings_hook=settings_hook
+        client=client,
+        defaults=config.defaults,
+        policy=config.policy,
+        interval=config.interval,
+        settings_hook=settings_hook,
+        watch_nodes=config.watch_nodes,
     )
     registry = build_registry(runtime)
 

@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from tokensmith.operator import names
-from tokensmith.operator.observed import EvalObservation, WorkerObservation, WorkerPhase
-from tokensmith.operator.spec import CheckpointRef, LLMTrainingJobStatus, Progress
+from tokensmith.operator.observed import EvalObservation, NodeObservation, WorkerObservation, WorkerPhase
+from tokensmith.operator.spec import CheckpointRef, DivergenceReport, LLMTrainingJobStatus, Progress
 
-# Disruption reasons Kubernetes writes to the DisruptionTarget pod condition (>= 1.26).
+# Disruption reasons Kubernetes writes to the DisruptionTarget pod condition (>= 1.26), and Kueue's
+# StoppedByKueue (preempted or evicted Workload; Kueue's pod integration writes it to a
+# TerminationTarget or DisruptionTarget condition before deleting the pod).
 _DISRUPTIONS = {"PreemptionByScheduler", "PreemptionByKubeScheduler", "DeletionByTaintManager",
-                "EvictionByEvictionAPI", "DeletionByPodGC", "TerminationByKubelet"}  # fmt: skip
+                "EvictionByEvictionAPI", "DeletionByPodGC", "TerminationByKubelet",
+                "StoppedByKueue"}  # fmt: skip
+_DISRUPTION_CONDITIONS = ("DisruptionTarget", "TerminationTarget")
 
 
 def worker_from_pod(pod: Mapping[str, Any]) -> WorkerObservation | None:
@@ -35,10 +40,12 @@ def worker_from_pod(pod: Mapping[str, Any]) -> WorkerObservation | None:
     if phase not in ("Pending", "Running", "Succeeded", "Failed", "Unknown"):
         phase = "Unknown"
     exit_code, reason, message = _terminated(status)
+    disruption = None
     for cond in status.get("conditions") or []:
-        disrupted = cond.get("type") == "DisruptionTarget" and cond.get("status") == "True"
+        disrupted = cond.get("type") in _DISRUPTION_CONDITIONS and cond.get("status") == "True"
         if disrupted and cond.get("reason") in _DISRUPTIONS:
             reason, message = cond["reason"], cond.get("message") or message
+            disruption = cond["reason"]
     if status.get("reason") in (
         "Evicted",
         "NodeLost",
@@ -58,6 +65,42 @@ def worker_from_pod(pod: Mapping[str, Any]) -> WorkerObservation | None:
         message=message,
         terminating=bool(meta.get("deletionTimestamp")),
         name=meta.get("name"),
+        node=(pod.get("spec") or {}).get("nodeName"),
+        deletion_time=_time(meta.get("deletionTimestamp")),
+        gated=bool((pod.get("spec") or {}).get("schedulingGates")),
+        disruption=disruption if phase in ("Pending", "Running") else None,
+    )
+
+
+def _time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        when = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def node_from(obj: Mapping[str, Any]) -> NodeObservation | None:
+    """A core/v1 Node as an observation (Ready condition, cordon, taints)."""
+    meta = obj.get("metadata") or {}
+    name = meta.get("name")
+    if not name:
+        return None
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+    taints = tuple(
+        (str(t.get("key", "")), str(t.get("value") or ""), str(t.get("effect", "")))
+        for t in spec.get("taints") or []
+    )
+    return NodeObservation(
+        name=name,
+        # no Ready condition yet (a node just registering) counts as ready: nothing runs there
+        ready=ready is None or ready.get("status") == "True",
+        ready_since=_time(ready.get("lastTransitionTime")) if ready else None,
+        unschedulable=bool(spec.get("unschedulable")),
+        taints=taints,
     )
 
 
@@ -154,9 +197,10 @@ def worker_from_exit(
 def apply_report(
     status: LLMTrainingJobStatus, record: Mapping[str, Any], total_tokens: int | None = None
 ) -> LLMTrainingJobStatus:
-    """Fold one trainer report (a `TOKENSMITH_REPORT_FILE` JSON line: type progress|checkpoint|done)
-    into the status the way the trainer's Kubernetes reporter patches it: `progress` and
-    `lastCheckpoint`. Unknown record types are ignored (pure; returns a new status)."""
+    """Fold one trainer report (a `TOKENSMITH_REPORT_FILE` JSON line: type progress|checkpoint|diverged|done)
+    into the status the way the trainer's Kubernetes reporter patches it: `progress`,
+    `lastCheckpoint` (with `healthy`) and `divergence`. Unknown record types are ignored (pure;
+    returns a new status)."""
     kind = record.get("type")
     new = status.model_copy(deep=True)
     when = record.get("time")
@@ -169,11 +213,21 @@ def apply_report(
                 "heartbeatTime": when,
                 "tokensPerSecond": record.get("tokens_per_s"),
                 "totalTokens": total_tokens,
+                "sourceTokens": record.get("source_tokens"),
             }
         )
     elif kind == "checkpoint":
         new.last_checkpoint = CheckpointRef.model_validate(
             {"step": int(record["step"]), "path": str(record["path"]), "time": when}
+            | ({"healthy": bool(record["healthy"])} if "healthy" in record else {})
+        )
+        if record.get("healthy"):  # the trainer patches status.lastHealthyCheckpoint beside it
+            new.last_healthy_checkpoint = CheckpointRef.model_validate(
+                {"step": int(record["step"]), "path": str(record["path"]), "time": when}
+            )
+    elif kind == "diverged":  # the trainer's status.divergence patch; the runner tags the attempt
+        new.divergence = DivergenceReport.model_validate(
+            {k: record.get(k) for k in ("step", "kind", "samples", "attempt")} | {"time": when}
         )
     elif kind == "done" and new.progress is not None:
         new.progress = new.progress.model_copy(

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import typing
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
@@ -50,6 +50,14 @@ FailureKind = Literal[
     "ExitCode", "OOMKilled", "Evicted", "Preempted", "NodeLost", "PodLost", "Hang", "Unschedulable"
 ]
 FAILURE_KINDS: tuple[FailureKind, ...] = typing.get_args(FailureKind)
+# Who is to blame for a failure (see failures.failure_class): each class has its own restart budget.
+FailureClass = Literal["Application", "Infrastructure", "Scheduling"]
+FAILURE_CLASSES: tuple[FailureClass, ...] = typing.get_args(FailureClass)
+
+# Run health (rollback and replay, see rollback.py): what a divergence was attributed to, and what a
+# divergence that repeats on the same samples does.
+RollbackCause = Literal["Hardware", "Data", "Unknown"]
+DataPolicy = Literal["skipOnRepeat", "fail"]
 
 
 def _check_volume_source(source: dict[str, Any], where: str) -> None:
@@ -58,6 +66,18 @@ def _check_volume_source(source: dict[str, Any], where: str) -> None:
             f"{where} must name exactly one volume source (e.g. persistentVolumeClaim: {{claimName: NAME}}), "
             f"got {sorted(source) or 'none'}"
         )
+
+
+def cel(*rules: tuple[str, str]) -> ConfigDict:
+    """Admission-time rules of a model as CEL `x-kubernetes-validations` (Kubernetes >= 1.25,
+    https://kubernetes.io/docs/tasks/extend-kubernetes/custom-resources/custom-resource-definitions/
+    #validation-rules): (rule, message) pairs, written into the generated CRD beside the field
+    schema. Each rule's Python twin is a validator of the same model: the API server rejects the
+    object before the operator sees it, the models reject it when the CRD is older than the
+    operator; tests/operator/test_cel.py checks that both agree."""
+    return ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [{"rule": r, "message": m} for r, m in rules]}
+    )
 
 
 class K8sModel(BaseModel):
@@ -76,6 +96,17 @@ class StatusModel(K8sModel):
 # ----------------------------------------------------------------------------------------- spec
 
 
+class DataSourceSpec(K8sModel):
+    """One weighted training source (mirrors the trainer's `data.sources` entries)."""
+
+    path: str = Field(..., description="Directory of token shards as the worker pods see it.")
+    weight: float = Field(1.0, gt=0, description="Share of the samples (normalised over the sources).")
+    name: str | None = Field(None, description="Name in metrics and status.progress.sourceTokens.")
+    epochs: float | None = Field(
+        None, gt=0, description="Passes over this source the run may make (default: as many as needed)."
+    )
+
+
 class DataSpec(K8sModel):
     """Where the token shards are (paths as the worker pods see them) and how many tokens to train."""
 
@@ -83,6 +114,11 @@ class DataSpec(K8sModel):
         None,
         description="Directory of training token shards (`tokensmith curate` output); overrides "
         "trainer.data.train_path.",
+    )
+    sources: list[DataSourceSpec] | None = Field(
+        None,
+        description="Weighted training sources mixed per sample; override trainer.data.sources (and "
+        "trainer.data.train_path).",
     )
     valid_path: str | None = Field(
         None, description="Directory of validation shards; overrides trainer.data.valid_path."
@@ -155,8 +191,24 @@ class VolumeSpec(K8sModel):
         return self
 
 
+NPROC_RULE = (
+    "!has(self.nprocPerNode) || !has(self.gpusPerNode) || self.gpusPerNode == 0 "
+    "|| self.nprocPerNode <= self.gpusPerNode",
+    "cluster.nprocPerNode must not exceed gpusPerNode (one process per GPU)",
+)
+
+
+CAPABILITIES_RULE = (
+    "!has(self.addCapabilities) || size(self.addCapabilities) == 0 "
+    "|| (has(self.securityProfile) && self.securityProfile == 'baseline')",
+    "cluster.addCapabilities needs cluster.securityProfile: baseline (restricted drops them all)",
+)
+
+
 class ClusterSpec(K8sModel):
     """The shape of the gang and how its pods are scheduled."""
+
+    model_config = cel(NPROC_RULE, CAPABILITIES_RULE)
 
     nodes: int = Field(1, ge=1, description="Worker pods (one per node); the gang size.")
     gpus_per_node: int = Field(8, ge=0, description="GPUs each worker requests; 0 runs on CPU (gloo).")
@@ -206,6 +258,35 @@ class ClusterSpec(K8sModel):
     termination_grace_period_seconds: int = Field(
         120, ge=0, description="Time the trainer gets to write a checkpoint on SIGTERM."
     )
+    security_profile: Literal["restricted", "baseline"] = Field(
+        "restricted",
+        description="Pod Security of the job's pods: `restricted` (default) passes the Kubernetes "
+        "Pod Security Standard of that name; `baseline` is the opt-in for fabrics that need more "
+        "(privilege escalation allowed, runtime-default capabilities plus addCapabilities). "
+        "See docs/security.md.",
+    )
+    add_capabilities: list[Annotated[str, Field(pattern=r"^[A-Z][A-Z_]*$")]] = Field(
+        default_factory=list,
+        description="Linux capabilities added to the workers (e.g. IPC_LOCK for RDMA); only with "
+        "securityProfile: baseline and when the operator's admission policy allows them.",
+    )
+    network_policy: bool | None = Field(
+        None,
+        description="Create a NetworkPolicy: workers accept traffic only from this job's workers and "
+        "the operator's namespace, evaluation pods accept none. Default: the operator's setting.",
+    )
+
+    @model_validator(mode="after")
+    def _capabilities_need_baseline(self) -> ClusterSpec:
+        if self.add_capabilities and self.security_profile != "baseline":
+            raise ValueError(CAPABILITIES_RULE[1])
+        return self
+
+    @model_validator(mode="after")
+    def _procs_fit_gpus(self) -> ClusterSpec:
+        if self.nproc_per_node is not None and 0 < self.gpus_per_node < self.nproc_per_node:
+            raise ValueError(NPROC_RULE[1])
+        return self
 
 
 class CheckpointSpec(K8sModel):
@@ -231,8 +312,17 @@ class CheckpointSpec(K8sModel):
         return self
 
 
+BACKOFF_RULE = (
+    "!has(self.maxBackoffSeconds) || !has(self.backoffSeconds) || self.maxBackoffSeconds == 0.0 "
+    "|| self.maxBackoffSeconds >= self.backoffSeconds",
+    "restartPolicy.maxBackoffSeconds must be 0 (no cap) or >= backoffSeconds",
+)
+
+
 class RestartPolicySpec(K8sModel):
     """When and how a failed gang is restarted (always whole: the N workers live and die together)."""
+
+    model_config = cel(BACKOFF_RULE)
 
     max_restarts: int = Field(10, ge=0, description="Restarts before the job ends Failed.")
     backoff_seconds: float = Field(30.0, ge=0, description="Wait before the first restart.")
@@ -255,10 +345,122 @@ class RestartPolicySpec(K8sModel):
         description="A gang not fully running this long after creation is deleted and retried "
         "(Unschedulable): frees the GPUs a partial gang holds without a gang scheduler (0 disables).",
     )
+    max_infrastructure_restarts: int = Field(
+        20,
+        ge=0,
+        description="Restarts after Infrastructure failures (lost or NotReady node, eviction, GPU "
+        "errors); they do not use up maxRestarts, which counts Application failures.",
+    )
+    max_scheduling_restarts: int | None = Field(
+        None,
+        ge=0,
+        description="Restarts after Scheduling failures (preemption, unschedulable gang); unlimited "
+        "when unset.",
+    )
+    max_attempts_without_progress: int = Field(
+        3,
+        ge=0,
+        description="This many attempts in a row ending in an Application failure without a "
+        "checkpoint newer than the one they resumed from end the job Failed/NoProgress (0 disables).",
+    )
+    force_delete_after_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="A deleted worker still present this long after its grace period, on a node "
+        "that is NotReady/unreachable or gone, is force-deleted (grace period 0).",
+    )
+
+    # -- run health: rollback and replay (rollback.py) --
+    max_rollbacks: int = Field(
+        3,
+        ge=0,
+        description="Rollbacks to the last healthy checkpoint after the trainer reports divergence (exit "
+        "65) before the job ends Failed; counted apart from maxRestarts.",
+    )
+    data_policy: DataPolicy = Field(
+        "skipOnRepeat",
+        description="A divergence that repeats at the same step on other nodes is the data's (cause Data): "
+        "skipOnRepeat adds the step's sample range to the trainer's data.skip_samples for the next "
+        "attempt; fail ends the job Failed/DataDiverged.",
+    )
+    replay_on_other_nodes: bool = Field(
+        True,
+        description="Replay a diverged attempt on nodes other than its own (required node anti-affinity), "
+        "so a repeat points at the data and a pass at the hardware; turn off when the cluster has no "
+        "spare nodes.",
+    )
+
+    @model_validator(mode="after")
+    def _backoff_cap(self) -> RestartPolicySpec:
+        if self.max_backoff_seconds and self.max_backoff_seconds < self.backoff_seconds:
+            raise ValueError(BACKOFF_RULE[1])
+        return self
+
+
+class NodeHealthSpec(K8sModel):
+    """What the operator does about nodes implicated in infrastructure failures (suspect nodes)."""
+
+    suspect_ttl_seconds: float = Field(
+        3600.0,
+        ge=0,
+        description="A suspect node is avoided for this long after its last failure (a gang that needs "
+        "every node of the cluster waits that long).",
+    )
+    max_suspect_nodes: int = Field(
+        32, ge=0, description="At most this many suspect nodes are kept (the oldest are forgotten)."
+    )
+    not_ready_timeout_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="A worker whose node has been NotReady/unreachable (or gone) this long is lost "
+        "(Infrastructure failure).",
+    )
+    cordon: bool = Field(
+        False,
+        description="Also cordon suspect nodes (spec.unschedulable); needs the chart's "
+        "nodeHealth.cordon RBAC.",
+    )
+    react_to_disruptions: bool = Field(
+        True,
+        description="A gang node that is cordoned, tainted NoSchedule/NoExecute or a worker with a "
+        "DisruptionTarget condition triggers a checkpoint (SIGTERM) and a planned restart elsewhere.",
+    )
+
+
+class NetworkTopologySpec(K8sModel):
+    """Volcano's network-topology hint for the PodGroup (volcano.sh network-topology-aware scheduling)."""
+
+    mode: Literal["hard", "soft"] = "hard"
+    highest_tier_allowed: int | None = Field(None, ge=1)
+
+
+class SchedulingSpec(K8sModel):
+    """Admission through a queue: Kueue (plain-pod groups) or, with schedulerName volcano, a Volcano queue."""
+
+    queue_name: str | None = Field(
+        None,
+        min_length=1,
+        description="Kueue LocalQueue (pods get Kueue's pod-group labels) or, with "
+        "cluster.schedulerName volcano, the Volcano queue of the PodGroup.",
+    )
+    workload_priority_class: str | None = Field(
+        None, description="Kueue WorkloadPriorityClass (label kueue.x-k8s.io/priority-class)."
+    )
+    network_topology: NetworkTopologySpec | None = Field(
+        None, description="Volcano PodGroup networkTopology (ignored without Volcano)."
+    )
+
+
+EVAL_GPU_RULE = (
+    "!has(self.gpus) || self.gpus == 0 || (has(self.tasks) && size(self.tasks) > 0)",
+    "evaluation.gpus without evaluation.tasks would reserve GPUs for nothing; list tasks or set gpus: 0",
+)
 
 
 class EvaluationSpec(K8sModel):
     """Evaluation Jobs (`tokensmith eval`) on completed checkpoints."""
+
+    model_config = cel(EVAL_GPU_RULE)
 
     tasks: list[str] = Field(
         default_factory=list, description="lm-evaluation-harness tasks; empty disables evaluation."
@@ -275,10 +477,24 @@ class EvaluationSpec(K8sModel):
         None, ge=1, description="Evaluation Jobs are killed after this."
     )
 
+    @model_validator(mode="after")
+    def _gpus_need_tasks(self) -> EvaluationSpec:
+        if self.gpus > 0 and not self.tasks:
+            raise ValueError(EVAL_GPU_RULE[1])
+        return self
+
+
+PRICE_RULE = (
+    "!has(self.maxCostUSD) || has(self.pricePerGPUHour)",
+    "budget.maxCostUSD needs budget.pricePerGPUHour to turn GPU-hours into dollars",
+)
+
 
 class BudgetSpec(K8sModel):
     """A spending limit the operator enforces: the gang is stopped (with a final checkpoint on SIGTERM)
     and the job ends Failed/BudgetExceeded once it is used up."""
+
+    model_config = cel(PRICE_RULE)
 
     max_gpu_hours: float | None = Field(
         None, gt=0, alias="maxGPUHours", description="GPU-hours the job may use."
@@ -293,12 +509,21 @@ class BudgetSpec(K8sModel):
     @model_validator(mode="after")
     def _price_for_dollars(self) -> BudgetSpec:
         if self.max_cost_usd is not None and self.price_per_gpu_hour is None:
-            raise ValueError("budget.maxCostUSD needs budget.pricePerGPUHour to turn GPU-hours into dollars")
+            raise ValueError(PRICE_RULE[1])
         return self
+
+
+TOPOLOGY_RULE = (
+    "!has(self.scheduling) || !has(self.scheduling.networkTopology) || "
+    "(has(self.cluster) && has(self.cluster.schedulerName) && self.cluster.schedulerName == 'volcano')",
+    "scheduling.networkTopology is a Volcano PodGroup hint: it needs cluster.schedulerName: volcano",
+)
 
 
 class LLMTrainingJobSpec(K8sModel):
     """What to train, on what, and how to survive failures."""
+
+    model_config = cel(TOPOLOGY_RULE)
 
     model: ModelConfig | None = Field(
         None, description="Architecture (a preset and/or fields); replaces trainer.model when given."
@@ -317,6 +542,20 @@ class LLMTrainingJobSpec(K8sModel):
     suspend: bool = Field(
         False, description="True deletes the gang and keeps the checkpoints; False resumes."
     )
+    node_health: NodeHealthSpec = Field(default_factory=NodeHealthSpec)
+    scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec)
+    ttl_seconds_after_finished: int | None = Field(
+        None, ge=0, description="Delete the finished job (and its children) this long after it ends."
+    )
+    active_deadline_seconds: int | None = Field(
+        None, ge=1, description="The job ends Failed/DeadlineExceeded this long after it started."
+    )
+
+    @model_validator(mode="after")
+    def _topology_needs_volcano(self) -> LLMTrainingJobSpec:
+        if self.scheduling.network_topology is not None and self.cluster.scheduler_name != "volcano":
+            raise ValueError(TOPOLOGY_RULE[1])
+        return self
 
     @property
     def procs_per_node(self) -> int:
@@ -356,6 +595,9 @@ class Progress(StatusModel):
     heartbeat_time: datetime | None = None
     total_tokens: int | None = Field(None, description="The token budget, for `kubectl get` (step/total).")
     tokens_per_second: float | None = None
+    source_tokens: dict[str, int] | None = Field(
+        None, description="The realised data mixture: tokens each training source gave so far."
+    )
 
 
 class CheckpointRef(StatusModel):
@@ -364,6 +606,11 @@ class CheckpointRef(StatusModel):
     step: int = Field(ge=0)
     path: str
     time: datetime | None = None
+    healthy: bool | None = Field(
+        None,
+        description="The trainer's health verdict: no skipped or non-finite step and no open loss spike "
+        "since the previous checkpoint (absent: a trainer without health checks).",
+    )
 
 
 class EvaluationResult(StatusModel):
@@ -389,6 +636,67 @@ class FailureRecord(StatusModel):
     worker: int | None = None
     exit_code: int | None = None
     time: datetime | None = None
+    failure_class: FailureClass | None = Field(
+        None, description="Application, Infrastructure or Scheduling: which restart budget it uses."
+    )
+    nodes: list[str] = Field(default_factory=list, description="Nodes of the failing worker(s).")
+
+
+class SuspectNode(StatusModel):
+    """A node implicated in an infrastructure failure: later attempts avoid it until `expires`."""
+
+    name: str
+    reason: str
+    time: datetime | None = None
+    expires: datetime | None = None
+    failures: int = 1
+
+
+# ------------------------------------------------------------- status: run health (rollback.py)
+
+
+class DivergenceReport(StatusModel):
+    """Written by trainer rank 0 just before it exits 65: the run diverged."""
+
+    step: int = Field(ge=0, description="The first bad step.")
+    kind: str = Field(description="nonfinite (NaN/Inf loss or gradient norm) or spike (loss spike).")
+    samples: list[int] | None = Field(
+        None, description="[start, end) global sample indices of that step.", min_length=2, max_length=2
+    )
+    attempt: int | None = Field(None, description="TOKENSMITH_ATTEMPT of the trainer that reported it.")
+    time: datetime | None = None
+
+
+class RollbackBaseline(StatusModel):
+    """Where a rollback would return to: the last healthy checkpoint's step and the job's gpuHours when
+    the operator first saw it (a rollback loses what was spent after it)."""
+
+    step: int = Field(ge=0)
+    gpu_hours: float = Field(0.0, ge=0, alias="gpuHours")
+
+
+class RollbackRecord(StatusModel):
+    """One rollback: the attempt that diverged, where, why (once the replay tells), and what it cost."""
+
+    attempt: int = Field(ge=0, description="The attempt that diverged.")
+    step: int | None = Field(None, description="The first bad step (the trainer's report).")
+    kind: str = Field("unknown", description="nonfinite, spike, or unknown (exit 65 without a report).")
+    cause: RollbackCause = Field(
+        "Unknown",
+        description="Hardware: the replay on other nodes passed the step; Data: it diverged at the same "
+        "step again; Unknown: not decided (yet).",
+    )
+    samples: list[int] | None = Field(None, description="[start, end) global sample indices of the step.")
+    nodes: list[str] = Field(default_factory=list, description="Nodes of the diverged attempt.")
+    resume_step: int | None = Field(
+        None, description="The healthy checkpoint step the replay starts from (none: from scratch)."
+    )
+    replay_attempt: int = Field(ge=0, description="The attempt that replays the lost steps.")
+    lost_gpu_hours: float = Field(
+        0.0, ge=0, alias="lostGPUHours", description="GPU-hours spent since the healthy checkpoint."
+    )
+    gpu_hours_at: float = Field(0.0, ge=0, alias="gpuHoursAt", description="Job gpuHours at the rollback.")
+    time: datetime | None = None
 
 
 class LLMTrainingJobStatus(StatusModel):
@@ -398,7 +706,10 @@ class LLMTrainingJobStatus(StatusModel):
     conditions: list[Condition] = Field(default_factory=list)
     observed_generation: int | None = None
     restarts: int = Field(
-        0, ge=0, description="Failure-driven restarts so far (suspend/resume does not count)."
+        0,
+        ge=0,
+        description="Failure-driven restarts so far, all classes (suspend/resume and planned restarts "
+        "do not count).",
     )
     attempt: int = Field(0, ge=0, description="Current gang attempt (1 = the first); 0 before any gang.")
     start_time: datetime | None = None
@@ -423,20 +734,78 @@ class LLMTrainingJobStatus(StatusModel):
     accounted_time: datetime | None = Field(None, description="GPU-hours are counted up to this time.")
     evaluations: list[EvaluationResult] = Field(default_factory=list)
     last_failure: FailureRecord | None = None
+    restarts_by_class: dict[str, int] = Field(
+        default_factory=dict, description="Failure-driven restarts per failure class."
+    )
+    planned_restarts: int = Field(
+        0,
+        ge=0,
+        description="Restarts for disruption notices (cordon, taint, DisruptionTarget): not failures.",
+    )
+    attempts_without_progress: int = Field(
+        0, ge=0, description="Attempts in a row that failed without a newer checkpoint."
+    )
+    attempt_resume_step: int | None = Field(
+        None, description="Checkpoint step the current attempt resumed from (none: from scratch)."
+    )
+    gpu_hours_lost_by_class: dict[str, float] = Field(
+        default_factory=dict,
+        description="GPU-hours of work lost (since the last checkpoint) per failure class.",
+    )
+    suspect_nodes: list[SuspectNode] = Field(
+        default_factory=list, description="Nodes the next attempts avoid (required node anti-affinity)."
+    )
     message: str | None = Field(None, description="One line about the current phase.")
     progress_text: str | None = Field(
         None, description="Tokens done / total for `kubectl get`, e.g. 1.2B/7B (17%)."
+    )
+    # -- run health: rollback and replay (rollback.py) --
+    divergence: DivergenceReport | None = Field(
+        None, description="The trainer's last divergence report (written by trainer rank 0)."
+    )
+    last_healthy_checkpoint: CheckpointRef | None = Field(
+        None,
+        description="The newest healthy checkpoint (written by trainer rank 0): what a rollback resumes.",
+    )
+    rollback_baseline: RollbackBaseline | None = None
+    diverged_exit_time: datetime | None = Field(
+        None,
+        description="When an exit 65 was first seen before the trainer's divergence report (which gets "
+        "a few seconds to arrive: the pod's end and the status patch race).",
+    )
+    rollbacks: int = Field(0, ge=0, description="Rollbacks to a healthy checkpoint so far.")
+    rollback_records: list[RollbackRecord] = Field(default_factory=list)
+    skip_samples: list[list[int]] = Field(
+        default_factory=list,
+        description="[start, end) sample ranges every later attempt skips (cause Data, skipOnRepeat).",
+    )
+    lost_gpu_hours: dict[str, float] = Field(
+        default_factory=dict,
+        alias="lostGPUHours",
+        description="GPU-hours of work thrown away, by cause (rollback: steps redone after a rollback); "
+        "part of gpuHours.",
+    )
+    lost_cost_usd: dict[str, float] = Field(
+        default_factory=dict, alias="lostCostUSD", description="lostGPUHours in dollars (with a price)."
     )
 
 
 # --------------------------------------------------------------------------------------- helpers
 
 
-def effective_trainer_config(spec: LLMTrainingJobSpec, job_name: str | None = None) -> TrainerConfig:
+def effective_trainer_config(
+    spec: LLMTrainingJobSpec,
+    job_name: str | None = None,
+    skip_samples: typing.Sequence[typing.Sequence[int]] = (),
+) -> TrainerConfig:
     """The trainer configuration the workers run: `spec.trainer` with the job-level sections applied
-    (see the module docstring for the precedence rule). Raises ValueError when the result is invalid
-    (e.g. a global batch that is not a multiple of micro batch x seq_len)."""
+    (see the module docstring for the precedence rule), plus the sample ranges the operator decided to
+    skip (`status.skipSamples`, added to the trainer's own `data.skip_samples`). Raises ValueError when
+    the result is invalid (e.g. a global batch that is not a multiple of micro batch x seq_len)."""
     cfg = spec.trainer.model_dump(mode="python")
+    if skip_samples:  # only then: a trainer config without the field stays valid
+        own = [list(r) for r in cfg["data"].get("skip_samples") or []]
+        cfg["data"]["skip_samples"] = own + [list(r) for r in skip_samples if list(r) not in own]
     if spec.model is not None:
         cfg["model"] = spec.model.model_dump(mode="python")
     data = spec.data
@@ -448,6 +817,11 @@ def effective_trainer_config(spec: LLMTrainingJobSpec, job_name: str | None = No
         value = getattr(data, ours)
         if value is not None:
             cfg["data"][theirs] = value
+    if data.sources is not None:
+        cfg["data"]["sources"] = [s.model_dump(mode="python") for s in data.sources]
+        cfg["data"]["train_path"] = None  # job-level sources replace the trainer's one-source shorthand
+    elif data.train_path is not None:
+        cfg["data"]["sources"] = []
     if data.tokens is not None:
         cfg["train"]["tokens"] = data.tokens
     par = spec.parallelism

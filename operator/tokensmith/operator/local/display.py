@@ -29,6 +29,9 @@ def status_line(status: LLMTrainingJobStatus, total_steps: int | None, gpu_hours
         parts.append(f"{format_si(prog.tokens_per_second)} tok/s")
     ck = status.last_checkpoint
     parts.append(f"ckpt {ck.step}" if ck else "ckpt -")
+    if status.rollbacks:  # run health: rollbacks and the healthy checkpoint they return to
+        healthy = status.last_healthy_checkpoint
+        parts.append(f"rollbacks {status.rollbacks} (healthy {healthy.step if healthy else '-'})")
     if status.evaluations:
         evals = " ".join(f"{e.step}:{_MARK.get(e.phase, e.phase)}" for e in status.evaluations[-4:])
         parts.append(f"evals {evals}")

@@ -27,7 +27,7 @@ from typing import Any, TextIO
 from tokensmith.operator import children, names
 from tokensmith.operator.local.manifest import LocalJob
 from tokensmith.operator.local.observe import ProcessState, eval_observation
-from tokensmith.operator.observed import EvalObservation
+from tokensmith.operator.observed import EvalObservation, GangPlan
 
 FAIL_AT_STEP_ENV = "TOKENSMITH_FAIL_AT_STEP"  # the trainer's testing hook (loop.py)
 GRACE_ENV = "TOKENSMITH_TERMINATION_GRACE_SECONDS"
@@ -105,15 +105,18 @@ class Gang:
     def report_path(self, attempt: int, index: int) -> Path:
         return self.job.run_dir / "reports" / f"attempt-{attempt}-worker-{index}.jsonl"
 
-    def create(self, attempt: int, indices: tuple[int, ...]) -> list[str]:
-        """Start the missing workers of `attempt` (idempotent by name, like pod creation)."""
+    def create(self, attempt: int, indices: tuple[int, ...], plan: GangPlan = GangPlan()) -> list[str]:
+        """Start the missing workers of `attempt` (idempotent by name, like pod creation). A rollback's
+        plan: the resume pointer in the environment, the skipped samples in the config (nodes to avoid
+        do not apply on one machine: the replay runs here again)."""
         from tokensmith.core.io import atomic_write_text
         from tokensmith.core.output import to_yaml
 
         spec = self.job.spec
         cfg_path = self.config_path(attempt)
         if not cfg_path.exists():  # refreshed per attempt, as the operator's ConfigMap is
-            atomic_write_text(cfg_path, to_yaml(self.job.trainer_config().model_dump(mode="json")))
+            cfg = self.job.trainer_config(plan.skip_samples)
+            atomic_write_text(cfg_path, to_yaml(cfg.model_dump(mode="json")))
         started = []
         for index in indices:
             name = names.worker_pod_name(self.job.name, attempt, index)
@@ -132,6 +135,8 @@ class Gang:
             }
             if self.inject_failure_step and attempt == 1:
                 extra[FAIL_AT_STEP_ENV] = str(self.inject_failure_step)
+            if plan.resume_from is not None:
+                extra[children.RESUME_ENV] = plan.resume_from
             log = self.job.run_dir / "logs" / f"{name}.log"
             log.parent.mkdir(parents=True, exist_ok=True)
             self.report_path(attempt, index).parent.mkdir(parents=True, exist_ok=True)

@@ -124,6 +124,20 @@ def summary(status: LLMTrainingJobStatus, history: History, plan: Mapping[str, A
         "restarts": status.restarts,
         "last_checkpoint": status.last_checkpoint.step if status.last_checkpoint else None,
         "resumed_at": [{"attempt": a, "checkpoint_step": s} for a, s in resume_steps(history)],
+        "rollbacks": [
+            {
+                "attempt": r.attempt,
+                "step": r.step,
+                "kind": r.kind,
+                "cause": r.cause,
+                "samples": r.samples,
+                "resume_step": r.resume_step,
+                "lost_gpu_hours": round(r.lost_gpu_hours, 6),
+            }
+            for r in status.rollback_records
+        ],
+        "skip_samples": status.skip_samples,
+        "lost_gpu_hours": {k: round(v, 6) for k, v in status.lost_gpu_hours.items()},
         "actual": actual,
         "evaluations": [
             {"step": e.step, "phase": e.phase, "results": e.results, "message": e.message}
@@ -176,6 +190,15 @@ def summary_text(data: Mapping[str, Any], report_path: Path | None) -> str:
     ]
     for r in data["resumed_at"]:
         lines.append(f"  attempt {r['attempt']} resumed from checkpoint step {r['checkpoint_step']}")
+    for r in data.get("rollbacks", []):
+        samples = f", samples [{r['samples'][0]}, {r['samples'][1]})" if r.get("samples") else ""
+        back = r["resume_step"] if r["resume_step"] is not None else "scratch"
+        lines.append(
+            f"  attempt {r['attempt']} diverged ({r['kind']}) at step {r['step']}{samples}: rolled back to "
+            f"{back}, cause {r['cause']}, {r['lost_gpu_hours']:.4g} GPU-hours lost"
+        )
+    if data.get("skip_samples"):
+        lines.append(f"  skipped sample ranges: {data['skip_samples']}")
     plan = data.get("plan")
     rows: list[list[Any]] = []
 
@@ -261,8 +284,10 @@ def write_html(
                 row=1, col=1,
             )  # fmt: skip
     for ev in history.events:
-        if ev.get("reason") in ("Restarting", "AttemptStarted", "Suspended", "BudgetExceeded"):
-            colour = {"Restarting": "red", "AttemptStarted": "green"}.get(ev["reason"], "orange")
+        if ev.get("reason") in ("Restarting", "RollingBack", "AttemptStarted", "Suspended", "BudgetExceeded"):
+            colour = {"Restarting": "red", "RollingBack": "purple", "AttemptStarted": "green"}.get(
+                ev["reason"], "orange"
+            )
             when = _naive(ev.get("time"))
             if when is None:
                 continue

@@ -170,8 +170,11 @@ class LocalRunner:
         """Create, record, delete, tell: the order `reconcile.py` documents."""
         for action in decision.actions:
             if isinstance(action, CreateGang):
-                if self.gang.create(action.attempt, action.indices) and action.attempt != old.attempt:
+                started = self.gang.create(action.attempt, action.indices, action.plan)
+                if started and action.attempt != old.attempt:
                     ckpt = decision.status.last_checkpoint
+                    if action.plan.resume_from is not None:  # a rollback: the healthy one
+                        ckpt = decision.status.last_healthy_checkpoint
                     self._history(
                         {
                             "type": "attempt",
@@ -186,6 +189,8 @@ class LocalRunner:
         if doc != self._written:  # also the trainer's reports folded in before `reconcile`
             write_status(self.job.status_path, decision.status)
             self._written = doc
+        # CordonNode and DeleteJob (ttlSecondsAfterFinished) concern Kubernetes nodes and objects; one
+        # machine has neither, and no pod is ever stuck on a lost node (no forced deletions).
         for action in decision.actions:
             if isinstance(action, DeleteWorkers):
                 self.gang.delete([w.name for w in action.workers if w.name])
