@@ -60,6 +60,8 @@ def test_default_render_has_the_expected_objects(render: Render) -> None:
         [
             "ClusterKopfPeering",
             "ClusterRole",
+            "ClusterRole",  # read-only on nodes
+            "ClusterRoleBinding",
             "ClusterRoleBinding",
             "Deployment",
             "Pod",  # the `helm test` hook
@@ -69,9 +71,16 @@ def test_default_render_has_the_expected_objects(render: Render) -> None:
     )
 
 
-def test_namespaced_mode_grants_nothing_cluster_wide(render: Render) -> None:
+def test_namespaced_mode_grants_nothing_cluster_wide_but_reading_nodes(render: Render) -> None:
     docs = render(MODES["namespaced"])
-    assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
+    # nodes are cluster-scoped: their read-only ClusterRole is the one cluster-wide grant, and
+    # nodeHealth.watchNodes: false removes it too (the operator then runs --no-watch-nodes)
+    assert [r["metadata"]["name"] for r in by_kind(docs, "ClusterRole")] == [f"{RELEASE}-nodes"]
+    strict = render({**MODES["namespaced"], "nodeHealth": {"watchNodes": False}})
+    assert not by_kind(strict, "ClusterRole") and not by_kind(strict, "ClusterRoleBinding")
+    (deployment,) = by_kind(strict, "Deployment")
+    assert "--no-watch-nodes" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    docs = [d for d in docs if not d["metadata"]["name"].endswith("-nodes")]
     assert not by_kind(docs, "ClusterKopfPeering")
     roles = by_kind(docs, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["ml-team", "research"]
@@ -92,7 +101,9 @@ def test_namespaced_mode_defaults_to_the_release_namespace(render: Render) -> No
 
 def test_cluster_mode_binds_the_cluster_role_to_the_operator(render: Render) -> None:
     docs = render(MODES["cluster-wide"])
-    (binding,) = by_kind(docs, "ClusterRoleBinding")
+    (binding,) = [
+        b for b in by_kind(docs, "ClusterRoleBinding") if not b["metadata"]["name"].endswith("-nodes")
+    ]
     (sa,) = [s for s in by_kind(docs, "ServiceAccount") if s["metadata"]["namespace"] == NAMESPACE]
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": NAMESPACE}

@@ -46,7 +46,7 @@ def _no_wildcards_or_extras(role: Manifest) -> None:
 def test_cluster_role_grants_exactly_what_the_operator_calls(render: Render, mode: str) -> None:
     values = MODES[mode]
     docs = render(values)
-    (role,) = by_kind(docs, "ClusterRole")
+    (role,) = _main_cluster_roles(docs)
     _no_wildcards_or_extras(role)
     peering = values.get("peering", {}).get("enabled", True)
     expected = _expected("cluster", peering)
@@ -64,6 +64,35 @@ def test_cluster_role_grants_exactly_what_the_operator_calls(render: Render, mod
     assert not missing, f"the operator calls these but the chart does not grant them: {missing}"
     assert not extra, f"the chart grants these but the operator never calls them: {extra}"
     assert not by_kind(docs, "Role")
+
+
+def _main_cluster_roles(docs: list[Manifest]) -> list[Manifest]:
+    return [r for r in by_kind(docs, "ClusterRole") if not r["metadata"]["name"].endswith("-nodes")]
+
+
+def _node_role(docs: list[Manifest]) -> Manifest:
+    (role,) = [r for r in by_kind(docs, "ClusterRole") if r["metadata"]["name"].endswith("-nodes")]
+    return role
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("cordon", [False, True])
+def test_node_cluster_role_is_read_only_unless_cordoning_is_opted_in(
+    render: Render, mode: str, cordon: bool
+) -> None:
+    values = {**MODES[mode], "nodeHealth": {"cordon": cordon}}
+    docs = render(values)
+    role = _node_role(docs)
+    _no_wildcards_or_extras(role)
+    perms = tuple(rbac.NODE_PERMISSIONS) + (tuple(rbac.CORDON_PERMISSIONS) if cordon else ())
+    assert _grants(role["rules"]) == _grants(rbac.rules(perms))
+    assert _grants(role["rules"])[("", "nodes")] == (
+        {"list", "watch", "patch"} if cordon else {"list", "watch"}
+    )
+    (binding,) = [
+        b for b in by_kind(docs, "ClusterRoleBinding") if b["roleRef"]["name"] == role["metadata"]["name"]
+    ]
+    assert binding["subjects"][0]["name"] == RELEASE
 
 
 @pytest.mark.parametrize("mode", ["namespaced", "namespaced-release-ns"])
@@ -90,7 +119,7 @@ def test_the_operator_may_grant_the_per_job_trainer_role(render: Render) -> None
     """RBAC's escalation check: the operator can create the per-job Role only if it holds every verb
     that Role grants (trainer rank 0 gets/patches its own job's status), and may create Roles and
     RoleBindings at all."""
-    (role,) = by_kind(render(), "ClusterRole")
+    (role,) = _main_cluster_roles(render())
     granted = _grants(role["rules"])
     for key, verbs in _grants(rbac.rules(tuple(rbac.TRAINER_PERMISSIONS))).items():
         assert verbs <= granted.get(key, frozenset()), key
@@ -102,7 +131,7 @@ def test_the_operator_may_grant_the_per_job_trainer_role(render: Render) -> None
 def test_nothing_sensitive_is_granted(render: Render) -> None:
     for mode in MODES:
         docs = render(MODES[mode])
-        for role in by_kind(docs, "ClusterRole") + by_kind(docs, "Role"):
+        for role in _main_cluster_roles(docs) + by_kind(docs, "Role"):
             granted = _grants(role["rules"])
             assert not any(
                 resource in {"secrets", "nodes", "clusterroles", "clusterrolebindings"}

@@ -286,6 +286,17 @@ SCENARIOS: dict[str, tuple[dict[str, Any], list[tuple[Any, ...]]]] = {
         {"restartPolicy__hangTimeoutSeconds": 60},
         [("progress", 2), ("tick", 30), ("tick", 31), ("reap",), ("tick", 11)],
     ),
+    "three attempts without a newer checkpoint: NoProgress": (
+        {"restartPolicy__maxRestarts": 10, "restartPolicy__backoffSeconds": 0},
+        [("checkpoint", 5), ("exit", 0, 1, "boom"), ("reap",), ("tick", 1), ("exit", 1, 137), ("reap",),
+         ("tick", 1), ("exit", 0, 1, "boom"), ("reap",), ("tick", 1), ("exit", 0, 1, "boom"), ("reap",),
+         ("tick", 1)],
+    ),
+    "a newer checkpoint resets the no-progress count": (
+        {"restartPolicy__maxRestarts": 10, "restartPolicy__backoffSeconds": 0},
+        [("exit", 0, 1), ("reap",), ("tick", 1), ("exit", 0, 1), ("reap",), ("tick", 1),
+         ("checkpoint", 5), ("exit", 0, 1), ("reap",), ("tick", 1), ("progress", 6)],
+    ),
     "diverged once: rollback to the healthy checkpoint, the replay passes (Hardware)": (
         {},
         [("checkpoint", 5, True), ("progress", 7), ("checkpoint", 10, False), ("diverge", 7, [56, 64]),
@@ -366,6 +377,8 @@ def test_both_drivers_decide_alike(name: str, tmp_path: Path) -> None:
         "suspend and resume": "Running",
         "failed evaluation does not fail the job": "Succeeded",
         "hang": "Pending",
+        "three attempts without a newer checkpoint: NoProgress": "Failed",
+        "a newer checkpoint resets the no-progress count": "Running",
         "diverged once: rollback to the healthy checkpoint, the replay passes (Hardware)": "Succeeded",
         "diverged twice at the same samples: Data, skipped": "Succeeded",
         "a crash after a rollback is a restart, not another rollback": "Pending",
@@ -392,3 +405,9 @@ def test_both_drivers_decide_alike(name: str, tmp_path: Path) -> None:
         assert status.rollbacks == 1 and status.restarts == 1 and status.attempt == 3
     if name == "success with evaluation":
         assert [e.phase for e in status.evaluations] == ["Succeeded", "Succeeded"]
+    if name == "three attempts without a newer checkpoint: NoProgress":
+        assert status.last_failure is not None and status.attempt == 4
+        assert [c.reason for c in status.conditions if c.type == "Failed"] == ["NoProgress"]
+        assert status.restarts_by_class == {"Application": 3} and status.attempts_without_progress == 3
+    if name == "a newer checkpoint resets the no-progress count":
+        assert status.attempt == 4 and status.attempts_without_progress == 0

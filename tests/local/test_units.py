@@ -259,7 +259,7 @@ def test_summary_and_report_with_a_plan(tmp_path: Path) -> None:
 
 def test_a_spec_the_operator_rejects_fails_invalid_spec_with_exit_78(tmp_path: Path) -> None:
     """check_spec (shared with the operator) rejects it before any process starts."""
-    spec = {**CKPT, "parallelism": {"tensor": 2}, "data": {"tokens": 4096}}
+    spec = {**CKPT, "parallelism": {"tensor": 3}, "data": {"tokens": 4096}}
     out = _cli(str(_job(tmp_path, spec)), "--local", "--workdir", str(tmp_path / "runs"), "--format", "json")
     assert out.returncode == 78, out.stderr
     summary = json.loads(out.stdout)
@@ -273,7 +273,7 @@ def test_one_runner_per_job_and_fresh_wipes_under_the_lock(tmp_path: Path) -> No
 
     from tokensmith.operator.local.runner import LOCK_FILE, LocalRunner
 
-    spec = {**CKPT, "parallelism": {"tensor": 2}, "data": {"tokens": 4096}}  # rejected at once: no process
+    spec = {**CKPT, "parallelism": {"tensor": 3}, "data": {"tokens": 4096}}  # rejected at once: no process
     job = mf.load_job(_job(tmp_path, spec), tmp_path / "runs")
     job.run_dir.mkdir(parents=True)
     (job.checkpoint_dir / "step-00000004").mkdir()

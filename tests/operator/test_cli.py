@@ -90,9 +90,10 @@ def test_render_prints_valid_children_and_rejects_bad_jobs(tmp_path: object) -> 
     for d in docs:
         kubernetes_validate.validate(d, kubernetes_validate.latest_version(), strict=True)
     bad = base / "bad.yaml"
-    bad.write_text(yaml.safe_dump(build_manifest("demo", {**spec, "parallelism": {"tensor": 2}})))
+    layout = {"pipeline": 2, "zeroStage": 3}
+    bad.write_text(yaml.safe_dump(build_manifest("demo", {**spec, "parallelism": layout})))
     result = CliRunner().invoke(cli, ["operator", "render", str(bad)])
-    assert result.exit_code == 2 and "tensor/pipeline > 1" in result.output
+    assert result.exit_code == 2 and "ZeRO stage 3 cannot be combined with pipeline" in result.output
     bad.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: x}\n")
     result = CliRunner().invoke(cli, ["operator", "render", str(bad)])
     assert result.exit_code == 2 and "exactly one document of kind LLMTrainingJob" in result.output

@@ -55,3 +55,36 @@ def test_status_writes() -> None:
         assert "attempt" not in patch and "progress" not in patch
 
     asyncio.run(run())
+
+
+def test_job_gauges_by_class_and_ages() -> None:
+    from datetime import timedelta
+
+    from tokensmith.operator.metrics import OperatorMetrics
+    from tokensmith.operator.spec import CheckpointRef
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    st = LLMTrainingJobStatus(
+        progress=Progress(step=3, tokens=30, heartbeat_time=t0, tokens_per_second=1234.5),
+        last_checkpoint=CheckpointRef(step=2, path="/c", time=t0 - timedelta(seconds=60)),
+        restarts_by_class={"Infrastructure": 2},
+        gpu_hours_lost_by_class={"Infrastructure": 3.5},
+        planned_restarts=1,
+    )
+    m = OperatorMetrics()
+    m.observe_status("ml", "j", st, t0 + timedelta(seconds=5))
+
+    def value(name: str, **labels: str) -> float | None:
+        return m.registry.get_sample_value(name, {"namespace": "ml", "job": "j", **labels})
+
+    assert value("tokensmith_job_heartbeat_age_seconds") == 5.0
+    assert value("tokensmith_job_last_checkpoint_age_seconds") == 65.0
+    assert value("tokensmith_job_tokens_per_second") == 1234.5
+    assert value("tokensmith_job_restarts", failure_class="Infrastructure") == 2
+    assert value("tokensmith_job_restarts", failure_class="Application") == 0
+    assert value("tokensmith_job_gpu_hours_lost", failure_class="Infrastructure") == 3.5
+    assert value("tokensmith_job_planned_restarts") == 1
+    m.observe_status("ml", "j", LLMTrainingJobStatus(), t0)  # nothing reported yet: no age series
+    assert value("tokensmith_job_heartbeat_age_seconds") is None
+    m.forget_job("ml", "j")
+    assert value("tokensmith_job_restarts", failure_class="Infrastructure") is None

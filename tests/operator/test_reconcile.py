@@ -300,13 +300,32 @@ def test_restart_after_a_terminal_phase_never_recreates_a_gang() -> None:
 
 
 @pytest.mark.parametrize(
+    "parallelism",
+    [
+        {"tensor": 2, "zeroStage": 1},
+        {"pipeline": 2, "zeroStage": 1},
+        {"tensor": 2, "pipeline": 2, "zeroStage": 0, "globalBatchTokens": 1024},
+    ],
+)
+def test_tensor_and_pipeline_layouts_the_trainer_runs_are_accepted(parallelism: dict) -> None:
+    spec = make_spec(parallelism=parallelism)
+    assert check_spec(NAME, spec) is None
+    d = reconcile(NAME, spec, LLMTrainingJobStatus(), Observed(now=T0))
+    assert any(isinstance(a, CreateGang) for a in d.actions)
+
+
+@pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        ({"parallelism": {"tensor": 2}}, "tensor/pipeline > 1 is not supported"),
+        ({"parallelism": {"tensor": 3}}, "tensor parallel degree 3 must divide the attention heads"),
+        ({"parallelism": {"pipeline": 64}}, "pipeline parallel degree 64 exceeds the model's"),
+        ({"parallelism": {"pipeline": 2, "zeroStage": 2}}, "ZeRO stage 2 cannot be combined with pipeline"),
+        ({"parallelism": {"tensor": 4}}, "must divide the processes per node (2)"),
+        ({"parallelism": {"tensor": 2, "zeroStage": 3}}, "ZeRO stage 3 cannot be combined with tensor"),
         ({"parallelism": {"globalBatchTokens": 1000}}, "must be a multiple"),
         (
             {"parallelism": {"globalBatchTokens": 256 * 3}},
-            "not a multiple of micro batch x seq_len x world size",
+            "not a multiple of micro batch x seq_len x data-parallel degree",
         ),
         ({"data": {"tokens": None}}, "no token budget"),
     ],

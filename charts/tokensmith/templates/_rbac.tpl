@@ -46,10 +46,11 @@ removed by Kubernetes' garbage collector through their ownerReferences to the jo
 - apiGroups: ["scheduling.volcano.sh"]
   resources: ["podgroups"]
   verbs: ["create"]
-# The jobs themselves: kopf watches them and patches its finalizer and annotations.
+# The jobs themselves: kopf watches them and patches its finalizer and annotations; the operator
+# deletes finished jobs whose spec.ttlSecondsAfterFinished has run out.
 - apiGroups: ["tokensmith.dev"]
   resources: ["llmtrainingjobs"]
-  verbs: ["get", "list", "patch", "watch"]
+  verbs: ["delete", "get", "list", "patch", "watch"]
 # Status (also what the per-job trainer Role grants, which RBAC requires the operator to hold).
 - apiGroups: ["tokensmith.dev"]
   resources: ["llmtrainingjobs/status"]
@@ -69,4 +70,11 @@ removed by Kubernetes' garbage collector through their ownerReferences to the jo
   verbs: ["get", "list", "patch", "watch"]
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{/* Nodes (cluster-scoped, in their own ClusterRole): read always, patch (cordon) only when opted in. */}}
+{{- define "tokensmith.rules.nodes" -}}
+- apiGroups: [""]
+  resources: ["nodes"]
+  verbs: {{ if .Values.nodeHealth.cordon }}["list", "patch", "watch"]{{ else }}["list", "watch"]{{ end }}
 {{- end }}

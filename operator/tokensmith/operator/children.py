@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from tokensmith.operator import names
+from tokensmith.operator import names, queues
 from tokensmith.operator.observed import GangPlan
 from tokensmith.operator.spec import (
     API_VERSION,
@@ -31,7 +31,7 @@ from tokensmith.operator.spec import (
 CONFIG_MOUNT = "/etc/tokensmith"
 CONFIG_FILE = "trainer.yaml"
 DEEPSPEED_FILE = "deepspeed.json"
-VOLCANO_SCHEDULERS = ("volcano",)
+VOLCANO_SCHEDULERS = queues.VOLCANO_SCHEDULERS
 VOLCANO_GROUP_ANNOTATION = "scheduling.k8s.io/group-name"
 
 
@@ -156,9 +156,7 @@ def pod_group(job: JobRef, spec: LLMTrainingJobSpec) -> dict[str, Any] | None:
     """Volcano's gang: the scheduler binds all `minMember` pods at once or none."""
     if spec.cluster.scheduler_name not in VOLCANO_SCHEDULERS:
         return None
-    pg_spec: dict[str, Any] = {"minMember": spec.cluster.nodes, "minResources": _gang_resources(spec)}
-    if spec.cluster.priority_class_name:
-        pg_spec["priorityClassName"] = spec.cluster.priority_class_name
+    pg_spec = queues.volcano_pod_group_spec(spec, _gang_resources(spec))
     return {
         "apiVersion": "scheduling.volcano.sh/v1beta1",
         "kind": "PodGroup",
@@ -250,16 +248,22 @@ def worker_pod(
     index: int,
     defaults: Defaults,
     avoid_nodes: tuple[str, ...] = (),
+    group_size: int | None = None,
     plan: GangPlan = GangPlan(),
 ) -> dict[str, Any]:
+    """One worker; `avoid_nodes` become a required node anti-affinity (suspect nodes), `group_size`
+    the attempt's gang size for queue admission (default: spec.cluster.nodes), `plan` what a rollback
+    adds (rollback.py: the resume pointer; its skip list is in the ConfigMap)."""
     c = spec.cluster
+    queue_labels, queue_annotations = queues.kueue_metadata(spec, job.name, attempt, group_size or c.nodes)
     labels = {
         **c.labels,
+        **queue_labels,
         names.LABEL_ATTEMPT: str(attempt),
         names.LABEL_INDEX: str(index),
     }
     meta = _meta(job, names.worker_pod_name(job.name, attempt, index), names.ROLE_WORKER, labels)
-    annotations = dict(c.annotations)
+    annotations = {**c.annotations, **queue_annotations}
     if c.scheduler_name in VOLCANO_SCHEDULERS:
         annotations[VOLCANO_GROUP_ANNOTATION] = names.pod_group_name(job.name)
     if annotations:
@@ -300,14 +304,21 @@ def worker_pod(
         "volumes": volumes,
     }
     _scheduling(pod_spec, spec)
-    add_node_anti_affinity(pod_spec, avoid_nodes)
+    if avoid_nodes:
+        pod_spec["affinity"] = node_anti_affinity(avoid_nodes)
     _rollback_plan(pod_spec, plan)
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": pod_spec}
 
 
-# Run health (rollback.py): where a rolled-back attempt resumes; nodes a replay (or any attempt) avoids.
+def node_anti_affinity(avoid: tuple[str, ...]) -> dict[str, Any]:
+    """A required node affinity excluding these nodes by name (`matchFields` on metadata.name is
+    exact, unlike the kubernetes.io/hostname label, which may differ from the node's name)."""
+    term = {"matchFields": [{"key": "metadata.name", "operator": "NotIn", "values": sorted(avoid)}]}
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}}
+
+
+# Run health (rollback.py): where a rolled-back attempt resumes (TOKENSMITH_RESUME_FROM).
 RESUME_ENV = "TOKENSMITH_RESUME_FROM"
-HOSTNAME_LABEL = "kubernetes.io/hostname"
 
 
 def _rollback_plan(pod_spec: dict[str, Any], plan: GangPlan) -> None:
@@ -315,24 +326,6 @@ def _rollback_plan(pod_spec: dict[str, Any], plan: GangPlan) -> None:
         for container in pod_spec["containers"]:
             env = [e for e in container.get("env", []) if e["name"] != RESUME_ENV]
             container["env"] = [*env, {"name": RESUME_ENV, "value": plan.resume_from}]
-
-
-def add_node_anti_affinity(pod_spec: dict[str, Any], nodes: tuple[str, ...] | list[str]) -> None:
-    """Required node anti-affinity: `kubernetes.io/hostname NotIn nodes`, added to every node selector
-    term already there (terms are ORed, expressions within one ANDed), so it holds whichever matches."""
-    if not nodes:
-        return
-    expression = {"key": HOSTNAME_LABEL, "operator": "NotIn", "values": sorted(set(nodes))}
-    required = (
-        pod_spec.setdefault("affinity", {})
-        .setdefault("nodeAffinity", {})
-        .setdefault("requiredDuringSchedulingIgnoredDuringExecution", {})
-    )
-    terms = required.setdefault("nodeSelectorTerms", [])
-    if not terms:
-        terms.append({})
-    for term in terms:
-        term.setdefault("matchExpressions", []).append(dict(expression))
 
 
 def _scheduling(pod_spec: dict[str, Any], spec: LLMTrainingJobSpec) -> None:
@@ -358,9 +351,10 @@ def worker_pods(
     indices: tuple[int, ...],
     defaults: Defaults,
     avoid_nodes: tuple[str, ...] = (),
+    group_size: int | None = None,
     plan: GangPlan = GangPlan(),
 ) -> list[dict[str, Any]]:
-    return [worker_pod(job, spec, attempt, i, defaults, avoid_nodes, plan) for i in indices]
+    return [worker_pod(job, spec, attempt, i, defaults, avoid_nodes, group_size, plan) for i in indices]
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -12,8 +12,32 @@ A kernel OOM kill shows as exit code 137 with reason OOMKilled.
 
 from __future__ import annotations
 
+import dataclasses
+import re
+
 from tokensmith.operator.observed import Failure, WorkerObservation
 from tokensmith.operator.spec import EXIT_CONFIG, RestartPolicySpec
+
+# Failure kind -> class (the restart budget it uses). Application: the trainer's own doing (a crash,
+# a config error, a hang, its container's memory limit); Infrastructure: the node or the hardware
+# (lost/NotReady node, kubelet eviction under node pressure, GPU errors); Scheduling: the cluster
+# wanted the resources back (preemption) or could not place the gang.
+KIND_CLASSES = {
+    "ExitCode": "Application",
+    "Config": "Application",
+    "Hang": "Application",
+    "OOMKilled": "Application",
+    "Evicted": "Infrastructure",
+    "NodeLost": "Infrastructure",
+    "PodLost": "Infrastructure",
+    "Preempted": "Scheduling",
+    "Unschedulable": "Scheduling",
+}
+# Termination messages that blame the GPU or its links, not the program (NVIDIA Xid errors are what
+# the driver logs for them: https://docs.nvidia.com/deploy/xid-errors/).
+GPU_ERROR = re.compile(
+    r"\bXid\b|uncorrectable ECC|ECC error|fallen off the bus|NVLink error|GPU is lost", re.IGNORECASE
+)
 
 # Pod/container reasons -> our failure kinds.
 _REASON_KINDS = {
@@ -34,7 +58,24 @@ _REASON_KINDS = {
 
 
 def classify_worker(worker: WorkerObservation, policy: RestartPolicySpec) -> Failure | None:
-    """The failure a finished or lost worker represents, or None when it is fine (running or exit 0)."""
+    """The failure a finished or lost worker represents, or None when it is fine (running or exit 0);
+    with its class and the worker's node."""
+    found = _classify(worker, policy)
+    return attribute(found, worker) if found is not None else None
+
+
+def attribute(failure: Failure, worker: WorkerObservation | None = None) -> Failure:
+    """Set the failure class (from the kind; GPU errors in an exit message are Infrastructure) and
+    the node of the failing worker."""
+    cls = KIND_CLASSES.get(failure.kind, "Application")
+    reason = failure.reason
+    if failure.kind == "ExitCode" and GPU_ERROR.search(failure.message or ""):
+        cls, reason = "Infrastructure", "GPUError"
+    nodes = failure.nodes or ((worker.node,) if worker is not None and worker.node else ())
+    return dataclasses.replace(failure, failure_class=cls, reason=reason, nodes=nodes)
+
+
+def _classify(worker: WorkerObservation, policy: RestartPolicySpec) -> Failure | None:
     if worker.phase == "Unknown":  # the node stopped reporting (kubelet gone)
         return _failure(
             "NodeLost", "NodeLost", f"worker {worker.index}: its node stopped reporting", worker, policy
@@ -67,7 +108,14 @@ def classify_worker(worker: WorkerObservation, policy: RestartPolicySpec) -> Fai
 def lost_worker(index: int, policy: RestartPolicySpec) -> Failure:
     """A worker of a gang that was complete has disappeared (deleted, or garbage-collected with its node)."""
     message = f"worker {index} disappeared (pod deleted or garbage-collected with a lost node)"
-    return Failure("PodLost", "PodLost", message, retryable="PodLost" in policy.retry_on, worker=index)
+    return Failure(
+        "PodLost",
+        "PodLost",
+        message,
+        retryable="PodLost" in policy.retry_on,
+        worker=index,
+        failure_class="Infrastructure",
+    )
 
 
 def hang(seconds: float, policy: RestartPolicySpec) -> Failure:
@@ -102,4 +150,10 @@ def unschedulable(seconds: float, running: int, size: int, policy: RestartPolicy
         f"only {running}/{size} worker(s) running {seconds:.0f}s after the attempt started "
         f"(restartPolicy.pendingTimeoutSeconds = {policy.pending_timeout_seconds:.0f})"
     )
-    return Failure("Unschedulable", "Unschedulable", message, retryable="Unschedulable" in policy.retry_on)
+    return Failure(
+        "Unschedulable",
+        "Unschedulable",
+        message,
+        retryable="Unschedulable" in policy.retry_on,
+        failure_class="Scheduling",
+    )

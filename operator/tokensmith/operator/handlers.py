@@ -27,12 +27,15 @@ from tokensmith.operator import children, names, observe
 from tokensmith.operator.kube import ApiError, KubeClient
 from tokensmith.operator.metrics import OperatorMetrics
 from tokensmith.operator.observed import (
+    CordonNode,
     CreateEvaluation,
     CreateGang,
     Decision,
+    DeleteJob,
     DeleteWorkers,
     EmitEvent,
     EvalObservation,
+    NodeObservation,
     Observed,
     WorkerObservation,
 )
@@ -76,6 +79,8 @@ class Runtime:
     # pods created but not yet seen in the index (avoids re-POSTing them on the next reconcile)
     inflight: dict[str, float] = field(default_factory=dict)
     shared_children: dict[tuple[str, str], int] = field(default_factory=dict)
+    node_state: dict[str, Any] = field(default_factory=dict)
+    watch_nodes: bool = True
     reconciles: int = 0
 
     def wake(self, namespace: str, job: str) -> None:
@@ -125,6 +130,23 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
             }
         }
 
+    if rt.watch_nodes:  # cluster-wide read; the chart can turn it off (nodeHealth.watchNodes)
+
+        @kopf.index("nodes", registry=registry, id="tokensmith_nodes")
+        def nodes_index(name: str, body: kopf.Body, **_: Any) -> Any:
+            node = observe.node_from(body)
+            return {name: node} if node is not None else None
+
+        @kopf.on.event("nodes", registry=registry)
+        def node_changed(name: str, body: kopf.Body, type: str | None, **_: Any) -> None:
+            # only what the decisions read: readiness, cordon, taints (not the periodic status updates)
+            node = observe.node_from(body) if type != "DELETED" else None
+            fingerprint = (node.ready, node.unschedulable, node.taints) if node is not None else None
+            if rt.node_state.get(name) != fingerprint:
+                rt.node_state[name] = fingerprint
+                for event in list(rt.wakeups.values()):  # rare: wake every job, each looks at its own pods
+                    event.set()
+
     @kopf.on.event("pods", labels=has_job, registry=registry)
     @kopf.on.event("batch", "v1", "jobs", labels=has_job, registry=registry)  # type: ignore[arg-type]
     def child_changed(namespace: str, labels: Mapping[str, str], **_: Any) -> None:
@@ -161,8 +183,9 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
         stopped: kopf.DaemonStopped,
         tokensmith_pods: kopf.Index[Any, Any],
         tokensmith_jobs: kopf.Index[Any, Any],
-        **_: Any,
+        **kwargs: Any,
     ) -> None:
+        tokensmith_nodes = kwargs.get("tokensmith_nodes")  # absent with --no-watch-nodes
         key = (namespace, name)
         wake = rt.wakeups.setdefault(key, asyncio.Event())
         for memory in (rt.own_status, rt.shared_children):  # a new object may reuse a deleted one's name
@@ -170,7 +193,9 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
         try:
             while not stopped:
                 wake.clear()
-                wait = await reconcile_once(rt, name, namespace, uid, body, tokensmith_pods, tokensmith_jobs)
+                wait = await reconcile_once(
+                    rt, name, namespace, uid, body, tokensmith_pods, tokensmith_jobs, tokensmith_nodes
+                )
                 if stopped:
                     break
                 await _sleep(wake, stopped, min(wait if wait is not None else rt.interval, rt.interval))
@@ -194,11 +219,25 @@ async def _sleep(wake: asyncio.Event, stopped: kopf.DaemonStopped, timeout: floa
 
 
 def observed_from_indices(
-    namespace: str, name: str, now: datetime, generation: int | None, pods: Any, jobs: Any
+    namespace: str,
+    name: str,
+    now: datetime,
+    generation: int | None,
+    pods: Any,
+    jobs: Any,
+    nodes_index: Any = None,
 ) -> Observed:
     """The job's observation from kopf's indices (no API request)."""
     key = (namespace, name)
     workers = tuple(v for v in pods.get(key, ()) if isinstance(v, WorkerObservation))
+    nodes: dict[str, NodeObservation] | None = None
+    if nodes_index:  # empty: not synced yet (or no grant): know nothing rather than "every node gone"
+        nodes = {}
+        for w in workers:
+            if w.node and w.node not in nodes:
+                found = next(iter(nodes_index.get(w.node, ())), None)
+                if isinstance(found, NodeObservation):
+                    nodes[w.node] = found
     eval_pods: dict[str, list[dict[str, Any]]] = {}
     for v in pods.get(key, ()):
         if isinstance(v, dict):
@@ -209,7 +248,9 @@ def observed_from_indices(
         obs = observe.evaluation_from(job, eval_pods.get(str(step), []))
         if obs is not None:
             evaluations.append(obs)
-    return Observed(now=now, workers=workers, evaluations=tuple(evaluations), generation=generation)
+    return Observed(
+        now=now, workers=workers, evaluations=tuple(evaluations), generation=generation, nodes=nodes
+    )
 
 
 def read_status(raw: Mapping[str, Any] | None) -> LLMTrainingJobStatus:
@@ -229,7 +270,14 @@ def read_status(raw: Mapping[str, Any] | None) -> LLMTrainingJobStatus:
 
 
 async def reconcile_once(
-    rt: Runtime, name: str, namespace: str, uid: str, body: Mapping[str, Any], pods: Any, jobs: Any
+    rt: Runtime,
+    name: str,
+    namespace: str,
+    uid: str,
+    body: Mapping[str, Any],
+    pods: Any,
+    jobs: Any,
+    nodes: Any = None,
 ) -> float | None:
     """Read, decide, write; returns the seconds after which to look again."""
     started = time.perf_counter()
@@ -239,12 +287,12 @@ async def reconcile_once(
     stored = current_status(rt, namespace, name, body.get("status"))
     status = read_status(stored)
     spec: LLMTrainingJobSpec | None = None
+    observed = observed_from_indices(namespace, name, now, generation, pods, jobs, nodes)
     try:
         spec = LLMTrainingJobSpec.model_validate(dict(body.get("spec") or {}))
     except ValidationError as err:  # the schema let it through (an old CRD?) but the models did not
-        decision = reject(status, format_validation_error(err), now, generation)
+        decision = reject(status, format_validation_error(err), now, generation, observed.workers)
     else:
-        observed = observed_from_indices(namespace, name, now, generation, pods, jobs)
         decision = reconcile(name, spec, status, observed)
     job = children.JobRef(name=name, namespace=namespace, uid=uid)
     try:
@@ -256,6 +304,7 @@ async def reconcile_once(
         rt.reconciles += 1
         rt.metrics.reconcile_seconds.observe(time.perf_counter() - started)
     rt.metrics.observe_job(namespace, name, decision.status.phase, decision.status.gpu_hours)
+    rt.metrics.observe_status(namespace, name, decision.status, now)
     return decision.requeue_after
 
 
@@ -279,7 +328,14 @@ async def apply(
         if isinstance(action, CreateGang) and spec is not None:
             await _ensure_job_children(rt, job, spec, action.attempt, create, action.plan.skip_samples)
             pods = children.worker_pods(
-                job, spec, action.attempt, action.indices, rt.defaults, action.avoid_nodes, action.plan
+                job,
+                spec,
+                action.attempt,
+                action.indices,
+                rt.defaults,
+                action.avoid_nodes,
+                action.group_size,
+                plan=action.plan,
             )
             fresh = [p for p in pods if time.monotonic() - rt.inflight.get(p["metadata"]["name"], -1e9) > 30]
             for p in fresh:
@@ -296,7 +352,13 @@ async def apply(
 
     for action in decision.actions:
         if isinstance(action, DeleteWorkers):
-            await asyncio.gather(*(_delete_pod(rt, job, w, sem) for w in action.workers if w.name))
+            grace = 0 if action.force else None
+            await asyncio.gather(*(_delete_pod(rt, job, w, sem, grace) for w in action.workers if w.name))
+        elif isinstance(action, CordonNode):
+            await _cordon(rt, body, action)
+        elif isinstance(action, DeleteJob):
+            await rt.client.delete(f"{GROUP}/{VERSION}", PLURAL, job.namespace, job.name)
+            rt.metrics.api_requests.labels("delete", "LLMTrainingJob").inc()
     for action in decision.actions:
         if isinstance(action, EmitEvent):
             kopf.event(
@@ -333,11 +395,27 @@ async def _ensure_job_children(
 
 
 async def _delete_pod(
-    rt: Runtime, job: children.JobRef, worker: WorkerObservation, sem: asyncio.Semaphore
+    rt: Runtime,
+    job: children.JobRef,
+    worker: WorkerObservation,
+    sem: asyncio.Semaphore,
+    grace: int | None = None,
 ) -> None:
     async with sem:
-        await rt.client.delete("v1", "pods", job.namespace, worker.name or "")
+        await rt.client.delete("v1", "pods", job.namespace, worker.name or "", grace_seconds=grace)
         rt.metrics.api_requests.labels("delete", "Pod").inc()
+
+
+async def _cordon(rt: Runtime, body: Mapping[str, Any], action: CordonNode) -> None:
+    """Opt-in; without the chart's nodeHealth.cordon grant the node is only avoided (an Event says so)."""
+    try:
+        await rt.client.patch("v1", "nodes", "", action.node, {"spec": {"unschedulable": True}})
+        rt.metrics.api_requests.labels("patch", "Node").inc()
+        message = f"cordoned node {action.node}: {action.reason}"
+        kopf.event(cast(kopf.Body, body), type="Warning", reason="NodeCordoned", message=message[:1000])
+    except (ApiError, PermissionError) as err:
+        message = f"could not cordon node {action.node} (chart value nodeHealth.cordon?): {err}"
+        kopf.event(cast(kopf.Body, body), type="Warning", reason="CordonFailed", message=message[:1000])
 
 
 def current_status(rt: Runtime, namespace: str, name: str, raw: Mapping[str, Any] | None) -> dict[str, Any]:

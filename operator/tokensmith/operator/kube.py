@@ -114,8 +114,9 @@ def _temp_file(data: str | bytes) -> str:
 
 
 def collection_path(api_version: str, plural: str, namespace: str) -> str:
+    """The collection's URL path; an empty namespace means a cluster-scoped resource (nodes)."""
     base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-    return f"{base}/namespaces/{namespace}/{plural}"
+    return f"{base}/namespaces/{namespace}/{plural}" if namespace else f"{base}/{plural}"
 
 
 class KubeClient:

@@ -20,6 +20,7 @@ class OperatorConfig:
     interval: float = 10.0
     defaults: Defaults = field(default_factory=Defaults)
     verbose: bool = False
+    watch_nodes: bool = True  # needs the chart's read-only node ClusterRole
 
 
 async def operate(
@@ -40,7 +41,11 @@ async def operate(
 
     client = KubeClient(Endpoint(server="http://unset"))
     runtime = Runtime(
-        client=client, defaults=config.defaults, interval=config.interval, settings_hook=settings_hook
+        client=client,
+        defaults=config.defaults,
+        interval=config.interval,
+        settings_hook=settings_hook,
+        watch_nodes=config.watch_nodes,
     )
     registry = build_registry(runtime)
 

@@ -7,9 +7,24 @@ conventions (base units, _total for counters, _seconds for durations).
 from __future__ import annotations
 
 import contextlib
+from datetime import datetime
 from typing import Any
 
-from tokensmith.operator.spec import PHASES
+from tokensmith.operator.spec import FAILURE_CLASSES, PHASES, LLMTrainingJobStatus
+
+JOB = ["namespace", "job"]
+JOB_CLASS = ["namespace", "job", "failure_class"]
+
+
+def job_gauges(status: LLMTrainingJobStatus, now: datetime) -> dict[str, float | None]:
+    """Per-job gauge values from a status (pure; None: not known yet, the series is removed)."""
+    progress, ckpt = status.progress, status.last_checkpoint
+    beat = progress.heartbeat_time if progress else None
+    return {
+        "heartbeat_age": (now - beat).total_seconds() if beat else None,
+        "checkpoint_age": (now - ckpt.time).total_seconds() if ckpt and ckpt.time else None,
+        "tokens_per_second": progress.tokens_per_second if progress else None,
+    }
 
 
 class OperatorMetrics:
@@ -39,6 +54,42 @@ class OperatorMetrics:
             ["verb", "resource"],
             registry=self.registry,
         )
+        self.heartbeat_age = Gauge(
+            "tokensmith_job_heartbeat_age_seconds",
+            "Seconds since trainer rank 0's last heartbeat",
+            JOB,
+            registry=self.registry,
+        )
+        self.checkpoint_age = Gauge(
+            "tokensmith_job_last_checkpoint_age_seconds",
+            "Seconds since the last complete checkpoint",
+            JOB,
+            registry=self.registry,
+        )
+        self.tokens_per_second = Gauge(
+            "tokensmith_job_tokens_per_second",
+            "Training throughput trainer rank 0 reports",
+            JOB,
+            registry=self.registry,
+        )
+        self.job_restarts = Gauge(
+            "tokensmith_job_restarts",
+            "Failure-driven restarts per failure class",
+            JOB_CLASS,
+            registry=self.registry,
+        )
+        self.gpu_hours_lost = Gauge(
+            "tokensmith_job_gpu_hours_lost",
+            "GPU-hours lost to failures (work since the last checkpoint)",
+            JOB_CLASS,
+            registry=self.registry,
+        )
+        self.planned_restarts = Gauge(
+            "tokensmith_job_planned_restarts",
+            "Restarts for disruption notices (not failures)",
+            JOB,
+            registry=self.registry,
+        )
         self._phases: dict[tuple[str, str], str] = {}
 
     def observe_job(self, namespace: str, name: str, phase: str, gpu_hours: float) -> None:
@@ -46,11 +97,32 @@ class OperatorMetrics:
         self._refresh()
         self.gpu_hours.labels(namespace, name).set(gpu_hours)
 
+    def observe_status(self, namespace: str, name: str, status: LLMTrainingJobStatus, now: datetime) -> None:
+        """The per-job gauges (heartbeat and checkpoint age, throughput, restarts and losses by class)."""
+        gauges = {"heartbeat_age": self.heartbeat_age, "checkpoint_age": self.checkpoint_age,
+                  "tokens_per_second": self.tokens_per_second}  # fmt: skip
+        for key, value in job_gauges(status, now).items():
+            if value is None:
+                with contextlib.suppress(KeyError):
+                    gauges[key].remove(namespace, name)
+            else:
+                gauges[key].labels(namespace, name).set(value)
+        for cls in FAILURE_CLASSES:
+            self.job_restarts.labels(namespace, name, cls).set(status.restarts_by_class.get(cls, 0))
+            self.gpu_hours_lost.labels(namespace, name, cls).set(status.gpu_hours_lost_by_class.get(cls, 0.0))
+        self.planned_restarts.labels(namespace, name).set(status.planned_restarts)
+
     def forget_job(self, namespace: str, name: str) -> None:
         self._phases.pop((namespace, name), None)
         self._refresh()
-        with contextlib.suppress(KeyError):
-            self.gpu_hours.remove(namespace, name)
+        for gauge in (self.gpu_hours, self.heartbeat_age, self.checkpoint_age, self.tokens_per_second,
+                      self.planned_restarts):  # fmt: skip
+            with contextlib.suppress(KeyError):
+                gauge.remove(namespace, name)
+        for cls in FAILURE_CLASSES:
+            for gauge in (self.job_restarts, self.gpu_hours_lost):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(namespace, name, cls)
 
     def _refresh(self) -> None:
         for phase in PHASES:

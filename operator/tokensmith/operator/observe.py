@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from tokensmith.operator import names
-from tokensmith.operator.observed import EvalObservation, WorkerObservation, WorkerPhase
+from tokensmith.operator.observed import EvalObservation, NodeObservation, WorkerObservation, WorkerPhase
 from tokensmith.operator.spec import CheckpointRef, DivergenceReport, LLMTrainingJobStatus, Progress
 
 # Disruption reasons Kubernetes writes to the DisruptionTarget pod condition (>= 1.26).
@@ -35,10 +36,12 @@ def worker_from_pod(pod: Mapping[str, Any]) -> WorkerObservation | None:
     if phase not in ("Pending", "Running", "Succeeded", "Failed", "Unknown"):
         phase = "Unknown"
     exit_code, reason, message = _terminated(status)
+    disruption = None
     for cond in status.get("conditions") or []:
         disrupted = cond.get("type") == "DisruptionTarget" and cond.get("status") == "True"
         if disrupted and cond.get("reason") in _DISRUPTIONS:
             reason, message = cond["reason"], cond.get("message") or message
+            disruption = cond["reason"]
     if status.get("reason") in (
         "Evicted",
         "NodeLost",
@@ -59,6 +62,41 @@ def worker_from_pod(pod: Mapping[str, Any]) -> WorkerObservation | None:
         terminating=bool(meta.get("deletionTimestamp")),
         name=meta.get("name"),
         node=(pod.get("spec") or {}).get("nodeName"),
+        deletion_time=_time(meta.get("deletionTimestamp")),
+        gated=bool((pod.get("spec") or {}).get("schedulingGates")),
+        disruption=disruption if phase in ("Pending", "Running") else None,
+    )
+
+
+def _time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        when = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def node_from(obj: Mapping[str, Any]) -> NodeObservation | None:
+    """A core/v1 Node as an observation (Ready condition, cordon, taints)."""
+    meta = obj.get("metadata") or {}
+    name = meta.get("name")
+    if not name:
+        return None
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+    taints = tuple(
+        (str(t.get("key", "")), str(t.get("value") or ""), str(t.get("effect", "")))
+        for t in spec.get("taints") or []
+    )
+    return NodeObservation(
+        name=name,
+        # no Ready condition yet (a node just registering) counts as ready: nothing runs there
+        ready=ready is None or ready.get("status") == "True",
+        ready_since=_time(ready.get("lastTransitionTime")) if ready else None,
+        unschedulable=bool(spec.get("unschedulable")),
+        taints=taints,
     )
 
 

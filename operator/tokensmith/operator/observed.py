@@ -34,11 +34,27 @@ class WorkerObservation:
     message: str | None = None
     terminating: bool = False  # deletion requested (Kubernetes: deletionTimestamp set)
     name: str | None = None
-    node: str | None = None  # Kubernetes: spec.nodeName once scheduled; the local runner: None (one host)
+    node: str | None = None  # Kubernetes: spec.nodeName once scheduled
+    # Kubernetes: deletionTimestamp (the time the grace period ends), for stuck-pod detection
+    deletion_time: datetime | None = None
+    gated: bool = False  # held back by a scheduling gate (Kueue: not admitted yet)
+    # a DisruptionTarget condition on a pod that still runs: it is about to be evicted/preempted
+    disruption: str | None = None
 
     @property
     def finished(self) -> bool:
         return self.phase in ("Succeeded", "Failed")
+
+
+@dataclass(frozen=True)
+class NodeObservation:
+    """One Kubernetes node as the decisions need it (the local runner has none)."""
+
+    name: str
+    ready: bool = True  # the Ready condition is True
+    ready_since: datetime | None = None  # lastTransitionTime of the Ready condition
+    unschedulable: bool = False  # cordoned
+    taints: tuple[tuple[str, str, str], ...] = ()  # (key, value, effect)
 
 
 @dataclass(frozen=True)
@@ -60,6 +76,8 @@ class Observed:
     workers: tuple[WorkerObservation, ...] = ()
     evaluations: tuple[EvalObservation, ...] = ()
     generation: int | None = None
+    # None: the driver knows nothing about nodes (local runner, or no node watch); {} : none exist
+    nodes: dict[str, NodeObservation] | None = None
 
     def attempt_workers(self, attempt: int) -> dict[int, WorkerObservation]:
         """Workers of one attempt by index (a later duplicate of an index wins)."""
@@ -80,6 +98,8 @@ class Failure:
     retryable: bool
     worker: int | None = None
     exit_code: int | None = None
+    failure_class: str = "Application"  # spec.FAILURE_CLASSES
+    nodes: tuple[str, ...] = ()  # nodes of the failing worker(s)
 
 
 @dataclass(frozen=True)
@@ -100,14 +120,33 @@ class CreateGang:
     attempt: int
     indices: tuple[int, ...]
     avoid_nodes: tuple[str, ...] = ()
-    plan: GangPlan = GangPlan()
+    # the attempt's gang size (Kueue's pod-group-total-count); informational, not part of equality
+    group_size: int | None = field(default=None, compare=False)
+    plan: GangPlan = GangPlan()  # after a rollback (rollback.py)
 
 
 @dataclass(frozen=True)
 class DeleteWorkers:
-    """Delete these workers (gracefully: the trainer checkpoints on SIGTERM)."""
+    """Delete these workers (gracefully: the trainer checkpoints on SIGTERM; `force`: grace period 0,
+    for pods stuck Terminating on a lost node)."""
 
     workers: tuple[WorkerObservation, ...]
+    reason: str
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class CordonNode:
+    """Mark a node unschedulable (opt-in: spec.nodeHealth.cordon)."""
+
+    node: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class DeleteJob:
+    """Delete the job itself (ttlSecondsAfterFinished); its children follow through ownerReferences."""
+
     reason: str
 
 
@@ -127,7 +166,7 @@ class EmitEvent:
     message: str
 
 
-Action = CreateGang | DeleteWorkers | CreateEvaluation | EmitEvent
+Action = CreateGang | DeleteWorkers | CreateEvaluation | EmitEvent | CordonNode | DeleteJob
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,19 @@ OPERATOR_PERMISSIONS: tuple[Permission, ...] = (
     Permission("scheduling.volcano.sh", "podgroups", ("create",), "handlers", "gang scheduling with Volcano"),
     Permission("", "events", ("create",), "kopf", "Events for every transition"),
     Permission("events.k8s.io", "events", ("create",), "kopf", "Events (newer API group)"),
+    Permission(GROUP, PLURAL, ("delete",), "handlers", "spec.ttlSecondsAfterFinished"),
+)
+
+# Nodes are cluster-scoped: a ClusterRole of their own in every install mode (read-only).
+NODE_PERMISSIONS: tuple[Permission, ...] = (
+    Permission(
+        "", "nodes", ("list", "watch"), "kopf", "index of nodes: lost nodes, stuck pods, cordons, taints"
+    ),
+)
+
+# Opt-in (chart value nodeHealth.cordon): cordon suspect nodes (spec.nodeHealth.cordon of a job).
+CORDON_PERMISSIONS: tuple[Permission, ...] = (
+    Permission("", "nodes", ("patch",), "handlers", "cordon suspect nodes (opt-in)"),
 )
 
 PEERING_PERMISSIONS: tuple[Permission, ...] = (
@@ -87,6 +100,11 @@ def rules(permissions: tuple[Permission, ...]) -> list[dict[str, list[str]]]:
     ]
 
 
+def node_rules(cordon: bool = False) -> list[dict[str, list[str]]]:
+    """What the operator's node ClusterRole must grant (patch only with the cordon opt-in)."""
+    return rules(NODE_PERMISSIONS + (CORDON_PERMISSIONS if cordon else ()))
+
+
 def operator_rules(peering: bool = True) -> list[dict[str, list[str]]]:
     """What the operator's (Cluster)Role must grant."""
     return rules(OPERATOR_PERMISSIONS + (PEERING_PERMISSIONS if peering else ()))
@@ -94,7 +112,7 @@ def operator_rules(peering: bool = True) -> list[dict[str, list[str]]]:
 
 def check_allowed(verb: str, group: str, resource: str) -> None:
     """Raise when the handlers are about to make a call the declared permissions do not cover."""
-    for p in OPERATOR_PERMISSIONS:
+    for p in OPERATOR_PERMISSIONS + CORDON_PERMISSIONS:
         if p.group == group and p.resource == resource and verb in p.verbs:
             return
     raise PermissionError(

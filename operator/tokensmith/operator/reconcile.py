@@ -22,10 +22,11 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from tokensmith.core.units import format_si
-from tokensmith.operator import budget, evaluation, failures, policy, rollback
+from tokensmith.operator import budget, evaluation, failures, lifecycle, nodes, policy, restarts, rollback
 from tokensmith.operator.names import JOB_NAME_PATTERN, MAX_JOB_NAME
 from tokensmith.operator.observed import (
     Action,
+    CordonNode,
     CreateGang,
     Decision,
     DeleteWorkers,
@@ -44,8 +45,10 @@ from tokensmith.operator.spec import (
     effective_trainer_config,
     token_budget,
 )
+from tokensmith.planner import capability
 
 CONDITION_TYPES = ("Running", "Restarting", "Suspended", "Succeeded", "Failed")
+QUEUED = "Queued"  # a condition beside the phase ones: True while the queue has not admitted the gang
 # How soon to look again while waiting for something that has no event of its own (pod deletion).
 SHORT_REQUEUE = 1.0
 
@@ -59,52 +62,143 @@ def check_spec(name: str, spec: LLMTrainingJobSpec) -> str | None:
             f"metadata.name {name!r} must be a DNS-1035 label of at most {MAX_JOB_NAME} characters "
             "(lower-case letters, digits, '-'; starting with a letter): child names derive from it"
         )
-    if spec.parallelism.tensor > 1 or spec.parallelism.pipeline > 1:
-        return (
-            "spec.parallelism.tensor/pipeline > 1 is not supported by the trainer yet; "
-            "use data parallelism with ZeRO (parallelism.zeroStage) and set both to 1"
-        )
+    layout_problem = check_layout(spec)
+    if layout_problem is not None:
+        return layout_problem
     try:
         cfg = effective_trainer_config(spec, name)
     except ValueError as err:  # pydantic's ValidationError is a ValueError
         return f"spec.trainer (after applying the job-level sections): {_one_line(err)}"
-    per_step = cfg.train.micro_batch * cfg.model.seq_len * spec.world_size
+    dp = cfg.layout(spec.world_size).data
+    per_step = cfg.train.micro_batch * cfg.model.seq_len * dp
     if cfg.train.global_batch_tokens % per_step:
         return (
             f"global batch of {cfg.train.global_batch_tokens} tokens is not a multiple of micro batch x "
-            f"seq_len x world size = {cfg.train.micro_batch} x {cfg.model.seq_len} x {spec.world_size} "
-            f"= {per_step}; change parallelism.globalBatchTokens or the gang shape"
+            f"seq_len x data-parallel degree = {cfg.train.micro_batch} x {cfg.model.seq_len} x {dp} "
+            f"= {per_step} (data-parallel degree = world size {spec.world_size} / (tensor "
+            f"{spec.parallelism.tensor} x pipeline {spec.parallelism.pipeline})); change "
+            "parallelism.globalBatchTokens or the gang shape"
         )
     if cfg.train.tokens is None and cfg.train.max_steps is None:
         return "no token budget: set spec.data.tokens (or trainer.train.tokens / max_steps)"
     return None
 
 
+def check_layout(spec: LLMTrainingJobSpec) -> str | None:
+    """The parallel layout against what the trainer runs (`tokensmith.planner.capability`, the rules the
+    planner's search and the trainer's config check share), with the gang's processes per node and
+    world size; one line naming every broken rule, or None."""
+    par = spec.parallelism
+    model = spec.model if spec.model is not None else spec.trainer.model
+    zero = par.zero_stage if par.zero_stage is not None else spec.trainer.deepspeed.zero_stage
+    layout = capability.Layout.for_world(
+        spec.world_size,
+        tensor=par.tensor,
+        pipeline=par.pipeline,
+        zero_stage=zero,
+        recompute=spec.trainer.parallelism.recompute,
+    )
+    found = capability.problems(
+        layout,
+        model.n_layers,
+        model.n_heads,
+        model.n_kv_heads,
+        gpus_per_node=spec.procs_per_node,
+        world_size=spec.world_size,
+    )
+    return "spec.parallelism: " + "; ".join(found) if found else None
+
+
 def reject(
-    status: LLMTrainingJobStatus, message: str, now: datetime, generation: int | None = None
+    status: LLMTrainingJobStatus,
+    message: str,
+    now: datetime,
+    generation: int | None = None,
+    workers: tuple[WorkerObservation, ...] = (),
 ) -> Decision:
-    """The decision for a spec that can never run (invalid, unsupported): Failed/InvalidSpec, once."""
+    """The decision for a spec that can never run (invalid, unsupported): Failed/InvalidSpec, once.
+    A gang still running (the spec was edited into an invalid one) is stopped like on any other
+    way into a terminal phase."""
     st = status.model_copy(deep=True)
     if st.phase == "Failed" and st.last_failure is not None and st.last_failure.reason == "InvalidSpec":
-        return Decision(st)
+        return stop_gang_if_terminal(Decision(st), workers)
     st.observed_generation = generation
     st.start_time = st.start_time or now
     st.last_failure = FailureRecord(
-        kind="Spec", reason="InvalidSpec", message=message, retryable=False, time=now
+        kind="Spec", reason="InvalidSpec", message=message, retryable=False, attempt=st.attempt, time=now
     )
     _enter(st, "Failed", "InvalidSpec", message, now)
     st.completion_time = now
-    return Decision(st, (EmitEvent("Warning", "InvalidSpec", message),))
+    st.gang_ready, st.running_since, st.restart_after = False, None, None
+    return stop_gang_if_terminal(Decision(st, (EmitEvent("Warning", "InvalidSpec", message),)), workers)
+
+
+def stop_gang_if_terminal(decision: Decision, workers: tuple[WorkerObservation, ...]) -> Decision:
+    """The invariant every decision passes through: in a terminal phase no worker keeps running.
+    Whatever path led there (success, failure, invalid spec, budget, deadline), workers that have
+    not finished and are not being deleted yet are deleted (SIGTERM: the trainer checkpoints), and
+    the driver looks again until they are gone."""
+    if decision.status.phase not in TERMINAL_PHASES:
+        return decision
+    asked = {
+        (w.attempt, w.index) for a in decision.actions if isinstance(a, DeleteWorkers) for w in a.workers
+    }
+    extra = tuple(w for w in _unfinished(workers) if (w.attempt, w.index) not in asked)
+    actions = decision.actions + ((DeleteWorkers(extra, f"job {decision.status.phase}"),) if extra else ())
+    busy = any(not w.finished for w in workers)
+    requeue = decision.requeue_after
+    if busy:
+        requeue = SHORT_REQUEUE if requeue is None else min(requeue, SHORT_REQUEUE)
+    return Decision(decision.status, actions, requeue)
 
 
 def reconcile(
     name: str, spec: LLMTrainingJobSpec, status: LLMTrainingJobStatus, observed: Observed
 ) -> Decision:
     """Decide what the job's children should be now (see the module docstring)."""
+    decision = stop_gang_if_terminal(_decide(name, spec, status, observed), observed.workers)
+    decision = _force_delete_stuck(spec, decision, observed)
+    return lifecycle.after_finish(spec, decision, observed.now)
+
+
+def _force_delete_stuck(spec: LLMTrainingJobSpec, decision: Decision, observed: Observed) -> Decision:
+    """In every phase: workers stuck Terminating on a down node past their grace period plus
+    `forceDeleteAfterSeconds` are deleted with grace period 0 (they would block nothing of ours, but
+    hold the pod name and the API server's view of the gang for ever)."""
+    after = spec.restart_policy.force_delete_after_seconds
+    stuck = nodes.stuck(observed.workers, observed.nodes, observed.now, after)
+    acts = list(decision.actions)
+    if stuck:
+        names = ", ".join(w.name or f"worker {w.index}" for w in stuck)
+        message = (
+            f"force-deleting {names}: still Terminating {after:.0f}s after the grace period on a "
+            "NotReady/unreachable or gone node"
+        )
+        acts += [
+            DeleteWorkers(stuck, "stuck Terminating", force=True),
+            EmitEvent("Warning", "ForceDeleted", message),
+        ]
+    wait = nodes.next_stuck_check(
+        [w for w in observed.workers if w not in stuck], observed.nodes, observed.now, after
+    )
+    requeue = decision.requeue_after
+    if wait is not None:
+        requeue = wait if requeue is None else min(requeue, wait)
+    return Decision(decision.status, tuple(acts), requeue)
+
+
+def _decide(
+    name: str, spec: LLMTrainingJobSpec, status: LLMTrainingJobStatus, observed: Observed
+) -> Decision:
     now = observed.now
     problem = check_spec(name, spec)
     if problem is not None and status.phase not in TERMINAL_PHASES:
-        return reject(status, problem, now, observed.generation)
+        # the gang may still be running (an edit made the spec invalid): count its time up to now
+        holding = status.phase in ("Pending", "Running") and any(
+            w.phase == "Running" for w in observed.attempt_workers(status.attempt).values()
+        )
+        counted = budget.account(spec, status, now, holding)
+        return reject(counted, problem, now, observed.generation, observed.workers)
 
     st = status.model_copy(deep=True)
     acts: list[Action] = []
@@ -130,7 +224,7 @@ def reconcile(
     st = budget.account(spec, st, now, holding)
     st.progress_text = _progress_text(spec, st)
     if st.phase not in TERMINAL_PHASES:
-        acts += rollback.observe(st, current, now)  # healthy checkpoints; a replay that passed its step
+        acts += rollback.observe(spec, st, current, now)  # healthy checkpoints; a replay that passed its step
 
     if st.phase in TERMINAL_PHASES:
         return _finish(st, acts, _unfinished(observed.workers), "job finished")
@@ -142,6 +236,9 @@ def reconcile(
     over = budget.exceeded(spec, st)
     if over is not None:
         return _fail(st, acts, observed.workers, "BudgetExceeded", over, now, kind="Budget")
+    late = lifecycle.deadline_exceeded(spec, st, now)
+    if late is not None:
+        return _fail(st, acts, observed.workers, "DeadlineExceeded", late, now, kind="Deadline")
     if st.phase == "Restarting":
         return _restarting(spec, st, acts, observed, now)
     if st.attempt == 0:
@@ -160,12 +257,21 @@ def _start_attempt(
     st.gang_ready, st.restart_after, st.running_since = False, None, None
     st.attempt_start_time = now
     ckpt = st.last_checkpoint
+    st.attempt_resume_step = ckpt.step if ckpt else None
+    st.suspect_nodes = nodes.active(st.suspect_nodes, now)
+    avoid = rollback.avoid_nodes(spec, st, nodes.avoid(st.suspect_nodes, now))
     resume = f"resuming from checkpoint step {ckpt.step}" if ckpt else "starting from scratch"
     resume = rollback.resume_text(st) or resume
-    message = f"attempt {st.attempt}: creating {spec.cluster.nodes} worker(s), {resume}"
+    away = f", avoiding node(s) {', '.join(avoid)}" if avoid else ""
+    message = f"attempt {st.attempt}: creating {spec.cluster.nodes} worker(s), {resume}{away}"
     _enter(st, "Pending", reason, message, now)
-    avoid, plan = rollback.avoid_nodes(spec, st), rollback.gang_plan(st)
-    acts.insert(0, CreateGang(st.attempt, tuple(range(spec.cluster.nodes)), avoid, plan))
+    plan = rollback.gang_plan(st)
+    if plan.resume_from is not None:  # a rollback's replay starts from the healthy checkpoint
+        healthy = st.last_healthy_checkpoint
+        st.attempt_resume_step = healthy.step if healthy else None
+    acts.insert(
+        0, CreateGang(st.attempt, tuple(range(spec.cluster.nodes)), avoid, spec.cluster.nodes, plan=plan)
+    )
     acts.append(EmitEvent("Normal", "AttemptStarted", message))
     return Decision(st, tuple(acts), _requeue(spec, st, now))
 
@@ -206,25 +312,40 @@ def _judge_gang(
         silent = _silence(st, now)
         if rp.hang_timeout_seconds > 0 and silent is not None and silent > rp.hang_timeout_seconds:
             found.append(failures.hang(silent, rp))
-    elif rp.pending_timeout_seconds > 0 and st.attempt_start_time is not None:
+    elif (
+        rp.pending_timeout_seconds > 0
+        and st.attempt_start_time is not None
+        and not any(w.gated for w in current.values())  # time in the queue is not a stuck gang
+    ):
         waited = (now - st.attempt_start_time).total_seconds()
         if waited > rp.pending_timeout_seconds:
             up = sum(1 for w in current.values() if w.phase == "Running")
             if up < size:
                 found.append(failures.unschedulable(waited, up, size, rp))
+    found += nodes.lost_workers(
+        current.values(), observed.nodes, now, spec.node_health, "NodeLost" in rp.retry_on
+    )
     failure = failures.worst(found)
     if failure is not None:
         return _on_failure(spec, st, acts, observed, failure, now)
+    notices = nodes.notices(current.values(), observed.nodes, spec.cluster.tolerations)
+    if notices and spec.node_health.react_to_disruptions:
+        return _planned_restart(spec, st, acts, observed, notices, now)
+    _queued(spec, st, current, now)
 
     if missing:  # still creating this attempt's gang (or recreating a pod deleted before it ran)
-        avoid, plan = rollback.avoid_nodes(spec, st), rollback.gang_plan(st)
-        acts.insert(0, CreateGang(st.attempt, tuple(missing), avoid, plan))
+        avoid = rollback.avoid_nodes(spec, st, nodes.avoid(st.suspect_nodes, now))
+        acts.insert(0, CreateGang(st.attempt, tuple(missing), avoid, size, plan=rollback.gang_plan(st)))
     elif all(w.phase == "Running" for w in current.values()) and not st.gang_ready:
         st.gang_ready, st.running_since = True, now
         message = f"attempt {st.attempt}: all {size} worker(s) running"
         _enter(st, "Running", "GangRunning", message, now)
         acts.append(EmitEvent("Normal", "GangRunning", message))
-    return Decision(st, tuple(acts + deletions), _requeue(spec, st, now))
+    requeue = _requeue(spec, st, now)
+    lost_check = nodes.next_lost_check(current.values(), observed.nodes, now, spec.node_health)
+    if lost_check is not None:
+        requeue = lost_check if requeue is None else min(requeue, lost_check)
+    return Decision(st, tuple(acts + deletions), requeue)
 
 
 def _on_failure(
@@ -236,6 +357,7 @@ def _on_failure(
     now: datetime,
 ) -> Decision:
     rp = spec.restart_policy
+    cls = failure.failure_class
     st.last_failure = FailureRecord(
         kind=failure.kind,
         reason=failure.reason,
@@ -245,20 +367,33 @@ def _on_failure(
         worker=failure.worker,
         exit_code=failure.exit_code,
         time=now,
+        failure_class=cls,
+        nodes=list(failure.nodes),
     )
-    if not failure.retryable:
-        return _fail(st, acts, observed.workers, failure.reason, failure.message, now)
-    if st.restarts >= rp.max_restarts:
-        message = f"{failure.message}; all {rp.max_restarts} restarts used (restartPolicy.maxRestarts)"
-        return _fail(st, acts, observed.workers, "MaxRestartsExceeded", message, now)
+    lost = restarts.lost_gpu_hours(spec, st, now)
+    st.gpu_hours_lost_by_class = {
+        **st.gpu_hours_lost_by_class,
+        cls: round(st.gpu_hours_lost_by_class.get(cls, 0.0) + lost, 6),
+    }
+    if cls == "Infrastructure" and failure.nodes:
+        st.suspect_nodes = nodes.add_suspects(
+            st.suspect_nodes, failure.nodes, failure.reason, now, spec.node_health
+        )
+        if spec.node_health.cordon:
+            acts += [CordonNode(n, f"{failure.reason}: {failure.message}") for n in failure.nodes]
+    verdict = restarts.judge(st, failure, rp)
+    st.attempts_without_progress = restarts.streak_after(st, failure)
+    if not verdict.restart:
+        return _fail(st, acts, observed.workers, verdict.reason, verdict.message, now)
     st.restarts += 1
-    wait = policy.backoff_seconds(st.restarts, rp)
-    st.restart_after = now + timedelta(seconds=wait)
+    st.restarts_by_class = {**st.restarts_by_class, cls: verdict.count}
+    st.restart_after = now + timedelta(seconds=verdict.wait)
     st.gang_ready, st.running_since = False, None
     ckpt = st.last_checkpoint
     resume = f"from checkpoint step {ckpt.step}" if ckpt else "from scratch (no checkpoint yet)"
+    of = f"/{verdict.limit}" if verdict.limit is not None else ""
     message = (
-        f"{failure.message}; restart {st.restarts}/{rp.max_restarts} in {wait:.0f}s as attempt "
+        f"{failure.message}; {cls} restart {verdict.count}{of} in {verdict.wait:.0f}s as attempt "
         f"{st.attempt + 1}, resuming {resume}"
     )
     _enter(st, "Restarting", failure.reason, message, now)
@@ -266,7 +401,62 @@ def _on_failure(
     doomed = tuple(w for w in observed.workers if not w.terminating)
     if doomed:
         acts.append(DeleteWorkers(doomed, f"gang restart after {failure.reason}"))
-    return Decision(st, tuple(acts), max(wait, SHORT_REQUEUE))
+    return Decision(st, tuple(acts), max(verdict.wait, SHORT_REQUEUE))
+
+
+def _planned_restart(
+    spec: LLMTrainingJobSpec,
+    st: LLMTrainingJobStatus,
+    acts: list[Action],
+    observed: Observed,
+    notices: list[tuple[WorkerObservation, str]],
+    now: datetime,
+) -> Decision:
+    """A disruption notice: ask for a checkpoint now (SIGTERM: the trainer saves within the pod's
+    grace period, docs/operator.md) and restart the gang away from the node. Not a failure: no
+    restart budget is used, no backoff; the node is avoided like a suspect one."""
+    why = "; ".join(text for _, text in notices)
+    away = sorted({w.node for w, _ in notices if w.node})
+    st.planned_restarts += 1
+    st.suspect_nodes = nodes.add_suspects(st.suspect_nodes, away, "Disruption", now, spec.node_health)
+    st.restart_after = now
+    st.gang_ready, st.running_since = False, None
+    message = (
+        f"{why}: checkpoint requested (SIGTERM, {spec.cluster.termination_grace_period_seconds}s grace); "
+        f"planned restart {st.planned_restarts} as attempt {st.attempt + 1} away from "
+        f"{', '.join(away) or 'the disrupted pods'}; not counted as a failure"
+    )
+    _enter(st, "Restarting", "Disruption", message, now)
+    acts.append(EmitEvent("Normal", "CheckpointRequested", message))
+    doomed = tuple(w for w in observed.workers if not w.terminating)
+    if doomed:
+        acts.append(DeleteWorkers(doomed, "planned restart after a disruption notice"))
+    return Decision(st, tuple(acts), SHORT_REQUEUE)
+
+
+def _queued(
+    spec: LLMTrainingJobSpec, st: LLMTrainingJobStatus, current: dict[int, WorkerObservation], now: datetime
+) -> None:
+    """Pending/Queued while a queue (Kueue's scheduling gate) has not admitted the gang."""
+    gated = [w for w in current.values() if w.gated]
+    existing = next((c for c in st.conditions if c.type == QUEUED), None)
+    if gated and not st.gang_ready:
+        queue = spec.scheduling.queue_name or "its queue"
+        message = f"attempt {st.attempt}: {len(gated)} worker(s) waiting for admission by {queue}"
+        if st.phase == "Pending":
+            st.message = message
+        if existing is None:
+            st.conditions.append(
+                Condition(
+                    type=QUEUED, status="True", reason="Queued", message=message, last_transition_time=now
+                )
+            )
+        elif existing.status != "True":
+            existing.status, existing.reason, existing.message = "True", "Queued", message
+            existing.last_transition_time = now
+    elif existing is not None and existing.status == "True":
+        existing.status, existing.reason, existing.message = "False", "Admitted", "admitted"
+        existing.last_transition_time = now
 
 
 def _on_divergence(
@@ -290,6 +480,8 @@ def _on_divergence(
         worker=div.worker,
         exit_code=div.exit_code,
         time=now,
+        failure_class="Application",
+        nodes=list(div.nodes),
     )
     if not outcome.rollback:
         return _fail(st, acts, observed.workers, outcome.reason, outcome.message, now)
@@ -310,7 +502,9 @@ def _restarting(
     doomed = tuple(w for w in observed.workers if not w.terminating)
     if doomed:  # e.g. the deletion was lost in an operator restart
         acts.append(DeleteWorkers(doomed, "gang restart"))
-    if observed.workers:  # wait until the old gang is gone: it may still hold the GPUs
+    # wait until the old gang is gone (it may still hold the GPUs), except pods on a down node:
+    # they hold nothing the next attempt can use, and are force-deleted later
+    if any(nodes.blocks_restart(w, observed.nodes) for w in observed.workers):
         return Decision(st, tuple(acts), SHORT_REQUEUE)
     if st.restart_after is not None and now < st.restart_after:
         return Decision(st, tuple(acts), (st.restart_after - now).total_seconds())

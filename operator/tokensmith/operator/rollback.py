@@ -21,14 +21,15 @@ on its own copy of the status (which they update in place) and both drivers appl
    anti-affinity, `restartPolicy.replayOnOtherNodes`; the local runner has one machine, so there it
    replays in place). If the replay passes the step where the original diverged (a healthy checkpoint
    after it, a progress heartbeat after it sent after the rollback, or success), the cause is `Hardware`
-   and the diverged attempt's nodes become `status.suspectNodes` (later attempts avoid them too). If it
+   and the diverged attempt's nodes join `status.suspectNodes` (the fleet's list, `nodes.add_suspects`:
+   later attempts avoid them until they expire). If it
    diverges at the same step again (the same sample range when both reports carry one), the cause is
    `Data`: with `dataPolicy: skipOnRepeat` the range joins `status.skipSamples`, which every later
    attempt's trainer config carries in `data.skip_samples` (the trainer skips it deterministically and
    records it in its checkpoints), with `fail` the job ends Failed/DataDiverged.
 4. Lost work. Everything the job spent since the later of the healthy checkpoint and the previous
-   rollback is redone: each record carries it, `status.lostGPUHours.rollback` sums it (it is part of
-   `gpuHours`, not on top), and `lostCostUSD.rollback` prices it.
+   rollback is redone: each record carries it, `status.rollbackLostGPUHours` sums it (it is part of
+   `gpuHours`, not on top), and `rollbackLostCostUSD` prices it.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ from datetime import datetime
 from typing import Literal
 
 from tokensmith.core.errors import EXIT_DIVERGED
-from tokensmith.operator.observed import Action, EmitEvent, GangPlan, WorkerObservation
+from tokensmith.operator import nodes
+from tokensmith.operator.observed import Action, CordonNode, EmitEvent, GangPlan, WorkerObservation
 from tokensmith.operator.spec import (
     CheckpointRef,
     Condition,
@@ -53,7 +55,6 @@ from tokensmith.operator.spec import (
 REPORT_GRACE_SECONDS = 10.0
 RESUME_HEALTHY = "latest_healthy"  # TOKENSMITH_RESUME_FROM value: the trainer's newest healthy checkpoint
 CONDITION = "Diverged"
-LOST = "rollback"  # key of status.lostGPUHours / lostCostUSD
 
 
 @dataclass(frozen=True)
@@ -103,12 +104,14 @@ def open_record(st: LLMTrainingJobStatus) -> RollbackRecord | None:
     return last if last.cause == "Unknown" and st.attempt >= last.replay_attempt else None
 
 
-def observe(st: LLMTrainingJobStatus, current: dict[int, WorkerObservation], now: datetime) -> list[Action]:
+def observe(
+    spec: LLMTrainingJobSpec, st: LLMTrainingJobStatus, current: dict[int, WorkerObservation], now: datetime
+) -> list[Action]:
     """Every pass: record a healthy checkpoint, and settle a replay that has passed its step (Hardware)."""
     note_healthy(st)
     rec = open_record(st)
     if rec is not None and replay_passed(st, rec, current):
-        return attribute_hardware(st, rec, now)
+        return attribute_hardware(spec, st, rec, now)
     if rec is None and _condition_true(st) and _recovered(st, current):
         _set_condition(st, False, "Recovered", "the run passed the step where it diverged", now)
     return []
@@ -138,15 +141,21 @@ def replay_passed(
     )
 
 
-def attribute_hardware(st: LLMTrainingJobStatus, rec: RollbackRecord, now: datetime) -> list[Action]:
+def attribute_hardware(
+    spec: LLMTrainingJobSpec, st: LLMTrainingJobStatus, rec: RollbackRecord, now: datetime
+) -> list[Action]:
     rec.cause = "Hardware"
-    _add_suspects(st, rec.nodes)
+    if rec.nodes:  # the fleet's suspect list: avoided by later attempts until it expires, maybe cordoned
+        st.suspect_nodes = nodes.add_suspects(st.suspect_nodes, rec.nodes, "Diverged", now, spec.node_health)
     where = f"; suspect nodes: {', '.join(rec.nodes)}" if rec.nodes else " (node unknown: one local machine)"
     message = (
         f"the replay of attempt {rec.attempt} passed step {rec.step} where it diverged: cause Hardware{where}"
     )
     _set_condition(st, False, "Hardware", message, now)
-    return [EmitEvent("Warning", "DivergenceAttributed", message)]
+    acts: list[Action] = [EmitEvent("Warning", "DivergenceAttributed", message)]
+    if spec.node_health.cordon:  # opt-in, as for infrastructure failures
+        acts += [CordonNode(n, message) for n in rec.nodes]
+    return acts
 
 
 # ------------------------------------------------------------------------------- the attempt ended
@@ -163,13 +172,13 @@ def divergence(st: LLMTrainingJobStatus, current: dict[int, WorkerObservation]) 
     # with a 65 in hand, a report from the attempt's first second (whole-second times) is taken too
     usable = report is not None and _report_is_current(st, strict=not d65)
     first = (d65 or failed)[0]
-    nodes = tuple(sorted({w.node for w in current.values() if w.node}))
+    where = tuple(sorted({w.node for w in current.values() if w.node}))
     if usable and report is not None:
         samples = (int(report.samples[0]), int(report.samples[1])) if report.samples else None
-        return Divergence(st.attempt, report.step, report.kind, samples, nodes, first.index, first.exit_code)
+        return Divergence(st.attempt, report.step, report.kind, samples, where, first.index, first.exit_code)
     # exit 65 without a report: the last progress step stands in for the bad step
     step = st.progress.step if st.progress is not None else None
-    return Divergence(st.attempt, step, "unknown", None, nodes, first.index, first.exit_code)
+    return Divergence(st.attempt, step, "unknown", None, where, first.index, first.exit_code)
 
 
 def report_wait(st: LLMTrainingJobStatus, div: Divergence, now: datetime) -> float | None:
@@ -223,7 +232,7 @@ def decide(spec: LLMTrainingJobSpec, st: LLMTrainingJobStatus, div: Divergence, 
     if pending is not None and _same_place(pending, div):
         pending.cause = cause = "Data"
     elif pending is not None and _beyond(div, pending):  # the replay got past it, then diverged anew
-        events += attribute_hardware(st, pending, now)
+        events += attribute_hardware(spec, st, pending, now)
     elif previous is not None and previous.cause == "Data" and _same_place(previous, div):
         cause = "Data"  # it repeats even after the skip (a neighbouring range?): still the data's
     healthy = st.last_healthy_checkpoint
@@ -244,10 +253,10 @@ def decide(spec: LLMTrainingJobSpec, st: LLMTrainingJobStatus, div: Divergence, 
         time=now,
     )
     st.rollback_records.append(record)
-    st.lost_gpu_hours[LOST] = st.lost_gpu_hours.get(LOST, 0.0) + lost
+    st.rollback_lost_gpu_hours += lost
     price = spec.budget.price_per_gpu_hour
     if price is not None:
-        st.lost_cost_usd[LOST] = round(st.lost_gpu_hours[LOST] * price, 6)
+        st.rollback_lost_cost_usd = round(st.rollback_lost_gpu_hours * price, 6)
     where = f"step {div.step}" if div.step is not None else "an unknown step"
     what = f"attempt {div.attempt} diverged ({div.kind}) at {where}"
     if div.samples:
@@ -298,10 +307,13 @@ def gang_plan(st: LLMTrainingJobStatus) -> GangPlan:
     return GangPlan(resume_from=RESUME_HEALTHY, skip_samples=skip)
 
 
-def avoid_nodes(spec: LLMTrainingJobSpec, st: LLMTrainingJobStatus) -> tuple[str, ...]:
-    """Nodes the current attempt's workers must not use: those of a diverged attempt whose replay has
-    not told its cause yet (`replayOnOtherNodes`), and the nodes a Hardware cause made suspect."""
-    avoid = set(st.suspect_nodes)
+def avoid_nodes(
+    spec: LLMTrainingJobSpec, st: LLMTrainingJobStatus, suspects: tuple[str, ...]
+) -> tuple[str, ...]:
+    """Nodes the current attempt's workers must not use: the suspects (`nodes.avoid`, which includes
+    those a Hardware cause named) and those of a diverged attempt whose replay has not told its cause yet
+    (`replayOnOtherNodes`)."""
+    avoid = set(suspects)
     rec = open_record(st)
     if rec is not None and spec.restart_policy.replay_on_other_nodes and not _no_room(st, rec):
         avoid.update(rec.nodes)
@@ -314,13 +326,6 @@ def _no_room(st: LLMTrainingJobStatus, rec: RollbackRecord) -> bool:
     still clears the data, and the diverged nodes still become suspects."""
     failed = st.last_failure
     return failed is not None and failed.reason == "Unschedulable" and failed.attempt >= rec.replay_attempt
-
-
-def _add_suspects(st: LLMTrainingJobStatus, names: list[str]) -> None:
-    """The one place rollbacks add suspect nodes (the fleet issue's suspect list may take them over)."""
-    for node in names:
-        if node not in st.suspect_nodes:
-            st.suspect_nodes.append(node)
 
 
 def resume_text(st: LLMTrainingJobStatus) -> str | None:

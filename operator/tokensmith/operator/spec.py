@@ -50,6 +50,9 @@ FailureKind = Literal[
     "ExitCode", "OOMKilled", "Evicted", "Preempted", "NodeLost", "PodLost", "Hang", "Unschedulable"
 ]
 FAILURE_KINDS: tuple[FailureKind, ...] = typing.get_args(FailureKind)
+# Who is to blame for a failure (see failures.failure_class): each class has its own restart budget.
+FailureClass = Literal["Application", "Infrastructure", "Scheduling"]
+FAILURE_CLASSES: tuple[FailureClass, ...] = typing.get_args(FailureClass)
 
 # Run health (rollback and replay, see rollback.py): what a divergence was attributed to, and what a
 # divergence that repeats on the same samples does.
@@ -63,6 +66,18 @@ def _check_volume_source(source: dict[str, Any], where: str) -> None:
             f"{where} must name exactly one volume source (e.g. persistentVolumeClaim: {{claimName: NAME}}), "
             f"got {sorted(source) or 'none'}"
         )
+
+
+def cel(*rules: tuple[str, str]) -> ConfigDict:
+    """Admission-time rules of a model as CEL `x-kubernetes-validations` (Kubernetes >= 1.25,
+    https://kubernetes.io/docs/tasks/extend-kubernetes/custom-resources/custom-resource-definitions/
+    #validation-rules): (rule, message) pairs, written into the generated CRD beside the field
+    schema. Each rule's Python twin is a validator of the same model: the API server rejects the
+    object before the operator sees it, the models reject it when the CRD is older than the
+    operator; tests/operator/test_cel.py checks that both agree."""
+    return ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [{"rule": r, "message": m} for r, m in rules]}
+    )
 
 
 class K8sModel(BaseModel):
@@ -160,8 +175,17 @@ class VolumeSpec(K8sModel):
         return self
 
 
+NPROC_RULE = (
+    "!has(self.nprocPerNode) || !has(self.gpusPerNode) || self.gpusPerNode == 0 "
+    "|| self.nprocPerNode <= self.gpusPerNode",
+    "cluster.nprocPerNode must not exceed gpusPerNode (one process per GPU)",
+)
+
+
 class ClusterSpec(K8sModel):
     """The shape of the gang and how its pods are scheduled."""
+
+    model_config = cel(NPROC_RULE)
 
     nodes: int = Field(1, ge=1, description="Worker pods (one per node); the gang size.")
     gpus_per_node: int = Field(8, ge=0, description="GPUs each worker requests; 0 runs on CPU (gloo).")
@@ -212,6 +236,12 @@ class ClusterSpec(K8sModel):
         120, ge=0, description="Time the trainer gets to write a checkpoint on SIGTERM."
     )
 
+    @model_validator(mode="after")
+    def _procs_fit_gpus(self) -> ClusterSpec:
+        if self.nproc_per_node is not None and 0 < self.gpus_per_node < self.nproc_per_node:
+            raise ValueError(NPROC_RULE[1])
+        return self
+
 
 class CheckpointSpec(K8sModel):
     """The checkpoint volume (required: without shared storage a restart cannot resume)."""
@@ -236,8 +266,17 @@ class CheckpointSpec(K8sModel):
         return self
 
 
+BACKOFF_RULE = (
+    "!has(self.maxBackoffSeconds) || !has(self.backoffSeconds) || self.maxBackoffSeconds == 0.0 "
+    "|| self.maxBackoffSeconds >= self.backoffSeconds",
+    "restartPolicy.maxBackoffSeconds must be 0 (no cap) or >= backoffSeconds",
+)
+
+
 class RestartPolicySpec(K8sModel):
     """When and how a failed gang is restarted (always whole: the N workers live and die together)."""
+
+    model_config = cel(BACKOFF_RULE)
 
     max_restarts: int = Field(10, ge=0, description="Restarts before the job ends Failed.")
     backoff_seconds: float = Field(30.0, ge=0, description="Wait before the first restart.")
@@ -260,6 +299,31 @@ class RestartPolicySpec(K8sModel):
         description="A gang not fully running this long after creation is deleted and retried "
         "(Unschedulable): frees the GPUs a partial gang holds without a gang scheduler (0 disables).",
     )
+    max_infrastructure_restarts: int = Field(
+        20,
+        ge=0,
+        description="Restarts after Infrastructure failures (lost or NotReady node, eviction, GPU "
+        "errors); they do not use up maxRestarts, which counts Application failures.",
+    )
+    max_scheduling_restarts: int | None = Field(
+        None,
+        ge=0,
+        description="Restarts after Scheduling failures (preemption, unschedulable gang); unlimited "
+        "when unset.",
+    )
+    max_attempts_without_progress: int = Field(
+        3,
+        ge=0,
+        description="This many attempts in a row ending in an Application failure without a "
+        "checkpoint newer than the one they resumed from end the job Failed/NoProgress (0 disables).",
+    )
+    force_delete_after_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="A deleted worker still present this long after its grace period, on a node "
+        "that is NotReady/unreachable or gone, is force-deleted (grace period 0).",
+    )
+
     # -- run health: rollback and replay (rollback.py) --
     max_rollbacks: int = Field(
         3,
@@ -280,9 +344,74 @@ class RestartPolicySpec(K8sModel):
         "spare nodes.",
     )
 
+    @model_validator(mode="after")
+    def _backoff_cap(self) -> RestartPolicySpec:
+        if self.max_backoff_seconds and self.max_backoff_seconds < self.backoff_seconds:
+            raise ValueError(BACKOFF_RULE[1])
+        return self
+
+
+class NodeHealthSpec(K8sModel):
+    """What the operator does about nodes implicated in infrastructure failures (suspect nodes)."""
+
+    suspect_ttl_seconds: float = Field(
+        86400.0, ge=0, description="A suspect node is avoided for this long after its last failure."
+    )
+    max_suspect_nodes: int = Field(
+        32, ge=0, description="At most this many suspect nodes are kept (the oldest are forgotten)."
+    )
+    not_ready_timeout_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="A worker whose node has been NotReady/unreachable (or gone) this long is lost "
+        "(Infrastructure failure).",
+    )
+    cordon: bool = Field(
+        False,
+        description="Also cordon suspect nodes (spec.unschedulable); needs the chart's "
+        "nodeHealth.cordon RBAC.",
+    )
+    react_to_disruptions: bool = Field(
+        True,
+        description="A gang node that is cordoned, tainted NoSchedule/NoExecute or a worker with a "
+        "DisruptionTarget condition triggers a checkpoint (SIGTERM) and a planned restart elsewhere.",
+    )
+
+
+class NetworkTopologySpec(K8sModel):
+    """Volcano's network-topology hint for the PodGroup (volcano.sh network-topology-aware scheduling)."""
+
+    mode: Literal["hard", "soft"] = "hard"
+    highest_tier_allowed: int | None = Field(None, ge=1)
+
+
+class SchedulingSpec(K8sModel):
+    """Admission through a queue: Kueue (plain-pod groups) or, with schedulerName volcano, a Volcano queue."""
+
+    queue_name: str | None = Field(
+        None,
+        min_length=1,
+        description="Kueue LocalQueue (pods get Kueue's pod-group labels) or, with "
+        "cluster.schedulerName volcano, the Volcano queue of the PodGroup.",
+    )
+    workload_priority_class: str | None = Field(
+        None, description="Kueue WorkloadPriorityClass (label kueue.x-k8s.io/priority-class)."
+    )
+    network_topology: NetworkTopologySpec | None = Field(
+        None, description="Volcano PodGroup networkTopology (ignored without Volcano)."
+    )
+
+
+EVAL_GPU_RULE = (
+    "!has(self.gpus) || self.gpus == 0 || (has(self.tasks) && size(self.tasks) > 0)",
+    "evaluation.gpus without evaluation.tasks would reserve GPUs for nothing; list tasks or set gpus: 0",
+)
+
 
 class EvaluationSpec(K8sModel):
     """Evaluation Jobs (`tokensmith eval`) on completed checkpoints."""
+
+    model_config = cel(EVAL_GPU_RULE)
 
     tasks: list[str] = Field(
         default_factory=list, description="lm-evaluation-harness tasks; empty disables evaluation."
@@ -299,10 +428,24 @@ class EvaluationSpec(K8sModel):
         None, ge=1, description="Evaluation Jobs are killed after this."
     )
 
+    @model_validator(mode="after")
+    def _gpus_need_tasks(self) -> EvaluationSpec:
+        if self.gpus > 0 and not self.tasks:
+            raise ValueError(EVAL_GPU_RULE[1])
+        return self
+
+
+PRICE_RULE = (
+    "!has(self.maxCostUSD) || has(self.pricePerGPUHour)",
+    "budget.maxCostUSD needs budget.pricePerGPUHour to turn GPU-hours into dollars",
+)
+
 
 class BudgetSpec(K8sModel):
     """A spending limit the operator enforces: the gang is stopped (with a final checkpoint on SIGTERM)
     and the job ends Failed/BudgetExceeded once it is used up."""
+
+    model_config = cel(PRICE_RULE)
 
     max_gpu_hours: float | None = Field(
         None, gt=0, alias="maxGPUHours", description="GPU-hours the job may use."
@@ -317,12 +460,21 @@ class BudgetSpec(K8sModel):
     @model_validator(mode="after")
     def _price_for_dollars(self) -> BudgetSpec:
         if self.max_cost_usd is not None and self.price_per_gpu_hour is None:
-            raise ValueError("budget.maxCostUSD needs budget.pricePerGPUHour to turn GPU-hours into dollars")
+            raise ValueError(PRICE_RULE[1])
         return self
+
+
+TOPOLOGY_RULE = (
+    "!has(self.scheduling) || !has(self.scheduling.networkTopology) || "
+    "(has(self.cluster) && has(self.cluster.schedulerName) && self.cluster.schedulerName == 'volcano')",
+    "scheduling.networkTopology is a Volcano PodGroup hint: it needs cluster.schedulerName: volcano",
+)
 
 
 class LLMTrainingJobSpec(K8sModel):
     """What to train, on what, and how to survive failures."""
+
+    model_config = cel(TOPOLOGY_RULE)
 
     model: ModelConfig | None = Field(
         None, description="Architecture (a preset and/or fields); replaces trainer.model when given."
@@ -341,6 +493,20 @@ class LLMTrainingJobSpec(K8sModel):
     suspend: bool = Field(
         False, description="True deletes the gang and keeps the checkpoints; False resumes."
     )
+    node_health: NodeHealthSpec = Field(default_factory=NodeHealthSpec)
+    scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec)
+    ttl_seconds_after_finished: int | None = Field(
+        None, ge=0, description="Delete the finished job (and its children) this long after it ends."
+    )
+    active_deadline_seconds: int | None = Field(
+        None, ge=1, description="The job ends Failed/DeadlineExceeded this long after it started."
+    )
+
+    @model_validator(mode="after")
+    def _topology_needs_volcano(self) -> LLMTrainingJobSpec:
+        if self.scheduling.network_topology is not None and self.cluster.scheduler_name != "volcano":
+            raise ValueError(TOPOLOGY_RULE[1])
+        return self
 
     @property
     def procs_per_node(self) -> int:
@@ -418,6 +584,20 @@ class FailureRecord(StatusModel):
     worker: int | None = None
     exit_code: int | None = None
     time: datetime | None = None
+    failure_class: FailureClass | None = Field(
+        None, description="Application, Infrastructure or Scheduling: which restart budget it uses."
+    )
+    nodes: list[str] = Field(default_factory=list, description="Nodes of the failing worker(s).")
+
+
+class SuspectNode(StatusModel):
+    """A node implicated in an infrastructure failure: later attempts avoid it until `expires`."""
+
+    name: str
+    reason: str
+    time: datetime | None = None
+    expires: datetime | None = None
+    failures: int = 1
 
 
 # ------------------------------------------------------------- status: run health (rollback.py)
@@ -499,6 +679,27 @@ class LLMTrainingJobStatus(StatusModel):
     accounted_time: datetime | None = Field(None, description="GPU-hours are counted up to this time.")
     evaluations: list[EvaluationResult] = Field(default_factory=list)
     last_failure: FailureRecord | None = None
+    restarts_by_class: dict[str, int] = Field(
+        default_factory=dict, description="Failure-driven restarts per failure class."
+    )
+    planned_restarts: int = Field(
+        0,
+        ge=0,
+        description="Restarts for disruption notices (cordon, taint, DisruptionTarget): not failures.",
+    )
+    attempts_without_progress: int = Field(
+        0, ge=0, description="Attempts in a row that failed without a newer checkpoint."
+    )
+    attempt_resume_step: int | None = Field(
+        None, description="Checkpoint step the current attempt resumed from (none: from scratch)."
+    )
+    gpu_hours_lost_by_class: dict[str, float] = Field(
+        default_factory=dict,
+        description="GPU-hours of work lost (since the last checkpoint) per failure class.",
+    )
+    suspect_nodes: list[SuspectNode] = Field(
+        default_factory=list, description="Nodes the next attempts avoid (required node anti-affinity)."
+    )
     message: str | None = Field(None, description="One line about the current phase.")
     progress_text: str | None = Field(
         None, description="Tokens done / total for `kubectl get`, e.g. 1.2B/7B (17%)."
@@ -523,17 +724,16 @@ class LLMTrainingJobStatus(StatusModel):
         default_factory=list,
         description="[start, end) sample ranges every later attempt skips (cause Data, skipOnRepeat).",
     )
-    suspect_nodes: list[str] = Field(
-        default_factory=list, description="Nodes of attempts whose divergence was attributed to Hardware."
+    rollback_lost_gpu_hours: float = Field(
+        0.0,
+        ge=0,
+        alias="rollbackLostGPUHours",
+        description="GPU-hours of work thrown away by rollbacks (spent since the healthy checkpoint, "
+        "redone); "
+        "part of gpuHours, not on top.",
     )
-    lost_gpu_hours: dict[str, float] = Field(
-        default_factory=dict,
-        alias="lostGPUHours",
-        description="GPU-hours of work thrown away, by cause (rollback: steps redone after a rollback); "
-        "part of gpuHours.",
-    )
-    lost_cost_usd: dict[str, float] = Field(
-        default_factory=dict, alias="lostCostUSD", description="lostGPUHours in dollars (with a price)."
+    rollback_lost_cost_usd: float | None = Field(
+        None, ge=0, alias="rollbackLostCostUSD", description="rollbackLostGPUHours in dollars (with a price)."
     )
 
 

@@ -14,7 +14,16 @@ controllers. `EmulatedCluster` adds exactly what the operator relies on, and say
 - a Job controller for evaluation Jobs: one pod per Job, and the Job's Complete/Failed condition
   once that pod ends; the evaluator "runs" for `eval_delay` and reports `eval_results` through its
   termination message, like `tokensmith eval` does;
-- `report_progress` / `report_checkpoint`: the status patches trainer rank 0 sends.
+- `report_progress` / `report_checkpoint`: the status patches trainer rank 0 sends;
+- nodes (`nodes=N`: node-0 ... node-N-1, Ready) and a scheduler that binds each worker pod to a free
+  Ready node it tolerates and its required node anti-affinity (`matchFields metadata.name NotIn`)
+  allows, one worker per node; `fail_node` (Ready=Unknown plus the unreachable taint, as the node
+  lifecycle controller does), `cordon`, `taint`, `disrupt` (a DisruptionTarget condition);
+- graceful deletion: a deleted pod stays Terminating (deletionTimestamp = now + grace, held by a
+  kubelet finalizer) until its node's kubelet confirms it after `stop_delay`; on a failed node
+  never, unless deleted with grace period 0 (jobset#574's stuck pods);
+- Kueue's pod webhook and admission (`kueue=True`): pods labelled `kueue.x-k8s.io/queue-name` get
+  the `kueue.x-k8s.io/admission` scheduling gate at creation; `admit(group)` removes it.
 Label selectors are not evaluated by the emulator; kopf filters by labels itself, so nothing
 depends on them. kmock is a test dependency: import this module only in tests and benchmarks.
 """
@@ -40,6 +49,11 @@ from tokensmith.operator import names
 from tokensmith.operator.spec import GROUP, PLURAL, VERSION
 
 HARNESS_AGENT = "tokensmith-test-harness"
+KUBELET_FINALIZER = "emulator.tokensmith.dev/kubelet"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+KUEUE_GROUP_LABEL = "kueue.x-k8s.io/pod-group-name"
+KUEUE_GATE = "kueue.x-k8s.io/admission"
+UNREACHABLE_TAINT = "node.kubernetes.io/unreachable"
 JOBS_PATH = f"/apis/{GROUP}/{VERSION}"
 
 
@@ -62,6 +76,9 @@ class _Emulator(k8s.KubernetesEmulator):
         served = Served(method.upper(), request.url, str(request.headers.get("User-Agent", "")))
         self.served.append(served)
         del self._requests[:-1]  # the current request stays: kmock matches it by identity
+        delete_grace: int | None = None
+        if request.resource is not None and request.resource.plural == "pods":
+            delete_grace = self._pods(request, served)
         if (
             request.resource is not None
             and request.action == kmock.action.CREATE
@@ -91,7 +108,51 @@ class _Emulator(k8s.KubernetesEmulator):
             served.status = err.status
             raise
         served.status = getattr(response, "status", 0)
+        if delete_grace:  # graceful: the grace period ends at the deletionTimestamp
+            key = (request.resource, request.namespace, request.name)
+            obj = self._objects[key] if key in self._objects else None  # noqa: SIM401 - no .get()
+            if obj is not None and not obj.deleted:
+                until = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=delete_grace)
+                obj.patch(
+                    {
+                        "metadata": {
+                            "deletionTimestamp": until.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                            "deletionGracePeriodSeconds": delete_grace,
+                        }
+                    }
+                )
+                await self._buses[request.resource].put({"type": "MODIFIED", "object": obj.raw})
         return response
+
+    def _pods(self, request: Any, served: Served) -> int | None:
+        """Pod specifics: the kubelet's finalizer and Kueue's gate at creation; at deletion, the grace
+        period (returned when the pod is to stay Terminating), or none (grace 0: gone at once)."""
+        if request.action == kmock.action.CREATE and isinstance(request.data, dict):
+            md = request.data.setdefault("metadata", {})
+            md["finalizers"] = [*md.get("finalizers", []), KUBELET_FINALIZER]
+            labels = md.get("labels") or {}
+            if getattr(self, "kueue", False) and KUEUE_QUEUE_LABEL in labels:
+                spec = request.data.setdefault("spec", {})
+                spec["schedulingGates"] = [*spec.get("schedulingGates", []), {"name": KUEUE_GATE}]
+            return None
+        if request.action != kmock.action.DELETE or request.name is None:
+            return None
+        key = (request.resource, request.namespace, request.name)
+        obj = self._objects[key] if key in self._objects else None  # noqa: SIM401 - no .get()
+        if obj is None or obj.deleted:
+            return None
+        body = request.data if isinstance(request.data, dict) else {}
+        grace = body.get("gracePeriodSeconds")
+        if grace is None:
+            grace = (obj.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
+        served.grace = int(grace)
+        if int(grace) == 0 or not (obj.get("spec") or {}).get("nodeName"):
+            # force deletion, or a pod no kubelet runs: the API server removes it at once
+            obj.patch({"metadata": {"finalizers": []}})
+            return None
+        if (obj.get("metadata") or {}).get("deletionTimestamp"):
+            return None
+        return max(int(grace), 1)
 
 
 RESOURCES: dict[str, dict[str, Any]] = {
@@ -104,6 +165,7 @@ RESOURCES: dict[str, dict[str, Any]] = {
     "v1/serviceaccounts": dict(kind="ServiceAccount", singular="serviceaccount", namespaced=True),
     "v1/events": dict(kind="Event", singular="event", namespaced=True),
     "v1/namespaces": dict(kind="Namespace", singular="namespace", namespaced=False),
+    "v1/nodes": dict(kind="Node", singular="node", namespaced=False),
     "rbac.authorization.k8s.io/v1/roles": dict(kind="Role", singular="role", namespaced=True),
     "rbac.authorization.k8s.io/v1/rolebindings": dict(
         kind="RoleBinding", singular="rolebinding", namespaced=True
@@ -129,6 +191,7 @@ class Served:
     url: Any  # yarl.URL
     agent: str
     status: int = 0
+    grace: int | None = None  # pod deletions: the grace period asked for (or the pod's default)
 
 
 def api_call(method: str, url: Any) -> tuple[str, str, str] | None:
@@ -159,15 +222,25 @@ def api_call(method: str, url: Any) -> tuple[str, str, str] | None:
 class EmulatedCluster:
     """`async with EmulatedCluster() as cluster:` - the emulator, its controllers, and test helpers."""
 
-    def __init__(self, start_delay: float = 0.05, eval_delay: float = 0.2, tick: float = 0.02) -> None:
+    def __init__(
+        self,
+        start_delay: float = 0.05,
+        eval_delay: float = 0.2,
+        tick: float = 0.02,
+        nodes: int = 12,
+        stop_delay: float = 0.05,
+        kueue: bool = False,
+    ) -> None:
         self.start_delay = start_delay
         self.eval_delay = eval_delay
         self.tick = tick
+        self.node_count = nodes
+        self.stop_delay = stop_delay
+        self.kueue = kueue
+        self.failed_nodes: set[str] = set()
         self.eval_results: dict[int, dict[str, Any]] = {}  # step -> short JSON; missing: a default result
         self.eval_failures: dict[int, str] = {}  # step -> error message (the evaluator exits 2)
         self.auto_start = True
-        # Named nodes (None: pods run nowhere in particular): see `_place`.
-        self.nodes: list[str] | None = None
         self._emu: Any = None
         self._server: Any = None
         self._stack = contextlib.AsyncExitStack()
@@ -182,7 +255,10 @@ class EmulatedCluster:
         self.url = str(self._server.url).rstrip("/")
         for key, info in RESOURCES.items():
             self._emu.resources[key] = kmock.ResourceInfo(verbs=VERBS, **info)
+        self._emu.kueue = self.kueue
         self._session = aiohttp.ClientSession(headers={"User-Agent": HARNESS_AGENT})
+        for i in range(self.node_count):
+            await self.add_node(f"node-{i}")
         self._tasks = [asyncio.create_task(self._controllers())]
         return self
 
@@ -353,6 +429,69 @@ class EmulatedCluster:
     async def lose_node(self, namespace: str, pod: str) -> None:
         await self._patch("pods", namespace, pod, {"status": {"phase": "Unknown"}}, "status")
 
+    # ------------------------------------------------------------------------ nodes, queues
+
+    async def add_node(self, name: str) -> None:
+        ready = {"type": "Ready", "status": "True", "lastTransitionTime": _now()}
+        body = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+            "spec": {},
+            "status": {"conditions": [ready]},
+        }
+        await self._call("POST", "/api/v1/nodes", body)
+
+    def node_of(self, namespace: str, pod: str) -> str | None:
+        obj = self.get("pods", namespace, pod)
+        return ((obj or {}).get("spec") or {}).get("nodeName")
+
+    async def _patch_node(self, name: str, patch: dict[str, Any]) -> None:
+        await self._call("PATCH", f"/api/v1/nodes/{name}", patch, "application/merge-patch+json")
+
+    async def fail_node(self, name: str) -> None:
+        """The node stops reporting: Ready=Unknown and the unreachable NoExecute taint (what the node
+        lifecycle controller writes); its kubelet neither starts nor finishes pods any more."""
+        self.failed_nodes.add(name)
+        ready = {
+            "type": "Ready",
+            "status": "Unknown",
+            "reason": "NodeStatusUnknown",
+            "lastTransitionTime": _now(),
+        }
+        taint = {"key": UNREACHABLE_TAINT, "effect": "NoExecute", "timeAdded": _now()}
+        await self._patch_node(name, {"spec": {"taints": [taint]}, "status": {"conditions": [ready]}})
+
+    async def cordon(self, name: str) -> None:
+        await self._patch_node(name, {"spec": {"unschedulable": True}})
+
+    async def taint(self, name: str, key: str, effect: str = "NoSchedule", value: str = "") -> None:
+        node = self.get("nodes", "", name) or {}
+        taints = [
+            *((node.get("spec") or {}).get("taints") or []),
+            {"key": key, "value": value, "effect": effect},
+        ]
+        await self._patch_node(name, {"spec": {"taints": taints}})
+
+    async def disrupt(self, namespace: str, pod: str, reason: str = "EvictionByEvictionAPI") -> None:
+        """A DisruptionTarget condition on a running pod (an eviction or preemption is coming)."""
+        obj = self.get("pods", namespace, pod) or {}
+        cond = {"type": "DisruptionTarget", "status": "True", "reason": reason, "lastTransitionTime": _now()}
+        conditions = [*((obj.get("status") or {}).get("conditions") or []), cond]
+        await self._patch("pods", namespace, pod, {"status": {"conditions": conditions}}, "status")
+
+    async def admit(self, namespace: str, group: str) -> int:
+        """Kueue admits a pod group: the scheduling gates of its pods are removed. Returns how many."""
+        pods = [
+            p
+            for p in self.objects("pods", namespace)
+            if (p["metadata"].get("labels") or {}).get(KUEUE_GROUP_LABEL) == group
+            and (p.get("spec") or {}).get("schedulingGates")
+        ]
+        for pod in pods:
+            await self._patch("pods", namespace, pod["metadata"]["name"], {"spec": {"schedulingGates": []}})
+        return len(pods)
+
     async def create_peering(self, name: str) -> None:
         """The cluster-wide KopfPeering object kopf's peering uses (the Helm chart creates it)."""
         body = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": name}}
@@ -374,66 +513,84 @@ class EmulatedCluster:
                 pass  # an object vanished between reading and writing: the next tick sees the truth
             await asyncio.sleep(self.tick)
 
+    def _schedulable(self, pod: dict[str, Any], taken: set[str | None]) -> str | None:
+        """The first node this pod may go to (None: stays Pending)."""
+        spec = pod.get("spec") or {}
+        tolerations = spec.get("tolerations") or []
+        avoid: set[str] = set()
+        terms = (
+            ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+                "requiredDuringSchedulingIgnoredDuringExecution"
+            )
+            or {}
+        ).get("nodeSelectorTerms") or []
+        for term in terms:
+            for expr in term.get("matchFields") or []:
+                if expr.get("key") == "metadata.name" and expr.get("operator") == "NotIn":
+                    avoid.update(expr.get("values") or [])
+        for node in sorted(
+            self.objects("nodes"), key=lambda n: int(n["metadata"]["name"].rpartition("-")[2] or 0)
+        ):
+            name = node["metadata"]["name"]
+            nspec = node.get("spec") or {}
+            if name in avoid or name in taken or name in self.failed_nodes or nspec.get("unschedulable"):
+                continue
+            blocked = [
+                t
+                for t in nspec.get("taints") or []
+                if t.get("effect") in ("NoSchedule", "NoExecute")
+                and not any(
+                    (tol.get("operator") == "Exists" and not tol.get("key")) or tol.get("key") == t.get("key")
+                    for tol in tolerations
+                )
+            ]
+            if not blocked:
+                return name
+        return None
+
     async def _kubelet(self, now: float) -> None:
-        for pod in self.objects("pods"):
+        pods = self.objects("pods")
+        taken: set[str | None] = {
+            (p.get("spec") or {}).get("nodeName")
+            for p in pods
+            if (p["metadata"].get("labels") or {}).get(names.LABEL_ROLE) == names.ROLE_WORKER
+            and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+        }
+        for pod in pods:
             meta, status = pod["metadata"], pod.get("status") or {}
             name, ns = meta["name"], meta["namespace"]
             phase = status.get("phase")
+            node = (pod.get("spec") or {}).get("nodeName")
+            if node in self.failed_nodes:
+                continue  # its kubelet is gone: nothing starts, nothing confirms a deletion
+            if meta.get("deletionTimestamp"):
+                marked = self._seen_running.setdefault(f"{ns}/{name}/deleted", now)
+                if now - marked >= self.stop_delay and KUBELET_FINALIZER in (meta.get("finalizers") or []):
+                    rest = [f for f in meta.get("finalizers") or [] if f != KUBELET_FINALIZER]
+                    await self._patch("pods", ns, name, {"metadata": {"finalizers": rest}})
+                continue
+            if (pod.get("spec") or {}).get("schedulingGates"):
+                continue  # not admitted (Kueue)
+            if phase is None and node is None and self.node_count and self.auto_start:
+                is_worker = (meta.get("labels") or {}).get(names.LABEL_ROLE) == names.ROLE_WORKER
+                chosen = self._schedulable(pod, taken if is_worker else set())
+                if chosen is not None:
+                    taken.add(chosen)
+                    await self._patch("pods", ns, name, {"spec": {"nodeName": chosen}})
+                continue
             if phase is None and self.auto_start:
                 first = self._seen_running.setdefault(f"{ns}/{name}/created", now)
-                if now - first < self.start_delay or not await self._place(pod):
-                    continue  # not yet, or unschedulable for now: stays Pending
-                self._seen_running[f"{ns}/{name}"] = now
-                container = {"name": "main", "ready": True, "state": {"running": {}}}
-                running = {"phase": "Running", "containerStatuses": [container]}
-                await self._patch("pods", ns, name, {"status": running}, "status")
+                if now - first >= self.start_delay:
+                    self._seen_running[f"{ns}/{name}"] = now
+                    container = {"name": "main", "ready": True, "state": {"running": {}}}
+                    running = {"phase": "Running", "containerStatuses": [container]}
+                    await self._patch("pods", ns, name, {"status": running}, "status")
             elif (
                 phase == "Running"
                 and (meta.get("labels") or {}).get(names.LABEL_ROLE) == names.ROLE_EVAL
                 and now - self._seen_running.get(f"{ns}/{name}", now) >= self.eval_delay
             ):
                 await self._finish_eval(ns, name, int(meta["labels"][names.LABEL_STEP]))
-
-    async def _place(self, pod: dict[str, Any]) -> bool:
-        """A scheduler in miniature, for worker pods when `nodes` is set: the first node that no other
-        live worker occupies and that the pod's required node affinity on `kubernetes.io/hostname`
-        (In/NotIn) allows is written to `spec.nodeName`; False when none fits (the pod stays Pending)."""
-        spec, meta = pod.get("spec") or {}, pod["metadata"]
-        if (
-            self.nodes is None
-            or spec.get("nodeName")
-            or meta["labels"].get(names.LABEL_ROLE) != names.ROLE_WORKER
-        ):
-            return True
-        busy = {
-            (p.get("spec") or {}).get("nodeName")
-            for p in self.objects("pods")
-            if (p["metadata"].get("labels") or {}).get(names.LABEL_ROLE) == names.ROLE_WORKER
-            and (p.get("status") or {}).get("phase") in (None, "Pending", "Running")
-        }
-        required = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
-            "requiredDuringSchedulingIgnoredDuringExecution"
-        )
-
-        def allowed(node: str) -> bool:
-            if not required:
-                return True
-            for term in required.get("nodeSelectorTerms") or []:  # terms ORed, expressions ANDed
-                ok = True
-                for ex in term.get("matchExpressions") or []:
-                    if ex.get("key") != "kubernetes.io/hostname":
-                        continue
-                    inside = node in (ex.get("values") or [])
-                    ok = ok and (inside if ex.get("operator") == "In" else not inside)
-                if ok:
-                    return True
-            return False
-
-        node = next((n for n in self.nodes if n not in busy and allowed(n)), None)
-        if node is None:
-            return False
-        await self._patch("pods", meta["namespace"], meta["name"], {"spec": {"nodeName": node}})
-        return True
 
     async def _finish_eval(self, namespace: str, pod: str, step: int) -> None:
         if step in self.eval_failures:

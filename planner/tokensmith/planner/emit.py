@@ -87,10 +87,4 @@ def build_job(plan: Plan, name: str | None = None, checkpoint_claim: str | None 
         "tokensmith.dev/plan-cost-usd": f"{plan.cost_usd:.0f}",
         "tokensmith.dev/plan-mfu": f"{plan.mfu:.3f}",
     }
-    if c.tensor_parallel > 1 or c.pipeline_parallel > 1:
-        # Say it in the manifest itself: the operator refuses these degrees until the trainer has them.
-        annotations["tokensmith.dev/plan-note"] = (
-            "tensor/pipeline parallelism above 1 is not run by tokensmith train yet; re-plan with "
-            "--max-tensor-parallel 1 --max-pipeline-parallel 1 for a job that runs today"
-        )
     return build_manifest(name, spec, annotations=annotations)

@@ -189,6 +189,8 @@ class LocalRunner:
         if doc != self._written:  # also the trainer's reports folded in before `reconcile`
             write_status(self.job.status_path, decision.status)
             self._written = doc
+        # CordonNode and DeleteJob (ttlSecondsAfterFinished) concern Kubernetes nodes and objects; one
+        # machine has neither, and no pod is ever stuck on a lost node (no forced deletions).
         for action in decision.actions:
             if isinstance(action, DeleteWorkers):
                 self.gang.delete([w.name for w in action.workers if w.name])
