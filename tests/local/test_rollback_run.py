@@ -66,7 +66,7 @@ def test_a_one_off_nan_rolls_back_and_is_attributed_to_hardware(
     assert record["cause"] == "Hardware" and record["step"] == BAD_STEP and record["kind"] == "nonfinite"
     assert record["resumeStep"] == 4 and record["samples"] == [40, 48]
     assert record["nodes"] == []  # one machine: no node identity, no anti-affinity (docs/local.md)
-    assert 0 < status["rollbackLostGPUHours"] < status["gpuHours"]
+    assert status["lostGPUHours"]["rollback"] > 0 and status["lostGPUHours"]["rollback"] < status["gpuHours"]
     assert status["lastHealthyCheckpoint"]["step"] == STEPS
     assert next(c for c in status["conditions"] if c["type"] == "Diverged")["status"] == "False"
     _finite_final_loss(status)
@@ -94,5 +94,5 @@ def test_bad_samples_repeat_are_attributed_to_data_and_skipped(
     assert config["data"]["skip_samples"] == [[40, 48]]
     before = yaml.safe_load((job_dir / "local" / "trainer-attempt-2.yaml").read_text())
     assert not before["data"].get("skip_samples")  # the first replay reads the same data again
-    assert status["rollbackLostGPUHours"] > 0
+    assert status["lostGPUHours"]["rollback"] > 0
     _finite_final_loss(status)

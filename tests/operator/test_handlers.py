@@ -71,7 +71,7 @@ def test_job_gauges_by_class_and_ages() -> None:
         gpu_hours_lost_by_class={"Infrastructure": 3.5},
         planned_restarts=1,
         rollbacks=2,
-        rollback_lost_gpu_hours=0.75,
+        lost_gpu_hours={"rollback": 0.75},
     )
     m = OperatorMetrics()
     m.observe_status("ml", "j", st, t0 + timedelta(seconds=5))

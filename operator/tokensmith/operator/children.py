@@ -252,8 +252,7 @@ def worker_pod(
     plan: GangPlan = GangPlan(),
 ) -> dict[str, Any]:
     """One worker; `avoid_nodes` become a required node anti-affinity (suspect nodes), `group_size`
-    the attempt's gang size for queue admission (default: spec.cluster.nodes), `plan` what a rollback
-    adds (rollback.py: the resume pointer; its skip list is in the ConfigMap)."""
+    the attempt's gang size for queue admission (default: spec.cluster.nodes)."""
     c = spec.cluster
     queue_labels, queue_annotations = queues.kueue_metadata(spec, job.name, attempt, group_size or c.nodes)
     labels = {
@@ -317,7 +316,7 @@ def node_anti_affinity(avoid: tuple[str, ...]) -> dict[str, Any]:
     return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}}
 
 
-# Run health (rollback.py): where a rolled-back attempt resumes (TOKENSMITH_RESUME_FROM).
+# Run health (rollback.py): where a rolled-back attempt resumes.
 RESUME_ENV = "TOKENSMITH_RESUME_FROM"
 
 

@@ -335,7 +335,7 @@ async def apply(
                 rt.defaults,
                 action.avoid_nodes,
                 action.group_size,
-                plan=action.plan,
+                action.plan,
             )
             fresh = [p for p in pods if time.monotonic() - rt.inflight.get(p["metadata"]["name"], -1e9) > 30]
             for p in fresh:

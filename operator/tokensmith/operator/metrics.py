@@ -125,7 +125,7 @@ class OperatorMetrics:
             self.gpu_hours_lost.labels(namespace, name, cls).set(status.gpu_hours_lost_by_class.get(cls, 0.0))
         self.planned_restarts.labels(namespace, name).set(status.planned_restarts)
         self.rollbacks.labels(namespace, name).set(status.rollbacks)
-        self.rollback_gpu_hours_lost.labels(namespace, name).set(status.rollback_lost_gpu_hours)
+        self.rollback_gpu_hours_lost.labels(namespace, name).set(status.lost_gpu_hours.get("rollback", 0.0))
 
     def forget_job(self, namespace: str, name: str) -> None:
         self._phases.pop((namespace, name), None)

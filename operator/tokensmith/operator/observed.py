@@ -122,7 +122,7 @@ class CreateGang:
     avoid_nodes: tuple[str, ...] = ()
     # the attempt's gang size (Kueue's pod-group-total-count); informational, not part of equality
     group_size: int | None = field(default=None, compare=False)
-    plan: GangPlan = GangPlan()  # after a rollback (rollback.py)
+    plan: GangPlan = GangPlan()
 
 
 @dataclass(frozen=True)

@@ -259,19 +259,16 @@ def _start_attempt(
     ckpt = st.last_checkpoint
     st.attempt_resume_step = ckpt.step if ckpt else None
     st.suspect_nodes = nodes.active(st.suspect_nodes, now)
-    avoid = rollback.avoid_nodes(spec, st, nodes.avoid(st.suspect_nodes, now))
     resume = f"resuming from checkpoint step {ckpt.step}" if ckpt else "starting from scratch"
     resume = rollback.resume_text(st) or resume
+    avoid, plan = rollback.avoid_nodes(spec, st, now), rollback.gang_plan(st)
+    if plan.resume_from is not None:  # a rollback's replay starts from the healthy checkpoint (NoProgress)
+        healthy = st.last_healthy_checkpoint
+        st.attempt_resume_step = healthy.step if healthy else None
     away = f", avoiding node(s) {', '.join(avoid)}" if avoid else ""
     message = f"attempt {st.attempt}: creating {spec.cluster.nodes} worker(s), {resume}{away}"
     _enter(st, "Pending", reason, message, now)
-    plan = rollback.gang_plan(st)
-    if plan.resume_from is not None:  # a rollback's replay starts from the healthy checkpoint
-        healthy = st.last_healthy_checkpoint
-        st.attempt_resume_step = healthy.step if healthy else None
-    acts.insert(
-        0, CreateGang(st.attempt, tuple(range(spec.cluster.nodes)), avoid, spec.cluster.nodes, plan=plan)
-    )
+    acts.insert(0, CreateGang(st.attempt, tuple(range(spec.cluster.nodes)), avoid, spec.cluster.nodes, plan))
     acts.append(EmitEvent("Normal", "AttemptStarted", message))
     return Decision(st, tuple(acts), _requeue(spec, st, now))
 
@@ -334,8 +331,8 @@ def _judge_gang(
     _queued(spec, st, current, now)
 
     if missing:  # still creating this attempt's gang (or recreating a pod deleted before it ran)
-        avoid = rollback.avoid_nodes(spec, st, nodes.avoid(st.suspect_nodes, now))
-        acts.insert(0, CreateGang(st.attempt, tuple(missing), avoid, size, plan=rollback.gang_plan(st)))
+        avoid, plan = rollback.avoid_nodes(spec, st, now), rollback.gang_plan(st)
+        acts.insert(0, CreateGang(st.attempt, tuple(missing), avoid, size, plan))
     elif all(w.phase == "Running" for w in current.values()) and not st.gang_ready:
         st.gang_ready, st.running_since = True, now
         message = f"attempt {st.attempt}: all {size} worker(s) running"

@@ -21,15 +21,14 @@ on its own copy of the status (which they update in place) and both drivers appl
    anti-affinity, `restartPolicy.replayOnOtherNodes`; the local runner has one machine, so there it
    replays in place). If the replay passes the step where the original diverged (a healthy checkpoint
    after it, a progress heartbeat after it sent after the rollback, or success), the cause is `Hardware`
-   and the diverged attempt's nodes join `status.suspectNodes` (the fleet's list, `nodes.add_suspects`:
-   later attempts avoid them until they expire). If it
+   and the diverged attempt's nodes become `status.suspectNodes` (later attempts avoid them too). If it
    diverges at the same step again (the same sample range when both reports carry one), the cause is
    `Data`: with `dataPolicy: skipOnRepeat` the range joins `status.skipSamples`, which every later
    attempt's trainer config carries in `data.skip_samples` (the trainer skips it deterministically and
    records it in its checkpoints), with `fail` the job ends Failed/DataDiverged.
 4. Lost work. Everything the job spent since the later of the healthy checkpoint and the previous
-   rollback is redone: each record carries it, `status.rollbackLostGPUHours` sums it (it is part of
-   `gpuHours`, not on top), and `rollbackLostCostUSD` prices it.
+   rollback is redone: each record carries it, `status.lostGPUHours.rollback` sums it (it is part of
+   `gpuHours`, not on top), and `lostCostUSD.rollback` prices it.
 """
 
 from __future__ import annotations
@@ -55,6 +54,7 @@ from tokensmith.operator.spec import (
 REPORT_GRACE_SECONDS = 10.0
 RESUME_HEALTHY = "latest_healthy"  # TOKENSMITH_RESUME_FROM value: the trainer's newest healthy checkpoint
 CONDITION = "Diverged"
+LOST = "rollback"  # key of status.lostGPUHours / lostCostUSD
 
 
 @dataclass(frozen=True)
@@ -145,8 +145,7 @@ def attribute_hardware(
     spec: LLMTrainingJobSpec, st: LLMTrainingJobStatus, rec: RollbackRecord, now: datetime
 ) -> list[Action]:
     rec.cause = "Hardware"
-    if rec.nodes:  # the fleet's suspect list: avoided by later attempts until it expires, maybe cordoned
-        st.suspect_nodes = nodes.add_suspects(st.suspect_nodes, rec.nodes, "Diverged", now, spec.node_health)
+    _add_suspects(spec, st, rec.nodes, now)
     where = f"; suspect nodes: {', '.join(rec.nodes)}" if rec.nodes else " (node unknown: one local machine)"
     message = (
         f"the replay of attempt {rec.attempt} passed step {rec.step} where it diverged: cause Hardware{where}"
@@ -172,7 +171,7 @@ def divergence(st: LLMTrainingJobStatus, current: dict[int, WorkerObservation]) 
     # with a 65 in hand, a report from the attempt's first second (whole-second times) is taken too
     usable = report is not None and _report_is_current(st, strict=not d65)
     first = (d65 or failed)[0]
-    where = tuple(sorted({w.node for w in current.values() if w.node}))
+    where = tuple(sorted({w.node for w in current.values() if w.node}))  # `nodes` is the module
     if usable and report is not None:
         samples = (int(report.samples[0]), int(report.samples[1])) if report.samples else None
         return Divergence(st.attempt, report.step, report.kind, samples, where, first.index, first.exit_code)
@@ -253,10 +252,10 @@ def decide(spec: LLMTrainingJobSpec, st: LLMTrainingJobStatus, div: Divergence, 
         time=now,
     )
     st.rollback_records.append(record)
-    st.rollback_lost_gpu_hours += lost
+    st.lost_gpu_hours[LOST] = st.lost_gpu_hours.get(LOST, 0.0) + lost
     price = spec.budget.price_per_gpu_hour
     if price is not None:
-        st.rollback_lost_cost_usd = round(st.rollback_lost_gpu_hours * price, 6)
+        st.lost_cost_usd[LOST] = round(st.lost_gpu_hours[LOST] * price, 6)
     where = f"step {div.step}" if div.step is not None else "an unknown step"
     what = f"attempt {div.attempt} diverged ({div.kind}) at {where}"
     if div.samples:
@@ -307,13 +306,10 @@ def gang_plan(st: LLMTrainingJobStatus) -> GangPlan:
     return GangPlan(resume_from=RESUME_HEALTHY, skip_samples=skip)
 
 
-def avoid_nodes(
-    spec: LLMTrainingJobSpec, st: LLMTrainingJobStatus, suspects: tuple[str, ...]
-) -> tuple[str, ...]:
-    """Nodes the current attempt's workers must not use: the suspects (`nodes.avoid`, which includes
-    those a Hardware cause named) and those of a diverged attempt whose replay has not told its cause yet
-    (`replayOnOtherNodes`)."""
-    avoid = set(suspects)
+def avoid_nodes(spec: LLMTrainingJobSpec, st: LLMTrainingJobStatus, now: datetime) -> tuple[str, ...]:
+    """Nodes the current attempt's workers must not use: those of a diverged attempt whose replay has
+    not told its cause yet (`replayOnOtherNodes`), and the nodes a Hardware cause made suspect."""
+    avoid = set(nodes.avoid(st.suspect_nodes, now))
     rec = open_record(st)
     if rec is not None and spec.restart_policy.replay_on_other_nodes and not _no_room(st, rec):
         avoid.update(rec.nodes)
@@ -326,6 +322,13 @@ def _no_room(st: LLMTrainingJobStatus, rec: RollbackRecord) -> bool:
     still clears the data, and the diverged nodes still become suspects."""
     failed = st.last_failure
     return failed is not None and failed.reason == "Unschedulable" and failed.attempt >= rec.replay_attempt
+
+
+def _add_suspects(
+    spec: LLMTrainingJobSpec, st: LLMTrainingJobStatus, names: list[str], now: datetime
+) -> None:
+    """Rollbacks add suspects to the same list infrastructure failures do (nodes.py: expiry, bound)."""
+    st.suspect_nodes = nodes.add_suspects(st.suspect_nodes, names, "Hardware", now, spec.node_health)
 
 
 def resume_text(st: LLMTrainingJobStatus) -> str | None:

@@ -724,16 +724,14 @@ class LLMTrainingJobStatus(StatusModel):
         default_factory=list,
         description="[start, end) sample ranges every later attempt skips (cause Data, skipOnRepeat).",
     )
-    rollback_lost_gpu_hours: float = Field(
-        0.0,
-        ge=0,
-        alias="rollbackLostGPUHours",
-        description="GPU-hours of work thrown away by rollbacks (spent since the healthy checkpoint, "
-        "redone); "
-        "part of gpuHours, not on top.",
+    lost_gpu_hours: dict[str, float] = Field(
+        default_factory=dict,
+        alias="lostGPUHours",
+        description="GPU-hours of work thrown away, by cause (rollback: steps redone after a rollback); "
+        "part of gpuHours.",
     )
-    rollback_lost_cost_usd: float | None = Field(
-        None, ge=0, alias="rollbackLostCostUSD", description="rollbackLostGPUHours in dollars (with a price)."
+    lost_cost_usd: dict[str, float] = Field(
+        default_factory=dict, alias="lostCostUSD", description="lostGPUHours in dollars (with a price)."
     )
 
 

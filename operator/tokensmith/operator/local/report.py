@@ -137,7 +137,7 @@ def summary(status: LLMTrainingJobStatus, history: History, plan: Mapping[str, A
             for r in status.rollback_records
         ],
         "skip_samples": status.skip_samples,
-        "rollback_lost_gpu_hours": round(status.rollback_lost_gpu_hours, 6),
+        "lost_gpu_hours": {k: round(v, 6) for k, v in status.lost_gpu_hours.items()},
         "actual": actual,
         "evaluations": [
             {"step": e.step, "phase": e.phase, "results": e.results, "message": e.message}
