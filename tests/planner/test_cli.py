@@ -113,7 +113,13 @@ def test_files_plot_and_emitted_job_validate(tmp_path: Path) -> None:
         (["--mfu", "2"], "fraction"),
         (["--gpus", "3.5"], "whole number"),
         (["--law", "bogus"], "bogus"),
-        (["--params", "7B", "--budget-usd", "100"], "budget"),
+        (["--params", "7B", "--budget-usd", "0.00001"], "does not buy one optimizer step"),
+        (["--params", "7B", "--experts", "8"], "--layouts any"),
+        (["--params", "7B", "--precision", "fp8", "--layouts", "any", "--gpu", "A100"], "FP8"),
+        (
+            ["--params", "47B", "--experts", "8", "--layouts", "any", "--gpus", "64"],
+            "mixture-of-experts models (8 experts) are not implemented by tokensmith train",
+        ),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(

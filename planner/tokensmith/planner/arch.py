@@ -17,6 +17,14 @@ Conventions (stated once, here):
   (QK^T) and attention-over-values (AV) products counted over the full sequence (no causal
   discount, as Megatron-LM and PaLM count them). Activation recomputation adds one more forward
   pass to the *hardware* FLOPs but not to the *model* FLOPs that MFU is defined on.
+- Mixture of experts (`experts > 0`): every `moe_layer_freq`-th block after the first
+  `dense_layers` replaces its MLP by `experts` routed experts (each an MLP of width
+  `expert_ffn_hidden`), `shared_experts` always-active experts of the same width, and a bias-free
+  router (d_model x experts). Total parameters count every expert; *active* parameters (the MoE
+  papers' convention: Mixtral's 12.9B of 46.7B, DeepSeek-V3's 37B of 671B) count the `experts_per_token`
+  routed experts a token uses, the shared experts and the router. FLOPs per token are those of the
+  active parameters (6 x active matmul parameters + the attention term): the routed experts' GEMMs
+  see each token k times, no expert sees it otherwise.
 """
 
 from __future__ import annotations
@@ -67,6 +75,16 @@ class ModelConfig(BaseModel):
     tie_embeddings: bool = True
     bias: bool = Field(False, description="Biases in the attention and MLP projections.")
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    experts: int = Field(0, ge=0, description="Routed experts per MoE layer (0: a dense model).")
+    experts_per_token: int | None = Field(
+        None, ge=1, description="Routed experts each token uses (top-k); default 2 when experts > 0."
+    )
+    shared_experts: int = Field(0, ge=0, description="Always-active experts per MoE layer (DeepSeekMoE).")
+    expert_ffn_hidden: int | None = Field(
+        None, ge=1, description="MLP width of one expert; default: ffn_hidden."
+    )
+    moe_layer_freq: int = Field(1, ge=1, description="Every k-th block (after dense_layers) is MoE.")
+    dense_layers: int = Field(0, ge=0, description="Leading blocks that keep a dense MLP (DeepSeek-V3: 3).")
 
     @model_validator(mode="before")
     @classmethod
@@ -101,6 +119,21 @@ class ModelConfig(BaseModel):
             raise ValueError(f"RoPE needs an even head dimension; got {self.d_model // self.n_heads}")
         if self.ffn_hidden is None:
             self.ffn_hidden = default_ffn_hidden(self.d_model, self.activation)
+        if self.experts:
+            if self.experts_per_token is None:
+                self.experts_per_token = min(2, self.experts)
+            if self.experts_per_token > self.experts:
+                raise ValueError(
+                    f"experts_per_token ({self.experts_per_token}) exceeds experts ({self.experts})"
+                )
+            if self.expert_ffn_hidden is None:
+                self.expert_ffn_hidden = self.ffn_hidden
+            if self.dense_layers >= self.n_layers:
+                raise ValueError(
+                    f"dense_layers ({self.dense_layers}) leaves no MoE block of the {self.n_layers}"
+                )
+        elif self.shared_experts or self.experts_per_token:
+            raise ValueError("shared_experts / experts_per_token need experts > 0 (routed experts)")
         return self
 
     @property
@@ -118,6 +151,25 @@ class ModelConfig(BaseModel):
     @property
     def is_glu(self) -> bool:
         return self.activation in GLU_ACTIVATIONS
+
+    @property
+    def is_moe(self) -> bool:
+        return self.experts > 0
+
+    @property
+    def moe_layers(self) -> int:
+        """Blocks whose MLP is a mixture of experts (0 for a dense model)."""
+        if not self.experts:
+            return 0
+        return len(range(self.dense_layers, self.n_layers, self.moe_layer_freq))
+
+    @property
+    def top_k(self) -> int:
+        return self.experts_per_token or 0
+
+    @property
+    def expert_ffn(self) -> int:
+        return self.expert_ffn_hidden or self.ffn
 
 
 def default_ffn_hidden(d_model: int, activation: str, multiple_of: int = 64) -> int:
@@ -202,6 +254,42 @@ PRESETS: dict[str, dict[str, Any]] = {
         seq_len=4096,
         tie_embeddings=False,
     ),
+    # Mixtral 8x7B (Jiang et al. 2024, arXiv:2401.04088, Table 1 and the released config): 46.7B total,
+    # 12.9B active parameters.
+    "mixtral-8x7b": dict(
+        n_layers=32,
+        d_model=4096,
+        n_heads=32,
+        n_kv_heads=8,
+        ffn_hidden=14336,
+        vocab_size=32000,
+        seq_len=4096,
+        rope_theta=1e6,
+        tie_embeddings=False,
+        experts=8,
+        experts_per_token=2,
+    ),
+    # DeepSeek-V3 (DeepSeek-AI 2024, arXiv:2412.19437, §4.2): 61 layers, d 7168, 128 heads, the first 3
+    # blocks dense (MLP 18432), then 256 routed experts of width 2048 (8 per token) and 1 shared expert,
+    # vocabulary 129,280, 4K pre-training context. Its multi-head latent attention is represented by
+    # standard attention of the same width (672.1B total, 0.2% over 671B; 38.7B active, 5% over 37B, as
+    # MHA projections outweigh MLA's low-rank ones; MLA's attention FLOPs
+    # are about 3x larger, so model FLOPs here are a lower bound).
+    "deepseek-v3": dict(
+        n_layers=61,
+        d_model=7168,
+        n_heads=128,
+        n_kv_heads=128,
+        ffn_hidden=18432,
+        vocab_size=129280,
+        seq_len=4096,
+        tie_embeddings=False,
+        experts=256,
+        experts_per_token=8,
+        shared_experts=1,
+        expert_ffn_hidden=2048,
+        dense_layers=3,
+    ),
 }
 
 
@@ -210,23 +298,40 @@ class ParamCounts:
     total: int
     embedding: int
     non_embedding: int
+    active: int = 0  # parameters one token uses (= total for a dense model)
+    expert: int = 0  # routed-expert parameters of all MoE blocks (sharded by expert parallelism)
 
 
 def _norm_params(m: ModelConfig) -> int:
     return 2 * m.d_model if m.norm == "layernorm" else m.d_model
 
 
-def layer_params(m: ModelConfig) -> int:
-    """Parameters of one transformer block."""
+def _attention_params(m: ModelConfig) -> int:
     d, hd = m.d_model, m.head_dim
     q_out, kv_out = m.n_heads * hd, m.kv_heads * hd
-    attn = d * q_out + 2 * d * kv_out + q_out * d
-    mlp = (3 if m.is_glu else 2) * d * m.ffn
-    biases = 0
-    if m.bias:
-        biases += q_out + 2 * kv_out + d  # q, k, v, o
-        biases += (2 if m.is_glu else 1) * m.ffn + d  # up (and gate), down
-    return attn + mlp + biases + 2 * _norm_params(m)
+    biases = q_out + 2 * kv_out + d if m.bias else 0  # q, k, v, o
+    return d * q_out + 2 * d * kv_out + q_out * d + biases
+
+
+def mlp_params(m: ModelConfig, width: int | None = None) -> int:
+    """One MLP (dense block or one expert) of inner width `width` (default ffn_hidden)."""
+    f = width or m.ffn
+    biases = (2 if m.is_glu else 1) * f + m.d_model if m.bias else 0  # up (and gate), down
+    return (3 if m.is_glu else 2) * m.d_model * f + biases
+
+
+def layer_params(m: ModelConfig) -> int:
+    """Parameters of one dense transformer block."""
+    return _attention_params(m) + mlp_params(m) + 2 * _norm_params(m)
+
+
+def moe_layer_params(m: ModelConfig) -> tuple[int, int]:
+    """(total, active) parameters of one MoE block: attention, norms, router, shared experts, and all
+    (total) or `experts_per_token` (active) routed experts."""
+    common = _attention_params(m) + 2 * _norm_params(m) + m.d_model * m.experts
+    expert = mlp_params(m, m.expert_ffn)
+    common += m.shared_experts * expert
+    return common + m.experts * expert, common + m.top_k * expert
 
 
 def param_counts(m: ModelConfig) -> ParamCounts:
@@ -238,17 +343,33 @@ def param_counts(m: ModelConfig) -> ParamCounts:
         embedding += m.vocab_size * m.d_model
     # Pre-LN ends with a final norm before the head; post-LN blocks already end in a norm.
     final_norm = _norm_params(m) if m.norm_position == "pre" else 0
-    non_embedding = m.n_layers * layer_params(m) + final_norm
-    return ParamCounts(total=embedding + non_embedding, embedding=embedding, non_embedding=non_embedding)
+    n_moe = m.moe_layers
+    moe_total, moe_active = moe_layer_params(m) if n_moe else (0, 0)
+    dense = (m.n_layers - n_moe) * layer_params(m) + final_norm
+    non_embedding = dense + n_moe * moe_total
+    active = embedding + dense + n_moe * moe_active
+    expert = n_moe * m.experts * mlp_params(m, m.expert_ffn)
+    return ParamCounts(
+        total=embedding + non_embedding,
+        embedding=embedding,
+        non_embedding=non_embedding,
+        active=active,
+        expert=expert,
+    )
 
 
 def matmul_params(m: ModelConfig) -> int:
-    """Weights that take part in a matrix multiply per token: every block's projections plus the
-    output projection (even when tied, the logits are a d_model x vocab product)."""
+    """Weights that take part in a matrix multiply per token: every block's projections (for MoE
+    blocks the router, the shared experts and the `experts_per_token` routed experts a token visits)
+    plus the output projection (even when tied, the logits are a d_model x vocab product)."""
     d, hd = m.d_model, m.head_dim
     q_out, kv_out = m.n_heads * hd, m.kv_heads * hd
-    per_layer = d * q_out + 2 * d * kv_out + q_out * d + (3 if m.is_glu else 2) * d * m.ffn
-    return m.n_layers * per_layer + m.vocab_size * d
+    attn = d * q_out + 2 * d * kv_out + q_out * d
+    mlp = (3 if m.is_glu else 2) * d * m.ffn
+    n_moe = m.moe_layers
+    expert = (3 if m.is_glu else 2) * d * m.expert_ffn
+    moe = d * m.experts + (m.shared_experts + m.top_k) * expert
+    return m.n_layers * attn + (m.n_layers - n_moe) * mlp + n_moe * moe + m.vocab_size * d
 
 
 def attention_flops_per_token(m: ModelConfig, seq_len: int | None = None) -> float:

@@ -21,6 +21,9 @@ The rules and why each holds:
   0-2 (its AutoTP training tutorial); parameter partitioning over DP would re-shard TP shards.
 - No interleaved (virtual) pipeline stages: DeepSpeed's pipeline engine runs the 1F1B schedule only
   (Narayanan et al. 2021's interleaved schedule is Megatron-LM's), so `virtual_stages` must be 1.
+- No mixture-of-experts model, expert parallelism (EP), context parallelism (CP) or FP8 training:
+  the trainer builds dense bf16 models and splits neither experts nor sequences. The planner models
+  them (`tokensmith plan --layouts any`) for runs on other stacks (Megatron-LM, DeepSeek-V3's).
 - Recomputation: none, selective (Korthikanti et al. 2022, arXiv:2205.05198: recompute attention's
   softmax/dropout only) or full (each block's input kept, the block recomputed in the backward pass).
 
@@ -42,6 +45,10 @@ TENSOR_DEGREES = (1, 2, 4, 8)  # what the planner searches; the trainer takes an
 ZERO_WITH_PIPELINE = (0, 1)
 ZERO_WITH_TENSOR = (0, 1, 2)
 MAX_VIRTUAL_STAGES = 1
+MAX_EXPERT_PARALLEL = 1
+MAX_CONTEXT_PARALLEL = 1
+PRECISIONS = ("bf16",)
+MIXTURE_OF_EXPERTS = False
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,9 @@ class Layout:
     zero_stage: int = 0
     recompute: Recompute = "none"
     virtual_stages: int = 1
+    expert: int = 1  # expert-parallel degree
+    context: int = 1  # context-parallel degree
+    precision: str = "bf16"
 
     @property
     def world_size(self) -> int:
@@ -85,9 +95,14 @@ def supported(
     n_heads: int,
     n_kv_heads: int,
     gpus_per_node: int,
+    ep: Any = 1,
+    cp: Any = 1,
+    fp8: Any = 0,
+    experts: int = 0,
 ) -> Any:
     """The rules above as one boolean expression that works element-wise on numpy arrays (the planner's
-    vectorised search) and on plain integers alike. Recompute needs no rule: every mode is implemented."""
+    vectorised search) and on plain integers alike. Recompute needs no rule: every mode is implemented.
+    `fp8` is 1 for FP8 training; `experts` the model's routed experts (0: dense)."""
     return (
         (tp >= 1)
         & (pp >= 1)
@@ -100,6 +115,10 @@ def supported(
         & ((tp == 1) | (zero <= max(ZERO_WITH_TENSOR)))
         & (virtual <= MAX_VIRTUAL_STAGES)
         & (virtual >= 1)
+        & (ep <= MAX_EXPERT_PARALLEL)
+        & (cp <= MAX_CONTEXT_PARALLEL)
+        & ((fp8 == 0) | ("fp8" in PRECISIONS))
+        & ((experts == 0) | MIXTURE_OF_EXPERTS)
     )
 
 
@@ -110,6 +129,7 @@ def problems(
     n_kv_heads: int | None = None,
     gpus_per_node: int | None = None,
     world_size: int | None = None,
+    experts: int = 0,
 ) -> list[str]:
     """Every rule `layout` breaks, each as one line saying what to change (empty: the trainer runs it).
 
@@ -146,6 +166,20 @@ def problems(
         out.append(
             f"virtual pipeline stages ({layout.virtual_stages}) are not implemented (DeepSpeed runs the "
             "1F1B schedule); use 1"
+        )
+    if experts and not MIXTURE_OF_EXPERTS:
+        out.append(
+            f"mixture-of-experts models ({experts} experts) are not implemented by tokensmith train; "
+            "plan a dense model, or run this one on another stack"
+        )
+    if layout.expert > MAX_EXPERT_PARALLEL:
+        out.append(f"expert parallelism ({layout.expert}) is not implemented by tokensmith train; use 1")
+    if layout.context > MAX_CONTEXT_PARALLEL:
+        out.append(f"context parallelism ({layout.context}) is not implemented by tokensmith train; use 1")
+    if layout.precision not in PRECISIONS:
+        out.append(
+            f"precision {layout.precision!r} is not implemented by tokensmith train "
+            f"(it trains in {', '.join(PRECISIONS)})"
         )
     if layout.recompute not in RECOMPUTE_MODES:
         out.append(f"recompute {layout.recompute!r} is not one of {', '.join(RECOMPUTE_MODES)}")

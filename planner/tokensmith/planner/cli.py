@@ -47,8 +47,15 @@ NUMBER_OPTIONS: dict[str, str] = {
     "max-tensor-parallel": "Largest tensor-parallel degree to consider (1 with --max-pipeline-parallel 1: "
     "data parallel only, what `tokensmith train` runs today).",
     "max-pipeline-parallel": "Largest pipeline-parallel degree to consider.",
+    "experts": "Mixture of experts: routed experts per MoE block (--params stays the total count; "
+    "needs --layouts any).",
+    "experts-per-token": "Routed experts each token uses (top-k; default 2).",
+    "shared-experts": "Always-active experts per MoE block (DeepSeekMoE; default 0).",
 }
 INTEGER_OPTIONS = {
+    "experts",
+    "experts-per-token",
+    "shared-experts",
     "gpus",
     "gpus-per-node",
     "seq-len",
@@ -81,6 +88,7 @@ def list_gpus_text(fmt: str) -> str:
         "name",
         "memory GB",
         "BF16 TFLOP/s",
+        "FP8 TFLOP/s",
         "HBM TB/s",
         "TDP W",
         "intra GB/s",
@@ -94,6 +102,7 @@ def list_gpus_text(fmt: str) -> str:
                 g.name,
                 g.memory_gb,
                 g.peak_tflops,
+                g.fp8_tflops or "-",
                 g.hbm_tbs,
                 g.tdp_w,
                 g.intra_gbs,
@@ -120,6 +129,26 @@ def list_gpus_text(fmt: str) -> str:
 )
 @click.option(
     "--owned", is_flag=True, help="Owned hardware: amortised purchase price plus energy, not a cloud price."
+)
+@click.option(
+    "--model",
+    "model",
+    type=str,
+    default=None,
+    help="A named architecture instead of --params (mixtral-8x7b, deepseek-v3, llama-70b, ...).",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["bf16", "fp8"], case_sensitive=False),
+    default=None,
+    help="Training precision: bf16 (default) or fp8 GEMMs with bf16 weights (needs --layouts any).",
+)
+@click.option(
+    "--layouts",
+    type=click.Choice(["trainable", "any"], case_sensitive=False),
+    default=None,
+    help="Layouts searched: trainable (default: what tokensmith train runs; --emit-job needs it) or any "
+    "(any stack: interleaved pipelines, expert and context parallelism, FP8, MoE).",
 )
 @click.option("--list-gpus", is_flag=True, help="Print the GPU catalogue and exit.")
 @format_option()
@@ -151,6 +180,9 @@ def plan(
     gpu: str | None,
     law: str | None,
     owned: bool,
+    model: str | None,
+    precision: str | None,
+    layouts: str | None,
     list_gpus: bool,
     fmt: str,
     output: str | None,
@@ -170,7 +202,14 @@ def plan(
         _emit(list_gpus_text(fmt), output)
         return
     kwargs = _parse_numbers(numbers)
-    kwargs.update(gpu=gpu, law=law.lower() if law else None, owned=owned)
+    kwargs.update(
+        gpu=gpu,
+        law=law.lower() if law else None,
+        owned=owned,
+        model=model,
+        precision=precision.lower() if precision else None,
+        layouts=layouts.lower() if layouts else None,
+    )
 
     from tokensmith.planner.planning import PlanError
     from tokensmith.planner.planning import plan as make_plan
@@ -216,6 +255,7 @@ def _parse_numbers(numbers: dict[str, str | None]) -> dict[str, Any]:
             "inference_tokens",
             "node_overhead",
             "restart_minutes",
+            "shared_experts",
         ):
             raise TokensmithError(f"{flag} must be a positive number, got {raw}")
         if flag.removeprefix("--") in INTEGER_OPTIONS:
@@ -250,7 +290,7 @@ def _job_yaml(result: Any, name: str | None) -> str:
 
     try:
         manifest = build_job(result, name)
-    except ValueError as err:  # pydantic ValidationError is a ValueError
+    except ValueError as err:  # pydantic ValidationError is a ValueError; untrainable layouts too
         raise TokensmithError(f"cannot build the LLMTrainingJob: {str(err).splitlines()[0]}") from None
     return yaml.safe_dump(manifest, sort_keys=False)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tokensmith.planner import energy, reliability, scaling, search
+from tokensmith.planner import arch, energy, reliability, scaling, search
 from tokensmith.planner.gpus import GPU, get_gpu
 from tokensmith.planner.schema import PlanError, Request
 
@@ -42,6 +42,7 @@ class Context:
             )
         )
         self.econ = self._economics()
+        self.precision, self.layouts, self.moe = self._stack()
 
     def record(self, name: str, value: Any, source: str) -> None:
         self.assumptions[name] = {"value": value, "source": source}
@@ -87,6 +88,68 @@ class Context:
         self.record("gpu", gpu.name, "given" if self.req.gpu else "default: a current training GPU")
         self.record("gpu_peak_tflops", gpu.peak_tflops, f"{gpu.vendor} datasheet, dense BF16")
         return gpu
+
+    def _stack(self) -> tuple[str, str, dict[str, int] | None]:
+        """Precision, layout scope and MoE description, checked against the GPU and the trainer."""
+        from tokensmith.planner import capability
+
+        req, gpu = self.req, self.gpu
+        precision = (req.precision or "bf16").lower()
+        if precision not in ("bf16", "fp8"):
+            raise PlanError(f"--precision must be bf16 or fp8, got {req.precision!r}")
+        layouts = (req.layouts or "trainable").lower()
+        if layouts not in search.LAYOUTS:
+            raise PlanError(f"--layouts must be one of {', '.join(search.LAYOUTS)}, got {req.layouts!r}")
+        if precision == "fp8" and not gpu.fp8_tflops:
+            raise PlanError(
+                f"{gpu.name} has no FP8 tensor cores; use --precision bf16 or an FP8 GPU "
+                "(H100, H800, H200, B200, MI300X, L40S)"
+            )
+        moe = None
+        if req.model is not None:
+            preset = arch.PRESETS.get(req.model.lower())
+            if preset is None:
+                raise PlanError(f"unknown --model {req.model!r}; known: {', '.join(arch.PRESETS)}")
+            if req.params is not None or req.experts or req.experts_per_token or req.shared_experts:
+                raise PlanError("--model fixes the architecture; drop --params and the --experts options")
+            if preset.get("experts"):
+                moe = {k: preset.get(k, 0) for k in ("experts", "experts_per_token", "shared_experts")}
+        if req.experts:
+            k = req.experts_per_token or min(2, req.experts)
+            if k > req.experts:
+                raise PlanError(f"--experts-per-token ({k}) exceeds --experts ({req.experts})")
+            moe = {"experts": req.experts, "experts_per_token": k, "shared_experts": req.shared_experts or 0}
+        elif req.experts_per_token or req.shared_experts:
+            raise PlanError("--experts-per-token and --shared-experts need --experts (routed experts)")
+        if layouts == "trainable":
+            untrainable = []
+            if moe:
+                untrainable.append("mixture-of-experts models")
+            if precision not in capability.PRECISIONS:
+                untrainable.append(f"{precision} training")
+            if untrainable:
+                raise PlanError(
+                    f"tokensmith train does not run {' or '.join(untrainable)}; add --layouts any to plan "
+                    "for another stack (Megatron-LM, DeepSeek's)"
+                )
+        self.record("precision", precision, "given" if req.precision else "default: bf16 mixed precision")
+        self.record(
+            "layouts",
+            layouts,
+            "given: any stack (interleaving, EP, CP, FP8 allowed)"
+            if layouts == "any"
+            else "default: layouts tokensmith train runs (planner/capability.py)",
+        )
+        if precision == "fp8":
+            self.record("gpu_fp8_peak_tflops", gpu.fp8_tflops, f"{gpu.vendor} datasheet, dense FP8")
+        if moe:
+            self.record(
+                "moe_law_params",
+                "active",
+                "default: Chinchilla on active parameters (a dense-model law; MoE laws, e.g. Clark et al. "
+                "2022 and Krajewski et al. 2024, give MoE a lower loss at the same active size)",
+            )
+        return precision, layouts, moe
 
     def _economics(self) -> search.Economics:
         req, gpu = self.req, self.gpu

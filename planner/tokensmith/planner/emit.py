@@ -31,12 +31,48 @@ def job_name(plan: Plan) -> str:
     return re.sub(r"[^a-z0-9-]", "-", name.lower())[:63].strip("-")
 
 
+def untrainable(plan: Plan) -> list[str]:
+    """What in `plan` `tokensmith train` cannot run (`capability.problems`; empty: it runs it)."""
+    from tokensmith.planner import capability
+
+    c = plan.cluster
+    layout = capability.Layout(
+        tensor=c.tensor_parallel,
+        pipeline=c.pipeline_parallel,
+        data=c.data_parallel,
+        zero_stage=c.zero_stage,
+        recompute=c.recompute,  # type: ignore[arg-type]
+        virtual_stages=c.virtual_stages,
+        expert=c.expert_parallel,
+        context=c.context_parallel,
+        precision=plan.precision,
+    )
+    m = plan.model
+    return capability.problems(
+        layout,
+        m["n_layers"],
+        m["n_heads"],
+        m.get("n_kv_heads"),
+        gpus_per_node=c.gpus_per_node,
+        world_size=c.gpus,
+        experts=int(m.get("experts") or 0),
+    )
+
+
 def build_job(plan: Plan, name: str | None = None, checkpoint_claim: str | None = None) -> dict[str, Any]:
     """The manifest for `plan`: model, token budget, parallelism, cluster shape, checkpoint interval
-    (Daly's optimum from the plan) and a GPU-hour / dollar budget with `BUDGET_HEADROOM`."""
+    (Daly's optimum from the plan) and a GPU-hour / dollar budget with `BUDGET_HEADROOM`. ValueError
+    (one line) when the plan's layout is one `tokensmith train` does not run (`untrainable`)."""
     from tokensmith.operator.spec import LLMTrainingJobSpec, build_manifest
     from tokensmith.trainer.config import TrainerConfig
 
+    problems = untrainable(plan)
+    if problems:
+        raise ValueError(
+            "tokensmith train cannot run this plan: "
+            + "; ".join(problems)
+            + " (re-plan without --layouts any for a job it runs)"
+        )
     name = name or job_name(plan)
     c = plan.cluster
     tokens = math.ceil(plan.tokens)
@@ -50,7 +86,7 @@ def build_job(plan: Plan, name: str | None = None, checkpoint_claim: str | None 
                 "global_batch_tokens": c.global_batch_tokens,
             },
             "deepspeed": {"zero_stage": c.zero_stage},
-            "parallelism": {"recompute": "full" if c.recompute else "none"},
+            "parallelism": {"recompute": c.recompute},
             "checkpoint": {"every_minutes": every_minutes},
         }
     )

@@ -2,10 +2,12 @@
 
 Power per GPU = TDP x draw(MFU) + node overhead, times the data-centre PUE:
 - draw(MFU) = IDLE + (1 - IDLE) x min(1, MFU / MFU_AT_TDP). A GPU idles at about a quarter of its TDP
-  and training kernels drive it to its power limit well before peak FLOPs: published runs at MFU
-  0.3-0.45 report energy at TDP (Llama 2, Touvron et al. 2023, Table 2: 400 W per A100; BLOOM,
-  Luccioni et al. 2022: 1,082,990 A100-hours and 433 MWh dynamic energy, i.e. 400 W). The linear ramp
-  below MFU_AT_TDP is our assumption, not a published fit.
+  and a training load drives it to its power limit far below peak FLOPs (memory-bound kernels and
+  communication draw power too): published figures are computed at rated power whatever the MFU
+  (Llama 2, Touvron et al. 2023, Table 2: 400 W per A100 at MFU 0.39-0.43; BLOOM, Luccioni et al.
+  2022: 1,082,990 A100-hours and 433 MWh dynamic energy, i.e. 400 W, at MFU 0.32; GPT-3 on V100,
+  Patterson et al. 2021, at MFU about 0.2). MFU_AT_TDP is therefore low; the ramp below it (a
+  barely loaded GPU) is our assumption, not a published fit.
 - Node overhead (CPUs, memory, NICs, fans, switches) per GPU: NODE_OVERHEAD x TDP by default; DGX A100
   and DGX H100 are specified at 6.5 and 10.2 kW for 3.2 and 5.6 kW of GPUs, so 0.25 x TDP is a
   typical (below-maximum) draw. Papers that count GPU power only correspond to 0 here.
@@ -19,7 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 IDLE_FRACTION = 0.25
-MFU_AT_TDP = 0.30
+MFU_AT_TDP = 0.10
 NODE_OVERHEAD = 0.25
 DEFAULT_PUE = 1.1
 DEFAULT_CARBON_KG_PER_KWH = 0.429

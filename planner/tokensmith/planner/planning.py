@@ -3,11 +3,15 @@
 Pure functions over typed data: nothing here reads or writes files (the CLI does that).
 
 Resolution of the model size N and token budget D (the law's convention: total parameters for the
-Chinchilla fits, non-embedding for Kaplan):
+Chinchilla fits, non-embedding for Kaplan; for mixture-of-experts models the *active* parameters, as
+the MoE literature compares models, while --params stays the total count):
 - params and tokens given: used as they are (with compute too, 6ND must agree within 5%); with a
   GPU-hour or dollar figure as well and no --mfu, the MFU is the derived input (`_implied_mfu`);
 - two of (params, tokens, compute): the third from C = 6ND;
 - params alone: the law's compute-optimal tokens for that size; tokens alone: the optimal size;
+- params and a budget (dollars, GPU-hours, or GPUs x deadline) without tokens: the tokens the budget
+  buys on the best shape for it, with the law's optimum at that compute and the predicted-loss penalty
+  (`Plan.token_budget`); PlanError only when not even one optimizer step fits;
 - compute alone: the law's compute-optimal (N, D) (inference-aware with `inference_tokens`);
 - none of them: the compute that a budget buys (dollars, GPU-hours, or GPUs x deadline) on the chosen
   cluster, found by a fixed-point iteration (compute -> model -> cluster shape -> cost -> compute);
@@ -26,12 +30,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tokensmith.planner import arch, scaling, search
+from tokensmith.planner import arch, memory, scaling, search
 from tokensmith.planner.arch import ModelConfig
 from tokensmith.planner.context import Context as _Ctx
 from tokensmith.planner.performance import ModelScalars
 from tokensmith.planner.schema import ClusterPlan, Plan, PlanError, Request
-from tokensmith.planner.shapes import shape_for_params
+from tokensmith.planner.shapes import Count, shape_for_params
 
 __all__ = ["Plan", "PlanError", "Request", "default_global_batch_tokens", "plan", "sweep"]
 
@@ -49,6 +53,10 @@ def _scalars(cfg: ModelConfig) -> ModelScalars:
     return ModelScalars.from_config(cfg)
 
 
+def _peak(ctx: _Ctx) -> float:
+    return ctx.gpu.peak_for(ctx.precision)
+
+
 def default_global_batch_tokens(compute: float, seq_len: int) -> float:
     """DeepSeek LLM's batch-size law B_opt = 0.2920 C^0.3271 tokens (Bi et al. 2024, arXiv:2401.02954,
     eq. 1), capped at 16M tokens and at least one sequence."""
@@ -57,16 +65,34 @@ def default_global_batch_tokens(compute: float, seq_len: int) -> float:
 
 def _law_params(law: scaling.Law, cfg: ModelConfig) -> float:
     counts = arch.param_counts(cfg)
+    if cfg.is_moe:
+        return float(counts.active - counts.embedding if law.non_embedding else counts.active)
     return float(counts.non_embedding if law.non_embedding else counts.total)
 
 
-def _shape(ctx: _Ctx, law_params: float) -> ModelConfig:
+def _shape(ctx: _Ctx, law_params: float, total: bool = False) -> ModelConfig:
+    """The architecture with `law_params` in the law's convention, or `total` parameters."""
+    count: Count
+    if total:
+        count = "total"
+    elif ctx.moe:
+        count = "active"
+    else:
+        count = "non_embedding" if ctx.law.non_embedding else "total"
     try:
         return shape_for_params(
-            law_params, vocab_size=ctx.vocab, seq_len=ctx.seq_len, non_embedding=ctx.law.non_embedding
+            law_params, vocab_size=ctx.vocab, seq_len=ctx.seq_len, moe=ctx.moe, count=count
         )
     except ValueError as err:
         raise PlanError(str(err)) from None
+
+
+def _shape_total(ctx: _Ctx, total: float) -> ModelConfig:
+    """--params (a total count) -> the architecture (Kaplan's law shapes on the non-embedding count
+    of that model)."""
+    if ctx.law.non_embedding and not ctx.moe:
+        return _shape(ctx, _non_embedding_target(ctx, total))
+    return _shape(ctx, total, total=True)
 
 
 def _gpu_counts(ctx: _Ctx) -> list[int]:
@@ -77,8 +103,9 @@ def _gpu_counts(ctx: _Ctx) -> list[int]:
 
 def _run_search(ctx: _Ctx, cfg: ModelConfig, tokens: float) -> search.Candidates:
     scal = _scalars(cfg)
-    gbt = ctx.req.global_batch_tokens or default_global_batch_tokens(6.0 * scal.params * tokens, cfg.seq_len)
-    grid = search.candidate_grid(_gpu_counts(ctx))
+    gbt = ctx.req.global_batch_tokens or default_global_batch_tokens(6.0 * scal.active * tokens, cfg.seq_len)
+    axes = search.axis_values(ctx.layouts, cfg.experts, cfg.seq_len)
+    grid = search.candidate_grid(_gpu_counts(ctx), **axes)
     return search.evaluate(
         grid,
         scal,
@@ -90,6 +117,8 @@ def _run_search(ctx: _Ctx, cfg: ModelConfig, tokens: float) -> search.Candidates
         ctx.req.mfu,
         max_tp=ctx.req.max_tensor_parallel or max(search.TP_DEGREES),
         max_pp=ctx.req.max_pipeline_parallel or max(search.PP_DEGREES),
+        layouts=ctx.layouts,
+        precision=ctx.precision,
     )
 
 
@@ -212,12 +241,21 @@ def _check_inputs(req: Request) -> None:
         "gpu_power_w",
         "max_tensor_parallel",
         "max_pipeline_parallel",
+        "experts",
+        "experts_per_token",
     )
     for name in positive:
         value = getattr(req, name)
         if value is not None and not (value > 0 and math.isfinite(value)):
             raise PlanError(f"--{name.replace('_', '-')} must be a positive number, got {value:g}")
-    for name in ("carbon_intensity", "energy_price", "inference_tokens", "node_overhead", "restart_minutes"):
+    for name in (
+        "carbon_intensity",
+        "energy_price",
+        "inference_tokens",
+        "node_overhead",
+        "restart_minutes",
+        "shared_experts",
+    ):
         value = getattr(req, name)
         if value is not None and not (value >= 0 and math.isfinite(value)):
             raise PlanError(f"--{name.replace('_', '-')} must be zero or positive, got {value:g}")
@@ -262,7 +300,7 @@ def _resolve(ctx: _Ctx, compute: float | None) -> tuple[ModelConfig, float]:
         tokens = opt.tokens if req.inference_tokens else compute / (6.0 * _law_params(law, cfg))
         return cfg, tokens
     if req.params is not None:
-        cfg = _shape(ctx, req.params if not law.non_embedding else _non_embedding_target(ctx, req.params))
+        cfg = _shape_total(ctx, req.params)
         n = _law_params(law, cfg)
         tokens = req.tokens if req.tokens is not None else law.optimal_tokens(n)
         return cfg, tokens
@@ -300,7 +338,11 @@ def plan(**kwargs: Any) -> Plan:
 
     clean: dict[str, Any] = {}
     for key, value in kwargs.items():
-        if isinstance(value, str) and key in Request.model_fields and key not in ("gpu", "law"):
+        if (
+            isinstance(value, str)
+            and key in Request.model_fields
+            and key not in ("gpu", "law", "precision", "layouts", "model")
+        ):
             try:
                 value = parse_number(value)
             except ValueError as err:
@@ -319,6 +361,9 @@ def plan(**kwargs: Any) -> Plan:
         "vocab_size",
         "max_tensor_parallel",
         "max_pipeline_parallel",
+        "experts",
+        "experts_per_token",
+        "shared_experts",
     ):
         value = getattr(req, key)
         if value is not None and float(value) != int(value):
@@ -329,13 +374,22 @@ def plan(**kwargs: Any) -> Plan:
 def _plan(req: Request) -> Plan:
     _check_inputs(req)
     ctx = _Ctx(req)
+    if req.model is not None:
+        return _for_preset(ctx)
     # Two of params/tokens/compute -> the third.
     compute = _given_compute(req)
     if req.compute is not None and compute is None and req.params is not None and req.tokens is None:
-        cfg = _shape(ctx, req.params if not ctx.law.non_embedding else _non_embedding_target(ctx, req.params))
+        cfg = _shape_total(ctx, req.params)
         tokens = req.compute / (6.0 * _law_params(ctx.law, cfg))
     elif req.compute is not None and compute is None and req.tokens is not None and req.params is None:
         cfg, tokens = _shape(ctx, req.compute / (6.0 * req.tokens)), req.tokens
+    elif (
+        req.params is not None
+        and req.tokens is None
+        and compute is None
+        and (req.budget_usd is not None or req.gpu_hours is not None or (req.gpus and req.deadline_days))
+    ):
+        return _budget_tokens(ctx, _shape_total(ctx, req.params))
     elif compute is not None or req.params is not None or req.tokens is not None:
         cfg, tokens = _resolve(ctx, compute)
     else:
@@ -343,6 +397,34 @@ def _plan(req: Request) -> Plan:
     explicit_size = sum(x is not None for x in (req.params, req.tokens, req.compute)) >= 2
     if explicit_size and req.mfu is None and (req.gpu_hours is not None or req.budget_usd is not None):
         return _implied_mfu(ctx, cfg, tokens)
+    return _finish(ctx, cfg, tokens, budget_derived=False)
+
+
+def _for_preset(ctx: _Ctx) -> Plan:
+    """--model PRESET: the architecture is given (its own context and vocabulary unless --seq-len or
+    --vocab-size override them); tokens as for --params (given, from --compute, bought by a budget,
+    or the law's optimum for its size)."""
+    req = ctx.req
+    assert req.model is not None
+    overrides = {k: v for k, v in (("seq_len", req.seq_len), ("vocab_size", req.vocab_size)) if v}
+    try:
+        cfg = ModelConfig(preset=req.model.lower(), **overrides)
+    except ValidationError as err:
+        raise PlanError(f"--model {req.model}: {err.errors()[0]['msg']}") from None
+    ctx.record("model", cfg.preset, "given: arch.PRESETS")
+    ctx.record("seq_len", cfg.seq_len, "given" if req.seq_len else f"the {cfg.preset} preset's")
+    ctx.record("vocab_size", cfg.vocab_size, "given" if req.vocab_size else f"the {cfg.preset} preset's")
+    n_law = _law_params(ctx.law, cfg)
+    if req.tokens is not None:
+        tokens = req.tokens
+        if req.mfu is None and (req.gpu_hours is not None or req.budget_usd is not None):
+            return _implied_mfu(ctx, cfg, tokens)
+    elif req.compute is not None:
+        tokens = req.compute / (6.0 * n_law)
+    elif req.budget_usd is not None or req.gpu_hours is not None or (req.gpus and req.deadline_days):
+        return _budget_tokens(ctx, cfg)
+    else:
+        tokens = ctx.law.optimal_tokens(n_law)
     return _finish(ctx, cfg, tokens, budget_derived=False)
 
 
@@ -392,7 +474,7 @@ def _from_budget(ctx: _Ctx) -> Plan:
             f"no size or budget given: planned for the default budget of ${DEFAULT_BUDGET_USD:,.0f} "
             f"on {ctx.gpu.name} (give --params, --compute, --budget-usd, ... to plan your own)"
         )
-    peak = ctx.gpu.peak_flops
+    peak = _peak(ctx)
     mfu0 = req.mfu or 0.4
     if req.gpu_hours is not None:
         hours = req.gpu_hours
@@ -424,6 +506,65 @@ def _from_budget(ctx: _Ctx) -> Plan:
     return _finish(ctx, cfg, tokens, budget_derived=True)
 
 
+def _budget_tokens(ctx: _Ctx, cfg: ModelConfig) -> Plan:
+    """Model size and a budget, no tokens: the most tokens the budget buys. Every candidate's cost,
+    GPU-hours and wall time are proportional to the tokens (failures stretch time by a factor that
+    depends on the GPU count only), so one search at the law's optimal tokens gives each candidate's
+    affordable tokens; the best candidate's are planned, under the same caps."""
+    import numpy as np
+
+    req, law = ctx.req, ctx.law
+    n_law = _law_params(law, cfg)
+    reference = law.optimal_tokens(n_law)
+    tokens = reference
+    # The default global batch follows the compute, hence the tokens: iterate to the fixed point.
+    for _ in range(4):
+        res = _run_search(ctx, cfg, tokens)
+        fits = res["fits"]
+        if not fits.any():
+            _choose(ctx, res, budget_derived=True)  # raises the memory error
+        factor = np.full(fits.shape, np.inf)
+        if req.budget_usd is not None:
+            factor = np.minimum(factor, req.budget_usd / res["cost_usd"])
+        if req.gpu_hours is not None:
+            factor = np.minimum(factor, req.gpu_hours / res["gpu_hours_total"])
+        if req.deadline_days is not None:
+            factor = np.minimum(factor, req.deadline_days * 24.0 / res["wall_hours"])
+        affordable = np.where(fits, tokens * factor, 0.0)
+        best = int(np.argmax(affordable))
+        previous, tokens = tokens, float(affordable[best]) * (1.0 - 1e-4)  # inside the caps
+        if abs(tokens / previous - 1.0) < 1e-3:
+            break
+    step_tokens = float(res["global_batch_tokens"][best])
+    if tokens < step_tokens:
+        raise PlanError(
+            f"the budget does not buy one optimizer step of this model ({step_tokens:,.0f} tokens, "
+            f"{res['gpu_hours_total'][best] * step_tokens / previous:,.2f} GPU-hours on "
+            f"{int(res['gpus'][best])} x {ctx.gpu.name}); raise the budget or lower --params"
+        )
+    ctx.notes.append(
+        f"no --tokens given: the budget buys {tokens:.3g} tokens for this {cfg_total(cfg):.3g}-parameter "
+        f"model ({tokens / n_law:.1f} per parameter; the law's optimum for this size is {reference:.3g})"
+    )
+    result = _finish(ctx, cfg, tokens, budget_derived=False)
+    compute = 6.0 * n_law * tokens
+    opt = law.optimal(compute)
+    result.token_budget = {
+        "tokens": tokens,
+        "optimal_tokens_for_params": reference,
+        "tokens_vs_optimal": tokens / reference,
+        "compute_optimal_params": opt.params,
+        "compute_optimal_tokens": opt.tokens,
+        "compute_optimal_loss": law.loss(opt.params, opt.tokens),
+        "loss_penalty": result.predicted_loss - law.loss(opt.params, opt.tokens),
+    }
+    return result
+
+
+def cfg_total(cfg: ModelConfig) -> float:
+    return float(arch.param_counts(cfg).total)
+
+
 def _spent(req: Request, p: Plan) -> float:
     """The budgeted quantity the plan uses, relative to the tightest cap (see `_cap`)."""
     ratios = []
@@ -449,7 +590,7 @@ def _finish(
     counts = arch.param_counts(cfg)
     law = ctx.law
     n_law = _law_params(law, cfg)
-    flops = 6.0 * counts.total * tokens
+    flops = 6.0 * counts.active * tokens
     model_flops = arch.training_flops(cfg, tokens)
     val = res.row(idx)
     mfu = float(val["mfu"])
@@ -465,8 +606,10 @@ def _finish(
         micro_batch=int(val["micro_batch"]),
         gradient_accumulation=int(val["microbatches"]),
         global_batch_tokens=int(val["global_batch_tokens"]),
-        recompute=bool(val["recompute"]),
+        recompute=memory.RECOMPUTE_NAMES[int(val["recompute"])],
         virtual_stages=int(val["virtual"]),
+        expert_parallel=int(val["ep"]),
+        context_parallel=int(val["cp"]),
     )
     if ctx.econ.owned:
         hardware = val["gpu_hours_total"] * ctx.econ.purchase_usd / (ctx.econ.lifetime_years * 8760.0)
@@ -489,8 +632,11 @@ def _finish(
         law=law.name,
         law_source=law.source,
         params=counts.total,
+        active_params=counts.active,
         non_embedding_params=counts.non_embedding,
         embedding_params=counts.embedding,
+        precision=ctx.precision,
+        layouts=ctx.layouts,
         tokens=float(tokens),
         tokens_per_param=tokens / counts.total,
         flops=flops,
@@ -500,18 +646,17 @@ def _finish(
         model=model,
         cluster=cluster,
         mfu=mfu,
+        mfu_bf16=float(val["mfu_bf16"]),
         mfu_source=ctx.mfu_source
         or ("given (--mfu)" if ctx.req.mfu is not None else "performance model (performance.py)"),
         mfu_palm=mfu * model_flops / flops,
-        hfu=mfu * model_flops / flops * (4.0 / 3.0 if cluster.recompute else 1.0),
+        hfu=mfu * model_flops / flops * (4.0 / 3.0 if cluster.recompute == "full" else 1.0),
         tokens_per_second=tokens / (float(val["solve_hours"]) * 3600.0),
         tokens_per_gpu_second=tokens / (float(val["solve_hours"]) * 3600.0 * cluster.gpus),
         memory_per_gpu_gb=float(val["memory_gb"]),
         step_seconds=float(val["step_seconds"])
         if ctx.req.mfu is None
-        else float(
-            6.0 * counts.total * val["global_batch_tokens"] / (val["gpus"] * ctx.gpu.peak_flops * mfu)
-        ),
+        else float(6.0 * counts.active * val["global_batch_tokens"] / (val["gpus"] * _peak(ctx) * mfu)),
         steps=math.ceil(tokens / val["global_batch_tokens"]),
         gpu_hours=float(val["gpu_hours"]),
         gpu_hours_total=float(val["gpu_hours_total"]),
@@ -553,12 +698,17 @@ def _pareto_rows(res: search.Candidates, limit: int = 40) -> list[dict[str, Any]
         "micro_batch": "micro_batch",
         "recompute": "recompute",
         "virtual": "virtual_stages",
+        "ep": "expert_parallel",
+        "cp": "context_parallel",
         "mfu": "mfu",
         "wall_hours": "wall_clock_hours",
         "cost_usd": "cost_usd",
         "memory_gb": "memory_per_gpu_gb",
     }
-    return [{out: res[k][i].item() for k, out in keys.items()} for i in idx]
+    rows = [{out: res[k][i].item() for k, out in keys.items()} for i in idx]
+    for row in rows:
+        row["recompute"] = memory.RECOMPUTE_NAMES[int(row["recompute"])]
+    return rows
 
 
 def _alternatives(ctx: _Ctx, base: Plan, budget_derived: bool) -> list[dict[str, Any]]:

@@ -19,6 +19,15 @@ def render(plan: Plan) -> str:
     lines: list[str] = []
     for note in plan.notes:
         lines.append(f"note: {note}")
+    tb = plan.token_budget
+    if tb:
+        optimum, opt_n = format_si(tb["optimal_tokens_for_params"]), format_si(tb["compute_optimal_params"])
+        lines.append(
+            f"Budget-limited: {format_si(tb['tokens'])} tokens ({tb['tokens_vs_optimal']:.2f} x the law's "
+            f"{optimum} for this size); the law's optimum at this compute is {opt_n} parameters on "
+            f"{format_si(tb['compute_optimal_tokens'])} tokens, loss {tb['compute_optimal_loss']:.3f} "
+            f"(+{tb['loss_penalty']:.3f} here)"
+        )
     lines.append(
         f"Plan ({plan.law}): {format_si(plan.params)} parameters on {format_si(plan.tokens)} tokens "
         f"({plan.tokens_per_param:.1f} tokens/param), {plan.flops:.3g} FLOPs, "
@@ -28,17 +37,33 @@ def render(plan: Plan) -> str:
         (
             "model",
             f"{m['n_layers']} layers, d_model {m['d_model']}, {m['n_heads']} heads ({m['n_kv_heads']} KV), "
-            f"FFN {m['ffn_hidden']}, vocab {m['vocab_size']}, seq {m['seq_len']}",
+            f"FFN {m['ffn_hidden']}, vocab {m['vocab_size']}, seq {m['seq_len']}"
+            + (
+                f"; MoE {m['experts']} experts ({m['experts_per_token']} per token"
+                + (f", {m['shared_experts']} shared" if m.get("shared_experts") else "")
+                + f") of FFN {m['expert_ffn_hidden']}"
+                + (f" after {m['dense_layers']} dense blocks" if m.get("dense_layers") else "")
+                if m.get("experts")
+                else ""
+            ),
         ),
-        ("parameters", f"{plan.params:,} ({plan.non_embedding_params:,} non-embedding)"),
+        (
+            "parameters",
+            f"{plan.params:,} ({plan.non_embedding_params:,} non-embedding"
+            + (f", {plan.active_params:,} active" if plan.active_params != plan.params else "")
+            + ")",
+        ),
         ("cluster", f"{c.gpus} x {c.gpu} ({c.nodes} nodes x {c.gpus_per_node})"),
         (
             "parallelism",
             f"TP {c.tensor_parallel} x PP {c.pipeline_parallel}"
             + (f" (interleaved x{c.virtual_stages})" if c.virtual_stages > 1 else "")
-            + f" x DP {c.data_parallel}, ZeRO-{c.zero_stage}, "
+            + (f" x CP {c.context_parallel}" if c.context_parallel > 1 else "")
+            + f" x DP {c.data_parallel}"
+            + (f" (EP {c.expert_parallel})" if c.expert_parallel > 1 else "")
+            + f", ZeRO-{c.zero_stage}, "
             f"micro-batch {c.micro_batch} x {c.gradient_accumulation} accumulation, "
-            f"recompute {'on' if c.recompute else 'off'}",
+            f"recompute {c.recompute}, {plan.precision}",
         ),
         (
             "global batch",
@@ -46,8 +71,9 @@ def render(plan: Plan) -> str:
         ),
         (
             "MFU",
-            f"{plan.mfu:.3f} (6ND; {plan.mfu_palm:.3f} with attention, HFU {plan.hfu:.3f}), "
-            f"{plan.mfu_source}",
+            f"{plan.mfu:.3f} (6ND against the {plan.precision.upper()} peak"
+            + (f"; {plan.mfu_bf16:.3f} against BF16" if plan.precision != "bf16" else "")
+            + f"; {plan.mfu_palm:.3f} with attention, HFU {plan.hfu:.3f}), {plan.mfu_source}",
         ),
         ("throughput", f"{plan.tokens_per_second:,.0f} tokens/s ({plan.tokens_per_gpu_second:,.0f} per GPU)"),
         ("memory per GPU", f"{plan.memory_per_gpu_gb:.1f} GB"),
@@ -118,7 +144,9 @@ def render(plan: Plan) -> str:
                         f"TP{r['tensor_parallel']} PP{r['pipeline_parallel']}"
                         + (f"x{r['virtual_stages']}" if r["virtual_stages"] > 1 else "")
                         + f" DP{r['data_parallel']} Z{r['zero_stage']} mb{r['micro_batch']}"
-                        + (" rc" if r["recompute"] else ""),
+                        + (f" EP{r['expert_parallel']}" if r.get("expert_parallel", 1) > 1 else "")
+                        + (f" CP{r['context_parallel']}" if r.get("context_parallel", 1) > 1 else "")
+                        + ("" if r["recompute"] == "none" else f" rc-{r['recompute']}"),
                         round(r["mfu"], 3),
                         round(r["wall_clock_hours"] / 24.0, 1),
                         _usd(r["cost_usd"]),

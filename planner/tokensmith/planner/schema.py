@@ -49,6 +49,12 @@ class Request(BaseModel):
     global_batch_tokens: float | None = None
     max_tensor_parallel: int | None = None
     max_pipeline_parallel: int | None = None
+    model: str | None = None  # an arch.PRESETS name: the architecture, instead of --params
+    experts: int | None = None
+    experts_per_token: int | None = None
+    shared_experts: int | None = None
+    precision: str | None = None
+    layouts: str | None = None
 
 
 class ClusterPlan(BaseModel):
@@ -63,8 +69,10 @@ class ClusterPlan(BaseModel):
     micro_batch: int
     gradient_accumulation: int
     global_batch_tokens: int
-    recompute: bool
+    recompute: str = Field(description="Activation recomputation: none, selective or full")
     virtual_stages: int = Field(1, description="Interleaved pipeline chunks per stage (1: plain 1F1B)")
+    expert_parallel: int = Field(1, description="Expert-parallel degree (MoE; inside DP x CP)")
+    context_parallel: int = Field(1, description="Context-parallel degree (sequence split over GPUs)")
 
 
 class Plan(BaseModel):
@@ -73,19 +81,23 @@ class Plan(BaseModel):
     law: str
     law_source: str
     params: int
+    active_params: int = Field(description="Parameters one token uses (= params for a dense model)")
     non_embedding_params: int
     embedding_params: int
+    precision: str = Field(description="bf16, or fp8 GEMMs with bf16 weights and fp32 optimiser states")
+    layouts: str = Field(description="trainable (what tokensmith train runs) or any (any stack)")
     tokens: float
     tokens_per_param: float
     flops: float = Field(
-        description="6 x params x tokens, the convention of scaling laws and published budgets"
+        description="6 x active params x tokens, the convention of scaling laws and published budgets"
     )
     law_flops: float = Field(description="6 N D with N in the law's convention (non-embedding for kaplan)")
     model_flops: float = Field(description="arch.training_flops: PaLM convention, attention included")
     predicted_loss: float
     model: dict[str, Any]
     cluster: ClusterPlan
-    mfu: float
+    mfu: float = Field(description="6ND MFU against the dense peak of the precision used")
+    mfu_bf16: float = Field(description="the same throughput against the dense BF16 peak")
     mfu_source: str
     mfu_palm: float
     hfu: float = Field(
@@ -111,6 +123,11 @@ class Plan(BaseModel):
     job_mtbf_hours: float
     expected_interruptions: float
     goodput: float
+    token_budget: dict[str, Any] | None = Field(
+        None,
+        description="When the budget set the tokens: what it buys, the law's optimum at that compute "
+        "and the predicted-loss penalty",
+    )
     alternatives: list[dict[str, Any]]
     pareto_front: list[dict[str, Any]]
     assumptions: dict[str, dict[str, Any]]

@@ -1,14 +1,19 @@
 """Vectorised cluster-shape search: every (GPUs, TP, PP, DP, ZeRO stage, micro-batch, recompute,
-interleaved pipeline chunks)
-candidate is one element of numpy arrays; memory, step time, MFU, failures, cost and energy are
-evaluated for all of them at once (no Python loop per candidate), then filtered and ranked.
+interleaved pipeline chunks, expert-parallel and context-parallel degree) candidate is one element of
+numpy arrays; memory, step time, MFU, failures, cost and energy are evaluated for all of them at once
+(no Python loop per candidate), then filtered and ranked. The precision (bf16 or fp8) is fixed per
+search.
 
-Constraints applied (why):
-- the layout is one the trainer runs: `capability.supported`, the rules the operator and the trainer
-  check too (TP inside a node and dividing the heads, PP at most the layers, which ZeRO stages combine
-  with TP and PP, no interleaved stages), so the search never proposes a shape the trainer refuses;
-- at least one micro-batch per data-parallel replica in the global batch;
-- the per-GPU memory (memory.py) fits the GPU.
+Layout scope (`layouts`):
+- "trainable" (default): the layout is one `tokensmith train` runs: `capability.supported`, the rules
+  the operator and the trainer check too (TP inside a node and dividing the heads, PP at most the
+  layers, which ZeRO stages combine with TP and PP, no interleaved stages, no EP/CP/FP8/MoE), so the
+  search never proposes a shape the trainer refuses;
+- "any": runs on any stack (Megatron-LM's interleaved schedule, DeepSeek-V3's FP8 MoE): only the
+  physical rules (TP divides the heads and stays in a node, PP at most the layers, v chunks of whole
+  layers with m >= p, EP divides the experts and DP x CP, CP splits the sequence into 2 CP chunks).
+Both: at least one micro-batch per data-parallel replica in the global batch, and the per-GPU memory
+(memory.py) fits the GPU. World = TP x CP x PP x DP (Megatron-LM's order); EP lives inside DP x CP.
 """
 
 from __future__ import annotations
@@ -25,10 +30,14 @@ TP_DEGREES = (1, 2, 4, 8)
 PP_DEGREES = (1, 2, 4, 8, 16, 32, 64)
 ZERO_STAGES = (0, 1, 2, 3)
 MICRO_BATCHES = (1, 2, 4, 8, 16)
-RECOMPUTE = (0, 1)
-# Interleaved chunks the trainer runs (DeepSpeed's 1F1B only: 1); the memory and time models keep the
-# general form for when it grows.
+RECOMPUTE = (0, 1, 2)  # none, full, selective (memory.RC_*)
+# Interleaved chunks the trainer runs (DeepSpeed's 1F1B only: 1); other stacks: up to 4 (Megatron-LM).
 VIRTUAL_STAGES = tuple(range(1, capability.MAX_VIRTUAL_STAGES + 1))
+ANY_VIRTUAL_STAGES = (1, 2, 4)
+EP_DEGREES = (1, 2, 4, 8, 16, 32, 64)
+CP_DEGREES = (1, 2, 4, 8)
+CP_FROM_SEQ = 16_384  # context parallelism is searched from this context length up
+LAYOUTS = ("trainable", "any")
 AXES = (
     "gpus",
     "tp",
@@ -37,6 +46,8 @@ AXES = (
     "micro_batch",
     "recompute",
     "virtual",
+    "ep",
+    "cp",
 )  # one array per axis, one entry per candidate
 
 
@@ -70,21 +81,46 @@ def gpu_count_grid(gpus_per_node: int, max_gpus: int = 65_536) -> list[int]:
     return sorted(counts)
 
 
-def candidate_grid(gpu_counts: list[int]) -> dict[str, Any]:
+def axis_values(layouts: str = "trainable", experts: int = 0, seq_len: int = 0) -> dict[str, tuple[int, ...]]:
+    """The values searched on each layout axis for a scope and model: EP only for MoE models (powers
+    of two dividing the experts), CP only from `CP_FROM_SEQ` tokens of context, interleaving, EP and CP
+    only with `layouts="any"` (the trainer runs none of them)."""
+    anything = layouts == "any"
+    return {
+        "virtual": ANY_VIRTUAL_STAGES if anything else VIRTUAL_STAGES,
+        "ep": tuple(e for e in EP_DEGREES if experts and experts % e == 0) or (1,) if anything else (1,),
+        "cp": CP_DEGREES if anything and seq_len >= CP_FROM_SEQ else (1,),
+    }
+
+
+def candidate_grid(
+    gpu_counts: list[int],
+    virtual: tuple[int, ...] = VIRTUAL_STAGES,
+    ep: tuple[int, ...] = (1,),
+    cp: tuple[int, ...] = (1,),
+    **fixed: tuple[int, ...],
+) -> dict[str, Any]:
     """The cross product of the search space as an open mesh: one integer array per axis, each
-    shaped to broadcast against the others (gpus on axis 0, ..., interleaving on axis 6). `evaluate`
+    shaped to broadcast against the others (gpus on axis 0, ..., CP on axis 8). `evaluate`
     computes every intermediate at the smallest shape it depends on (e.g. GEMM efficiency per TP
-    degree) and only the final quantities at the full size, which is what makes it fast."""
+    degree) and only the final quantities at the full size, which is what makes it fast. `fixed`
+    narrows any other axis (e.g. `tp=(8,)` to evaluate a published layout)."""
     import numpy as np
 
+    values = {
+        "tp": TP_DEGREES,
+        "pp": PP_DEGREES,
+        "zero": ZERO_STAGES,
+        "micro_batch": MICRO_BATCHES,
+        "recompute": RECOMPUTE,
+        "virtual": virtual,
+        "ep": ep,
+        "cp": cp,
+    }
+    values.update(fixed)
     axes = np.meshgrid(
         np.asarray(gpu_counts, dtype=np.int64),
-        np.asarray(TP_DEGREES, dtype=np.int64),
-        np.asarray(PP_DEGREES, dtype=np.int64),
-        np.asarray(ZERO_STAGES, dtype=np.int64),
-        np.asarray(MICRO_BATCHES, dtype=np.int64),
-        np.asarray(RECOMPUTE, dtype=np.int64),
-        np.asarray(VIRTUAL_STAGES, dtype=np.int64),
+        *(np.asarray(values[k], dtype=np.int64) for k in AXES[1:]),
         indexing="ij",
         sparse=True,
     )
@@ -120,35 +156,40 @@ def evaluate(
     mfu: float | None = None,
     max_tp: int = max(TP_DEGREES),
     max_pp: int = max(PP_DEGREES),
+    *,
+    layouts: str = "trainable",
+    precision: str = "bf16",
 ) -> Candidates:
     """Evaluate every candidate; returns the grid's arrays plus one array per derived quantity.
 
-    With `mfu` given, time follows from it (the performance model still ranks shapes and memory still
-    filters them); otherwise from the performance model."""
+    With `mfu` given (against the peak of `precision`), time follows from it (the performance model
+    still ranks shapes and memory still filters them); otherwise from the performance model. MFU is
+    6 x active parameters x tokens over the dense peak of the precision used (`mfu`) and over the BF16
+    peak (`mfu_bf16`)."""
     import numpy as np
 
     # Float copies once (every formula below is floating point); integer grid kept for the output.
     gpus, tp, pp = (grid[k].astype(np.float64) for k in ("gpus", "tp", "pp"))
     zero, mb, rc = (grid[k].astype(np.float64) for k in ("zero", "micro_batch", "recompute"))
-    virtual = grid["virtual"].astype(np.float64)
+    virtual, ep, cp = (grid[k].astype(np.float64) for k in ("virtual", "ep", "cp"))
+    fp8 = 1 if precision == "fp8" else 0
+    peak = gpu.peak_for(precision)
     g = GPUScalars(
         peak_flops=gpu.peak_flops,
         hbm_bytes_s=gpu.hbm_tbs * 1e12,
         intra_bytes_s=gpu.intra_gbs * 1e9,
         inter_bytes_s=gpu.inter_gbs * 1e9,
         gpus_per_node=gpus_per_node,
+        fp8_peak_flops=gpu.fp8_peak_flops,
+        gemm_fraction=gpu.gemm_fraction,
     )
     with np.errstate(divide="ignore", invalid="ignore"):
-        model_par = tp * pp
+        model_par = tp * pp * cp
         dp = np.floor(gpus / model_par)
         n_seq = max(1, round(global_batch_tokens / model.seq_len))
         microbatches = np.floor(n_seq / np.maximum(dp * mb, 1.0))
-        valid = (
-            (gpus == dp * model_par)
-            & (dp >= 1)
-            & (tp <= max_tp)
-            & (pp <= max_pp)
-            & capability.supported(
+        if layouts == "trainable":
+            layout_ok = capability.supported(
                 grid["tp"],
                 grid["pp"],
                 grid["zero"],
@@ -157,15 +198,32 @@ def evaluate(
                 model.n_heads,
                 model.n_kv_heads,
                 gpus_per_node,
+                grid["ep"],
+                grid["cp"],
+                fp8,
+                model.experts,
             )
+        else:
+            layout_ok = physically_possible(grid, model, gpus_per_node)
+        valid = (
+            (gpus == dp * model_par)
+            & (dp >= 1)
+            & (tp <= max_tp)
+            & (pp <= max_pp)
+            & layout_ok
             & (microbatches >= 1)
             # Interleaving needs a pipeline, v chunks of whole layers per stage, and m >= p.
             & ((virtual == 1) | ((pp > 1) & (pp * virtual <= model.n_layers) & (microbatches >= pp)))
+            # Experts are spread over data-parallel (x context-parallel) ranks.
+            & (np.mod(dp * cp, ep) == 0)
         )
         microbatches = np.maximum(microbatches, 1.0)
         dp = np.maximum(dp, 1.0)
-        states = memory.model_state_bytes(model.params, tp, pp, dp, zero)
+        replicas = dp * cp  # ranks holding the same weights: ZeRO and gradient reduction span them
+        states = memory.model_state_bytes(model.params, tp, pp, replicas, zero, model.expert_params, ep, fp8)
+        working = memory.zero3_working_bytes(model.largest_operator_params, tp, zero)
         stage_layers = np.ceil(model.n_layers / pp)
+        per_layer, scores = model.layer_coefficients(fp8)
         acts = memory.activation_bytes(
             model.seq_len,
             mb,
@@ -177,15 +235,21 @@ def evaluate(
             microbatches,
             rc,
             virtual,
+            per_layer=per_layer,
+            scores=scores,
+            n_heads=model.n_heads,
+            cp=cp,
         )
-        need = memory.total_bytes(states, acts)
+        need = memory.total_bytes(states, acts, working)
         fits = valid & (need <= gpu.memory_bytes)
 
-        step = performance.step_time(model, g, gpus, tp, pp, dp, zero, mb, microbatches, rc, virtual)
+        step = performance.step_time(
+            model, g, gpus, tp, pp, replicas, zero, mb, microbatches, rc, virtual, ep, cp, fp8
+        )
         tokens_step = microbatches * dp * mb * model.seq_len
-        model_mfu = 6.0 * model.params * tokens_step / (step * gpus * gpu.peak_flops)
+        model_mfu = 6.0 * model.active * tokens_step / (step * gpus * peak)
         used_mfu = model_mfu if mfu is None else np.full_like(model_mfu, mfu)
-        solve_h = 6.0 * model.params * tokens / (gpus * gpu.peak_flops * used_mfu) / 3600.0
+        solve_h = 6.0 * model.active * tokens / (gpus * peak * used_mfu) / 3600.0
 
         # Failures depend on the GPU count only: evaluate them once per distinct count and broadcast
         # (Daly's wall time is linear in the solve time).
@@ -209,7 +273,7 @@ def evaluate(
         gpu_hours_total = wall_h * gpus
 
         draw = (
-            energy.gpu_draw_watts(gpu.tdp_w, used_mfu)
+            energy.gpu_draw_watts(gpu.tdp_w, used_mfu * peak / gpu.peak_flops)
             if econ.gpu_power_w is None
             else np.full_like(used_mfu, econ.gpu_power_w)
         )
@@ -232,6 +296,7 @@ def evaluate(
         step_seconds=step,
         model_mfu=model_mfu,
         mfu=used_mfu,
+        mfu_bf16=used_mfu * peak / gpu.peak_flops,
         solve_hours=solve_h,
         wall_hours=wall_h,
         gpu_hours=gpu_hours,
@@ -248,6 +313,20 @@ def evaluate(
         cost_usd=cost,
     )
     return Candidates(out)
+
+
+def physically_possible(grid: dict[str, Any], model: ModelScalars, gpus_per_node: int) -> Any:
+    """The layout rules of any stack (module docstring), element-wise over the grid."""
+    tp, pp, virtual, ep, cp = (grid[k] for k in ("tp", "pp", "virtual", "ep", "cp"))
+    return (
+        (model.n_heads % tp == 0)
+        & (tp <= gpus_per_node)
+        & (gpus_per_node % tp == 0)
+        & (pp <= model.n_layers)
+        & (virtual >= 1)
+        & ((ep == 1) | ((model.experts > 0) & (model.experts % ep == 0)))
+        & (model.seq_len % (2 * cp) == 0)
+    )
 
 
 class Candidates(Mapping[str, Any]):

@@ -8,6 +8,12 @@ a wide range of aspect ratios, so the exact ratio matters little and is chosen f
 Head dimension 128 (64 below about 1B parameters), the SwiGLU width 8/3 d rounded up to 256 as in
 Llama, and grouped-query attention with 8 KV heads from 30B up (as Llama 2 70B).
 
+Mixture of experts (`moe`: experts, experts_per_token, shared_experts): every block is a MoE block
+(Mixtral's layout) whose experts have the dense SwiGLU width divided by k/2, rounded to 64: a top-2
+model gets Mixtral's full-width experts, a top-8 one DeepSeekMoE's fine-grained quarter-width experts
+(Dai et al. 2024, arXiv:2401.06066, keep the activated width of a top-2 model while splitting experts).
+The target is the total, the non-embedding or the active count (`count`).
+
 Every count comes from `tokensmith.planner.arch` (the one implementation); this module only picks the
 shape whose exact count is closest to the target.
 """
@@ -15,8 +21,11 @@ shape whose exact count is closest to the target.
 from __future__ import annotations
 
 import math
+from typing import Any, Literal
 
-from tokensmith.planner.arch import ModelConfig, default_ffn_hidden, layer_params, param_counts
+from tokensmith.planner.arch import ModelConfig, default_ffn_hidden, param_counts
+
+Count = Literal["total", "non_embedding", "active"]
 
 GQA_FROM_PARAMS = 30e9
 GQA_KV_HEADS = 8
@@ -33,9 +42,27 @@ def _head_dim(params: float) -> int:
     return 128 if params >= 1e9 else 64
 
 
-def _config(n_layers: int, d_model: int, head_dim: int, params: float, vocab: int, seq: int) -> ModelConfig:
+def _config(
+    n_layers: int,
+    d_model: int,
+    head_dim: int,
+    params: float,
+    vocab: int,
+    seq: int,
+    moe: dict[str, Any] | None = None,
+) -> ModelConfig:
     n_heads = max(1, d_model // head_dim)
     kv = GQA_KV_HEADS if params >= GQA_FROM_PARAMS and n_heads % GQA_KV_HEADS == 0 else n_heads
+    extra: dict[str, Any] = {}
+    if moe and moe.get("experts"):
+        k = int(moe.get("experts_per_token") or 2)
+        dense = default_ffn_hidden(d_model, "swiglu", multiple_of=256 if d_model >= 1024 else 64)
+        extra = dict(
+            experts=int(moe["experts"]),
+            experts_per_token=k,
+            shared_experts=int(moe.get("shared_experts") or 0),
+            expert_ffn_hidden=max(64, 64 * round(dense / max(1.0, k / 2.0) / 64)),
+        )
     return ModelConfig(
         n_layers=n_layers,
         d_model=d_model,
@@ -49,11 +76,18 @@ def _config(n_layers: int, d_model: int, head_dim: int, params: float, vocab: in
         position="rope",
         tie_embeddings=False,
         bias=False,
+        **extra,
     )
 
 
 def shape_for_params(
-    params: float, *, vocab_size: int = 32000, seq_len: int = 4096, non_embedding: bool = False
+    params: float,
+    *,
+    vocab_size: int = 32000,
+    seq_len: int = 4096,
+    non_embedding: bool = False,
+    moe: dict[str, Any] | None = None,
+    count: Count | None = None,
 ) -> ModelConfig:
     """The architecture whose exact parameter count (total, or non-embedding when `non_embedding`)
     is closest to `params`, preferring the aspect ratio of published models.
@@ -63,6 +97,8 @@ def shape_for_params(
     heads under GQA), and every candidate is counted exactly; the score is the relative count error
     weighted thirty times the log distance of its aspect ratio from `target_aspect`.
     """
+    count = count or ("non_embedding" if non_embedding else "total")
+    non_embedding = count == "non_embedding"
     if not (params > 0 and math.isfinite(params)):
         raise ValueError(f"params must be a positive number, got {params!r}")
     if params < 1e5:
@@ -78,7 +114,10 @@ def shape_for_params(
     # Per-layer parameters per d^2 of this family (about 12 for MHA, about 10 under GQA), measured on
     # a probe of the expected width so that the solve below lands next to the exact count.
     d_probe = max(step, round((params * aspect * aspect / 12.0) ** (1.0 / 3.0) / step) * step)
-    coeff = layer_params(_config(1, d_probe, head, params, vocab_size, seq_len)) / d_probe**2
+    probe = _config(1, d_probe, head, params, vocab_size, seq_len, moe)
+    per_layer = param_counts(probe).active if count == "active" else param_counts(probe).non_embedding
+    per_layer -= param_counts(probe).embedding if count == "active" else 0
+    coeff = per_layer / d_probe**2
     # Depths within a factor of two of the one the target aspect ratio implies (coeff L (aspect L)^2).
     guess = (params / (coeff * aspect * aspect)) ** (1.0 / 3.0)
     for n_layers in range(max(1, math.floor(guess / 2)), min(256, math.ceil(2 * guess) + 2) + 1):
@@ -89,22 +128,23 @@ def shape_for_params(
             break
         lower = math.floor(d_cont / step) * step
         for d_model in {max(step, lower), lower + step}:
-            cfg = _config(n_layers, d_model, head, params, vocab_size, seq_len)
-            counts = param_counts(cfg)
-            got = counts.non_embedding if non_embedding else counts.total
+            cfg = _config(n_layers, d_model, head, params, vocab_size, seq_len, moe)
+            got = _count(cfg, count)
             score = 30.0 * abs(math.log(got / params)) + abs(math.log((d_model / n_layers) / aspect))
             if best is None or score < best[0]:
                 best = (score, cfg)
-    if best is None or 30.0 * abs(math.log(_count(best[1], non_embedding) / params)) > 3.0:
+    if best is None or 30.0 * abs(math.log(_count(best[1], count) / params)) > 3.0:
         raise ValueError(
             f"no decoder shape of 1 to 256 layers has about {params:.3g} parameters with a "
             f"{vocab_size}-token vocabulary (its embeddings alone take about {2 * vocab_size * step:.3g}); "
             "change --params (or --compute) or --vocab-size"
         )
-    return _tune_ffn(best[1], params, non_embedding)
+    if moe and moe.get("experts"):
+        return best[1]  # experts' width follows the dense width; the layer count absorbs the rest
+    return _tune_ffn(best[1], params, count)
 
 
-def _tune_ffn(cfg: ModelConfig, params: float, non_embedding: bool) -> ModelConfig:
+def _tune_ffn(cfg: ModelConfig, params: float, non_embedding: Count) -> ModelConfig:
     """Close the last few percent of the count with the MLP width (multiples of 64 within 10% of the
     default; published models vary it the same way, e.g. Llama 3's ffn multiplier)."""
     if abs(_count(cfg, non_embedding) / params - 1.0) < 0.005:
@@ -118,6 +158,6 @@ def _tune_ffn(cfg: ModelConfig, params: float, non_embedding: bool) -> ModelConf
     return best
 
 
-def _count(cfg: ModelConfig, non_embedding: bool) -> int:
+def _count(cfg: ModelConfig, count: Count) -> int:
     counts = param_counts(cfg)
-    return counts.non_embedding if non_embedding else counts.total
+    return {"total": counts.total, "non_embedding": counts.non_embedding, "active": counts.active}[count]

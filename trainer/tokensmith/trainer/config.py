@@ -155,7 +155,11 @@ class TrainerConfig(_Section):
                 f"({self.train.micro_batch} x {self.model.seq_len} = {per_step})"
             )
         found = capability.problems(
-            self.layout(), self.model.n_layers, self.model.n_heads, self.model.n_kv_heads
+            self.layout(),
+            self.model.n_layers,
+            self.model.n_heads,
+            self.model.n_kv_heads,
+            experts=self.model.experts,  # the trainer builds dense models only
         )
         if found:
             raise ValueError("parallelism: " + "; ".join(found))
