@@ -42,10 +42,10 @@ removed by Kubernetes' garbage collector through their ownerReferences to the jo
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles"]
   verbs: ["create"]
-# Volcano PodGroup (minMember = nodes) when a job uses schedulerName: volcano.
+# Volcano PodGroup (minMember = nodes, queue) when a job uses schedulerName: volcano; refreshed per attempt.
 - apiGroups: ["scheduling.volcano.sh"]
   resources: ["podgroups"]
-  verbs: ["create"]
+  verbs: ["create", "patch"]
 # The jobs themselves: kopf watches them and patches its finalizer and annotations; the operator
 # deletes finished jobs whose spec.ttlSecondsAfterFinished has run out.
 - apiGroups: ["tokensmith.dev"]

@@ -377,8 +377,8 @@ async def _ensure_job_children(
     create: Any,
     skip_samples: tuple[tuple[int, int], ...] = (),
 ) -> None:
-    """Service, ConfigMap, trainer identity, PodGroup: created once; the config refreshed per attempt
-    (spec edits take effect at the next attempt)."""
+    """Service, ConfigMap, trainer identity, PodGroup: created once; the config and the PodGroup
+    (minMember, queue) refreshed per attempt (spec edits take effect at the next attempt)."""
     key = (job.namespace, job.name)
     if rt.shared_children.get(key) == attempt:
         return
@@ -388,6 +388,16 @@ async def _ensure_job_children(
             if created is None:  # exists from an earlier attempt: bring it up to date
                 await rt.client.patch(
                     "v1", "configmaps", job.namespace, obj["metadata"]["name"], {"data": obj["data"]}
+                )
+        elif obj["kind"] == "PodGroup":
+            created = await rt.client.create(obj)
+            if created is None:  # the gang size or queue may have been edited since the last attempt
+                await rt.client.patch(
+                    obj["apiVersion"],
+                    "podgroups",
+                    job.namespace,
+                    obj["metadata"]["name"],
+                    {"spec": obj["spec"]},
                 )
         else:
             await create(obj)

@@ -15,9 +15,13 @@ from tokensmith.operator import names
 from tokensmith.operator.observed import EvalObservation, NodeObservation, WorkerObservation, WorkerPhase
 from tokensmith.operator.spec import CheckpointRef, DivergenceReport, LLMTrainingJobStatus, Progress
 
-# Disruption reasons Kubernetes writes to the DisruptionTarget pod condition (>= 1.26).
+# Disruption reasons Kubernetes writes to the DisruptionTarget pod condition (>= 1.26), and Kueue's
+# StoppedByKueue (preempted or evicted Workload; Kueue's pod integration writes it to a
+# TerminationTarget or DisruptionTarget condition before deleting the pod).
 _DISRUPTIONS = {"PreemptionByScheduler", "PreemptionByKubeScheduler", "DeletionByTaintManager",
-                "EvictionByEvictionAPI", "DeletionByPodGC", "TerminationByKubelet"}  # fmt: skip
+                "EvictionByEvictionAPI", "DeletionByPodGC", "TerminationByKubelet",
+                "StoppedByKueue"}  # fmt: skip
+_DISRUPTION_CONDITIONS = ("DisruptionTarget", "TerminationTarget")
 
 
 def worker_from_pod(pod: Mapping[str, Any]) -> WorkerObservation | None:
@@ -38,7 +42,7 @@ def worker_from_pod(pod: Mapping[str, Any]) -> WorkerObservation | None:
     exit_code, reason, message = _terminated(status)
     disruption = None
     for cond in status.get("conditions") or []:
-        disrupted = cond.get("type") == "DisruptionTarget" and cond.get("status") == "True"
+        disrupted = cond.get("type") in _DISRUPTION_CONDITIONS and cond.get("status") == "True"
         if disrupted and cond.get("reason") in _DISRUPTIONS:
             reason, message = cond["reason"], cond.get("message") or message
             disruption = cond["reason"]
@@ -209,6 +213,7 @@ def apply_report(
                 "heartbeatTime": when,
                 "tokensPerSecond": record.get("tokens_per_s"),
                 "totalTokens": total_tokens,
+                "sourceTokens": record.get("source_tokens"),
             }
         )
     elif kind == "checkpoint":

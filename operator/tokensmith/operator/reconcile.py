@@ -413,15 +413,18 @@ def _planned_restart(
     grace period, docs/operator.md) and restart the gang away from the node. Not a failure: no
     restart budget is used, no backoff; the node is avoided like a suspect one."""
     why = "; ".join(text for _, text in notices)
-    away = sorted({w.node for w, _ in notices if w.node})
+    # No suspect: a cordoned or tainted node keeps the new pods away by itself for as long as the
+    # maintenance lasts, and is welcome back afterwards (a gang that needs every node of the cluster
+    # would otherwise wait out the suspect TTL); an evicted or preempted pod says nothing about its node.
+    away = sorted({w.node for w, _ in notices if w.node and w.disruption is None})
     st.planned_restarts += 1
-    st.suspect_nodes = nodes.add_suspects(st.suspect_nodes, away, "Disruption", now, spec.node_health)
     st.restart_after = now
     st.gang_ready, st.running_since = False, None
     message = (
         f"{why}: checkpoint requested (SIGTERM, {spec.cluster.termination_grace_period_seconds}s grace); "
-        f"planned restart {st.planned_restarts} as attempt {st.attempt + 1} away from "
-        f"{', '.join(away) or 'the disrupted pods'}; not counted as a failure"
+        f"planned restart {st.planned_restarts} as attempt {st.attempt + 1}"
+        + (f" away from {', '.join(away)}" if away else "")
+        + "; not counted as a failure"
     )
     _enter(st, "Restarting", "Disruption", message, now)
     acts.append(EmitEvent("Normal", "CheckpointRequested", message))

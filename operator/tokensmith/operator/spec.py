@@ -96,6 +96,17 @@ class StatusModel(K8sModel):
 # ----------------------------------------------------------------------------------------- spec
 
 
+class DataSourceSpec(K8sModel):
+    """One weighted training source (mirrors the trainer's `data.sources` entries)."""
+
+    path: str = Field(..., description="Directory of token shards as the worker pods see it.")
+    weight: float = Field(1.0, gt=0, description="Share of the samples (normalised over the sources).")
+    name: str | None = Field(None, description="Name in metrics and status.progress.sourceTokens.")
+    epochs: float | None = Field(
+        None, gt=0, description="Passes over this source the run may make (default: as many as needed)."
+    )
+
+
 class DataSpec(K8sModel):
     """Where the token shards are (paths as the worker pods see them) and how many tokens to train."""
 
@@ -103,6 +114,11 @@ class DataSpec(K8sModel):
         None,
         description="Directory of training token shards (`tokensmith curate` output); overrides "
         "trainer.data.train_path.",
+    )
+    sources: list[DataSourceSpec] | None = Field(
+        None,
+        description="Weighted training sources mixed per sample; override trainer.data.sources (and "
+        "trainer.data.train_path).",
     )
     valid_path: str | None = Field(
         None, description="Directory of validation shards; overrides trainer.data.valid_path."
@@ -355,7 +371,10 @@ class NodeHealthSpec(K8sModel):
     """What the operator does about nodes implicated in infrastructure failures (suspect nodes)."""
 
     suspect_ttl_seconds: float = Field(
-        86400.0, ge=0, description="A suspect node is avoided for this long after its last failure."
+        3600.0,
+        ge=0,
+        description="A suspect node is avoided for this long after its last failure (a gang that needs "
+        "every node of the cluster waits that long).",
     )
     max_suspect_nodes: int = Field(
         32, ge=0, description="At most this many suspect nodes are kept (the oldest are forgotten)."
@@ -546,6 +565,9 @@ class Progress(StatusModel):
     heartbeat_time: datetime | None = None
     total_tokens: int | None = Field(None, description="The token budget, for `kubectl get` (step/total).")
     tokens_per_second: float | None = None
+    source_tokens: dict[str, int] | None = Field(
+        None, description="The realised data mixture: tokens each training source gave so far."
+    )
 
 
 class CheckpointRef(StatusModel):
@@ -654,7 +676,10 @@ class LLMTrainingJobStatus(StatusModel):
     conditions: list[Condition] = Field(default_factory=list)
     observed_generation: int | None = None
     restarts: int = Field(
-        0, ge=0, description="Failure-driven restarts so far (suspend/resume does not count)."
+        0,
+        ge=0,
+        description="Failure-driven restarts so far, all classes (suspend/resume and planned restarts "
+        "do not count).",
     )
     attempt: int = Field(0, ge=0, description="Current gang attempt (1 = the first); 0 before any gang.")
     start_time: datetime | None = None
@@ -762,6 +787,11 @@ def effective_trainer_config(
         value = getattr(data, ours)
         if value is not None:
             cfg["data"][theirs] = value
+    if data.sources is not None:
+        cfg["data"]["sources"] = [s.model_dump(mode="python") for s in data.sources]
+        cfg["data"]["train_path"] = None  # job-level sources replace the trainer's one-source shorthand
+    elif data.train_path is not None:
+        cfg["data"]["sources"] = []
     if data.tokens is not None:
         cfg["train"]["tokens"] = data.tokens
     par = spec.parallelism

@@ -446,7 +446,7 @@ class EmulatedCluster:
         obj = self.get("pods", namespace, pod)
         return ((obj or {}).get("spec") or {}).get("nodeName")
 
-    async def _patch_node(self, name: str, patch: dict[str, Any]) -> None:
+    async def patch_node(self, name: str, patch: dict[str, Any]) -> None:
         await self._call("PATCH", f"/api/v1/nodes/{name}", patch, "application/merge-patch+json")
 
     async def fail_node(self, name: str) -> None:
@@ -460,10 +460,10 @@ class EmulatedCluster:
             "lastTransitionTime": _now(),
         }
         taint = {"key": UNREACHABLE_TAINT, "effect": "NoExecute", "timeAdded": _now()}
-        await self._patch_node(name, {"spec": {"taints": [taint]}, "status": {"conditions": [ready]}})
+        await self.patch_node(name, {"spec": {"taints": [taint]}, "status": {"conditions": [ready]}})
 
     async def cordon(self, name: str) -> None:
-        await self._patch_node(name, {"spec": {"unschedulable": True}})
+        await self.patch_node(name, {"spec": {"unschedulable": True}})
 
     async def taint(self, name: str, key: str, effect: str = "NoSchedule", value: str = "") -> None:
         node = self.get("nodes", "", name) or {}
@@ -471,7 +471,7 @@ class EmulatedCluster:
             *((node.get("spec") or {}).get("taints") or []),
             {"key": key, "value": value, "effect": effect},
         ]
-        await self._patch_node(name, {"spec": {"taints": taints}})
+        await self.patch_node(name, {"spec": {"taints": taints}})
 
     async def disrupt(self, namespace: str, pod: str, reason: str = "EvictionByEvictionAPI") -> None:
         """A DisruptionTarget condition on a running pod (an eviction or preemption is coming)."""

@@ -41,14 +41,60 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class SourceConfig(_Section):
+    """One training source of a mixture (`data.sources`)."""
+
+    path: str = Field(..., description="Directory of token shards (`tokensmith curate` output's train/).")
+    weight: float = Field(1.0, gt=0, description="Share of the samples (weights are normalised to sum 1).")
+    name: str | None = Field(
+        None, description="Name in metrics and status; default: the directory name (its parent for train/)."
+    )
+    epochs: float | None = Field(
+        None,
+        gt=0,
+        description="Passes over this source the run may make; a run that needs more stops before it "
+        "starts with a message (exit 78). Default: repeat as often as the weights ask.",
+    )
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        path = Path(self.path.rstrip("/"))
+        return path.parent.name if path.name in ("train", "valid") and path.parent.name else path.name
+
+
 class DataConfig(_Section):
     train_path: str | None = Field(
-        None, description="Directory (or fsspec URL) of training token shards written by `tokensmith curate`."
+        None,
+        description="Directory (or fsspec URL) of training token shards written by `tokensmith curate`; "
+        "the one-source shorthand of `sources`.",
+    )
+    sources: list[SourceConfig] = Field(
+        default_factory=list,
+        description="Weighted training sources [{path, weight, name, epochs}] mixed per sample "
+        "(docs/trainer.md, Mixtures); instead of train_path.",
     )
     valid_path: str | None = Field(None, description="Directory of validation token shards.")
     tokenizer_path: str | None = Field(
         None, description="tokenizer.json; default: the one `tokensmith curate` wrote beside the shards."
     )
+
+    @model_validator(mode="after")
+    def _one_way(self) -> DataConfig:
+        if self.train_path and self.sources:
+            raise ValueError("set data.train_path or data.sources, not both (train_path is one source)")
+        labels = [s.label for s in self.sources]
+        repeated = sorted({name for name in labels if labels.count(name) > 1})
+        if repeated:
+            raise ValueError(f"data.sources: names must be unique, {', '.join(repeated)} repeats; set name:")
+        return self
+
+    def training_sources(self) -> list[SourceConfig]:
+        """`sources`, or `train_path` as one source named "train" (weight 1); empty when neither is set."""
+        if self.sources:
+            return list(self.sources)
+        return [SourceConfig(path=self.train_path, name="train")] if self.train_path else []
 
 
 class TrainConfig(_Section):

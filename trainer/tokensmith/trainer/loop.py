@@ -46,14 +46,14 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 
 
 def default_tokenizer(cfg: TrainerConfig) -> Path | None:
-    """data.tokenizer_path, else the tokenizer.json that `tokensmith curate` wrote beside the split."""
+    """data.tokenizer_path, else the tokenizer.json that `tokensmith curate` wrote beside the (first)
+    training split (every source shares it: `open_training_data` checks)."""
     if cfg.data.tokenizer_path:
         return Path(cfg.data.tokenizer_path)
-    if cfg.data.train_path:
-        for candidate in (
-            Path(cfg.data.train_path) / "tokenizer.json",
-            Path(cfg.data.train_path).parent / "tokenizer.json",
-        ):
+    sources = cfg.data.training_sources()
+    if sources:
+        first = Path(sources[0].path)
+        for candidate in (first / "tokenizer.json", first.parent / "tokenizer.json"):
             if candidate.is_file():
                 return candidate
     return None
@@ -77,16 +77,11 @@ def preflight(cfg: TrainerConfig, world_size: int) -> None:
     """Every check that needs no GPU and no process group, so that a launcher (or the operator's pod)
     fails with exit 78 before starting a gang: budget, batch split, data paths, vocabulary, and that an
     existing checkpoint directory was made by the same architecture."""
+    from tokensmith.trainer.sources import open_training_data
+
     cfg.total_steps()
     cfg.grad_accumulation(world_size)
-    train = open_split(cfg.data.train_path, "train")
-    if train.vocab_size > cfg.model.vocab_size:
-        raise ConfigError(
-            f"the shards' tokenizer has {train.vocab_size} tokens but model.vocab_size is "
-            f"{cfg.model.vocab_size}; set model.vocab_size >= {train.vocab_size}"
-        )
-    if (train.num_tokens - 1) // cfg.model.seq_len < 1:
-        raise ConfigError(f"data.train_path holds {train.num_tokens} tokens, fewer than one sequence")
+    open_training_data(cfg)  # every source: present, long enough, one tokenizer, epochs within limits
     if cfg.data.valid_path:
         open_split(cfg.data.valid_path, "valid")
     for done in ck.complete(Path(cfg.checkpoint.dir)):
@@ -154,6 +149,7 @@ class Trainer:
         from tokensmith.trainer.model import Transformer, decay_groups
         from tokensmith.trainer.reporting import JsonLines, make_reporter
         from tokensmith.trainer.sampler import BatchPlan, Windows
+        from tokensmith.trainer.sources import open_training_data
 
         cfg = self.cfg
         self.rank, self.world, local_rank = _init_distributed()
@@ -193,7 +189,7 @@ class Trainer:
         self.plan = BatchPlan(cfg.train.micro_batch, self.world, self.accumulation)
         self.total_steps = cfg.total_steps()
 
-        self.train_windows = Windows(open_split(cfg.data.train_path, "train"), cfg.model.seq_len)
+        self.train_data = open_training_data(cfg, check_budget=False)
         self.valid_windows = (
             Windows(open_split(cfg.data.valid_path, "valid"), cfg.model.seq_len)
             if cfg.data.valid_path
@@ -313,13 +309,13 @@ class Trainer:
 
     # --- one step ---------------------------------------------------------------------------------
     def batch(self, positions: Any) -> tuple[Any, Any, Any]:
+        import numpy as np
         import torch
 
-        from tokensmith.trainer.sampler import sample_ids
-
-        ids = sample_ids(positions, self.train_windows.num_samples, self.cfg.train.seed)
-        rows = torch.from_numpy(self.train_windows.batch(ids))
-        rows = rows.to(self.device, non_blocking=True)
+        batch, source, window = self.train_data.batch(positions)
+        rows = torch.from_numpy(batch).to(self.device, non_blocking=True)
+        # One source: the window ids; a mixture: [source, window] pairs (for train.record_samples).
+        ids = window if len(self.train_data.names) == 1 else np.stack([source, window], axis=1)
         return rows[:, :-1], rows[:, 1:], ids
 
     def train_step(self) -> tuple[Any, list[int]]:
@@ -336,10 +332,10 @@ class Trainer:
         self.lr = lr
         torch.manual_seed(step_seed(t.seed, self.step, self.rank))
         loss_sum = torch.zeros((), device=self.device)
-        consumed: list[int] = []
+        consumed: list[Any] = []
         for micro in range(self.accumulation):
             x, y, ids = self.batch(self.plan.positions(self.data_position, self.rank, micro))
-            consumed.extend(int(i) for i in ids)
+            consumed.extend(i.tolist() if hasattr(i, "tolist") else int(i) for i in ids)
             logits = self.engine(x)
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.reshape(-1))
             self.engine.backward(loss)
@@ -478,11 +474,20 @@ class Trainer:
                     "mfu": mfu(tps, self.flops_per_token, self.world, self.peak),
                     "memory_gb": max_memory_gb(self.cuda),
                     "cpu_s": time.process_time(),  # this process's CPU seconds so far (all threads)
+                    # the realised mixture: tokens each source gave so far (a pure count, see mixture.py)
+                    "source_tokens": self.train_data.realised_tokens(self.data_position, cfg.model.seq_len),
                 }
                 if cfg.train.record_samples:
                     record["samples"] = _in_position_order(gathered, self.plan)
                 self._log(record)
-                self.reporter.progress(self.step, self.tokens, record["loss"], self.lr, tps)
+                self.reporter.progress(
+                    self.step,
+                    self.tokens,
+                    record["loss"],
+                    self.lr,
+                    tps,
+                    source_tokens=record["source_tokens"],
+                )
                 if bar is not None:
                     bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{tps:,.0f}")
                 window_start, window_tokens = time.perf_counter(), 0

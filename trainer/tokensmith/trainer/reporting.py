@@ -6,7 +6,8 @@ Three reporters behind one small interface:
   tails it): `{"type": "progress"|"checkpoint"|"done", "step", "tokens", ..., "time"}`;
 - `KubernetesReporter`: when `TOKENSMITH_JOB_NAME` and `TOKENSMITH_JOB_NAMESPACE` are set and a
   service-account token exists, a JSON merge patch (RFC 7386) of the job's `status` subresource:
-  `status.progress` {step, tokens, loss, heartbeatTime, tokensPerSecond, totalTokens} (rate-limited) and,
+  `status.progress` {step, tokens, loss, heartbeatTime, tokensPerSecond, totalTokens, sourceTokens}
+  (rate-limited) and,
   on each completed checkpoint, `status.lastCheckpoint` {step, path, time}. Standard library only (the
   trainer image has no Kubernetes client); a background thread sends, so a slow or failing API server
   never stalls training; failures are logged, never fatal.
@@ -117,10 +118,17 @@ class FileReporter:
 
 
 def progress_patch(
-    step: int, tokens: int, loss: float, tokens_per_s: float | None = None, total_tokens: int | None = None
+    step: int,
+    tokens: int,
+    loss: float,
+    tokens_per_s: float | None = None,
+    total_tokens: int | None = None,
+    source_tokens: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """The merge patch for `status.progress` (camelCase, as the operator's status model spells it)."""
     progress: dict[str, Any] = {"step": step, "tokens": tokens, "loss": loss, "heartbeatTime": rfc3339()}
+    if source_tokens is not None:
+        progress["sourceTokens"] = dict(source_tokens)  # the realised data mixture
     if tokens_per_s is not None:
         progress["tokensPerSecond"] = round(tokens_per_s, 1)
     if total_tokens is not None:
@@ -199,7 +207,9 @@ class KubernetesReporter:
         if now - self._last_progress < self.min_interval_s:
             return
         self._last_progress = now
-        self._submit(progress_patch(step, tokens, loss, tokens_per_s, self.total_tokens))
+        self._submit(
+            progress_patch(step, tokens, loss, tokens_per_s, self.total_tokens, extra.get("source_tokens"))
+        )
 
     def checkpoint(self, step: int, path: str) -> None:
         self._submit(checkpoint_patch(step, path))
