@@ -12,7 +12,11 @@ import pytest
 
 from .conftest import REPO
 
-IMAGES = {"operator": "operator", "trainer": "trainer", "evaluator": "evaluator"}  # image -> extra
+IMAGES = {
+    "operator": "operator",
+    "trainer": "trainer,ray",
+    "evaluator": "evaluator",
+}  # image -> extras (the trainer image is also the Ray image of curation)
 OCI_LABELS = ("title", "description", "source", "licenses", "version", "revision")
 
 

@@ -97,6 +97,14 @@ CASES = {
     "backoff-uncapped": (with_(restartPolicy={"backoffSeconds": 60, "maxBackoffSeconds": 0}), None),
     "eval-gpus-without-tasks": (with_(evaluation={"gpus": 1}), "reserve GPUs for nothing"),
     "eval-gpus-with-tasks": (with_(evaluation={"gpus": 1, "tasks": ["hellaswag"]}), None),
+    "capabilities-without-baseline": (
+        with_(cluster={"addCapabilities": ["IPC_LOCK"]}),
+        "addCapabilities needs cluster.securityProfile: baseline",
+    ),
+    "capabilities-with-baseline": (
+        with_(cluster={"addCapabilities": ["IPC_LOCK"], "securityProfile": "baseline"}),
+        None,
+    ),
     "topology-without-volcano": (
         with_(scheduling={"networkTopology": {"mode": "hard"}}),
         "needs cluster.schedulerName: volcano",

@@ -20,10 +20,11 @@ removed by Kubernetes' garbage collector through their ownerReferences to the jo
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["create", "delete", "list", "watch"]
-# The per-job trainer identity (ServiceAccount + Role + RoleBinding, below).
+# The per-job trainer identity (ServiceAccount + Role + RoleBinding, below); with the admission
+# policy's service-account selector, kopf indexes accounts' labels.
 - apiGroups: [""]
   resources: ["serviceaccounts"]
-  verbs: ["create"]
+  verbs: ["create", "list", "watch"]
 # Headless Service for torchrun's rendezvous.
 - apiGroups: [""]
   resources: ["services"]
@@ -34,6 +35,10 @@ removed by Kubernetes' garbage collector through their ownerReferences to the jo
   verbs: ["create", "list", "watch"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
+  verbs: ["create"]
+# Opt-in per-job NetworkPolicies (networkPolicy.jobs).
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
   verbs: ["create"]
 # The per-job Role lets trainer rank 0 get/patch its own job's status (resourceNames: the job).
 - apiGroups: ["rbac.authorization.k8s.io"]

@@ -45,6 +45,16 @@ OPERATOR_PERMISSIONS: tuple[Permission, ...] = (
         "", "configmaps", ("create", "patch"), "handlers", "rendered trainer config (updated per attempt)"
     ),
     Permission("", "serviceaccounts", ("create",), "handlers", "per-job trainer identity"),
+    Permission(
+        "",
+        "serviceaccounts",
+        ("list", "watch"),
+        "kopf",
+        "labels of accounts jobs may name (admission policy)",
+    ),
+    Permission(
+        "networking.k8s.io", "networkpolicies", ("create",), "handlers", "opt-in per-job NetworkPolicy"
+    ),
     Permission("rbac.authorization.k8s.io", "roles", ("create",), "handlers", "per-job status-patch Role"),
     Permission(
         "rbac.authorization.k8s.io", "rolebindings", ("create",), "handlers", "binds it to the account"

@@ -22,7 +22,17 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from tokensmith.core.units import format_si
-from tokensmith.operator import budget, evaluation, failures, lifecycle, nodes, policy, restarts, rollback
+from tokensmith.operator import (
+    admission,
+    budget,
+    evaluation,
+    failures,
+    lifecycle,
+    nodes,
+    policy,
+    restarts,
+    rollback,
+)
 from tokensmith.operator.names import JOB_NAME_PATTERN, MAX_JOB_NAME
 from tokensmith.operator.observed import (
     Action,
@@ -115,22 +125,24 @@ def reject(
     now: datetime,
     generation: int | None = None,
     workers: tuple[WorkerObservation, ...] = (),
+    reason: str = "InvalidSpec",
+    kind: str = "Spec",
 ) -> Decision:
-    """The decision for a spec that can never run (invalid, unsupported): Failed/InvalidSpec, once.
-    A gang still running (the spec was edited into an invalid one) is stopped like on any other
-    way into a terminal phase."""
+    """The decision for a spec that can never run (invalid, unsupported: Failed/InvalidSpec; against
+    the admin's policy: Failed/PolicyViolation), once. A gang still running (the spec was edited into
+    an invalid one) is stopped like on any other way into a terminal phase."""
     st = status.model_copy(deep=True)
-    if st.phase == "Failed" and st.last_failure is not None and st.last_failure.reason == "InvalidSpec":
+    if st.phase == "Failed" and st.last_failure is not None and st.last_failure.reason == reason:
         return stop_gang_if_terminal(Decision(st), workers)
     st.observed_generation = generation
     st.start_time = st.start_time or now
     st.last_failure = FailureRecord(
-        kind="Spec", reason="InvalidSpec", message=message, retryable=False, attempt=st.attempt, time=now
+        kind=kind, reason=reason, message=message, retryable=False, attempt=st.attempt, time=now
     )
-    _enter(st, "Failed", "InvalidSpec", message, now)
+    _enter(st, "Failed", reason, message, now)
     st.completion_time = now
     st.gang_ready, st.running_since, st.restart_after = False, None, None
-    return stop_gang_if_terminal(Decision(st, (EmitEvent("Warning", "InvalidSpec", message),)), workers)
+    return stop_gang_if_terminal(Decision(st, (EmitEvent("Warning", reason, message),)), workers)
 
 
 def stop_gang_if_terminal(decision: Decision, workers: tuple[WorkerObservation, ...]) -> Decision:
@@ -153,10 +165,17 @@ def stop_gang_if_terminal(decision: Decision, workers: tuple[WorkerObservation, 
 
 
 def reconcile(
-    name: str, spec: LLMTrainingJobSpec, status: LLMTrainingJobStatus, observed: Observed
+    name: str,
+    spec: LLMTrainingJobSpec,
+    status: LLMTrainingJobStatus,
+    observed: Observed,
+    admission_policy: admission.AdmissionPolicy | None = None,
 ) -> Decision:
-    """Decide what the job's children should be now (see the module docstring)."""
-    decision = stop_gang_if_terminal(_decide(name, spec, status, observed), observed.workers)
+    """Decide what the job's children should be now (see the module docstring). `admission_policy`: the
+    admin's (the operator always passes one; the local runner, one machine, none)."""
+    decision = stop_gang_if_terminal(
+        _decide(name, spec, status, observed, admission_policy), observed.workers
+    )
     decision = _force_delete_stuck(spec, decision, observed)
     return lifecycle.after_finish(spec, decision, observed.now)
 
@@ -188,17 +207,25 @@ def _force_delete_stuck(spec: LLMTrainingJobSpec, decision: Decision, observed: 
 
 
 def _decide(
-    name: str, spec: LLMTrainingJobSpec, status: LLMTrainingJobStatus, observed: Observed
+    name: str,
+    spec: LLMTrainingJobSpec,
+    status: LLMTrainingJobStatus,
+    observed: Observed,
+    admission_policy: admission.AdmissionPolicy | None = None,
 ) -> Decision:
     now = observed.now
     problem = check_spec(name, spec)
+    reason, kind = "InvalidSpec", "Spec"
+    if problem is None and admission_policy is not None:
+        problem = admission.check(spec, admission_policy, observed.service_accounts)
+        reason, kind = admission.REASON, "Policy"
     if problem is not None and status.phase not in TERMINAL_PHASES:
         # the gang may still be running (an edit made the spec invalid): count its time up to now
         holding = status.phase in ("Pending", "Running") and any(
             w.phase == "Running" for w in observed.attempt_workers(status.attempt).values()
         )
         counted = budget.account(spec, status, now, holding)
-        return reject(counted, problem, now, observed.generation, observed.workers)
+        return reject(counted, problem, now, observed.generation, observed.workers, reason, kind)
 
     st = status.model_copy(deep=True)
     acts: list[Action] = []

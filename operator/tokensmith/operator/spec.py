@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import typing
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
@@ -198,10 +198,17 @@ NPROC_RULE = (
 )
 
 
+CAPABILITIES_RULE = (
+    "!has(self.addCapabilities) || size(self.addCapabilities) == 0 "
+    "|| (has(self.securityProfile) && self.securityProfile == 'baseline')",
+    "cluster.addCapabilities needs cluster.securityProfile: baseline (restricted drops them all)",
+)
+
+
 class ClusterSpec(K8sModel):
     """The shape of the gang and how its pods are scheduled."""
 
-    model_config = cel(NPROC_RULE)
+    model_config = cel(NPROC_RULE, CAPABILITIES_RULE)
 
     nodes: int = Field(1, ge=1, description="Worker pods (one per node); the gang size.")
     gpus_per_node: int = Field(8, ge=0, description="GPUs each worker requests; 0 runs on CPU (gloo).")
@@ -251,6 +258,29 @@ class ClusterSpec(K8sModel):
     termination_grace_period_seconds: int = Field(
         120, ge=0, description="Time the trainer gets to write a checkpoint on SIGTERM."
     )
+    security_profile: Literal["restricted", "baseline"] = Field(
+        "restricted",
+        description="Pod Security of the job's pods: `restricted` (default) passes the Kubernetes "
+        "Pod Security Standard of that name; `baseline` is the opt-in for fabrics that need more "
+        "(privilege escalation allowed, runtime-default capabilities plus addCapabilities). "
+        "See docs/security.md.",
+    )
+    add_capabilities: list[Annotated[str, Field(pattern=r"^[A-Z][A-Z_]*$")]] = Field(
+        default_factory=list,
+        description="Linux capabilities added to the workers (e.g. IPC_LOCK for RDMA); only with "
+        "securityProfile: baseline and when the operator's admission policy allows them.",
+    )
+    network_policy: bool | None = Field(
+        None,
+        description="Create a NetworkPolicy: workers accept traffic only from this job's workers and "
+        "the operator's namespace, evaluation pods accept none. Default: the operator's setting.",
+    )
+
+    @model_validator(mode="after")
+    def _capabilities_need_baseline(self) -> ClusterSpec:
+        if self.add_capabilities and self.security_profile != "baseline":
+            raise ValueError(CAPABILITIES_RULE[1])
+        return self
 
     @model_validator(mode="after")
     def _procs_fit_gpus(self) -> ClusterSpec:

@@ -23,7 +23,9 @@ controllers. `EmulatedCluster` adds exactly what the operator relies on, and say
   kubelet finalizer) until its node's kubelet confirms it after `stop_delay`; on a failed node
   never, unless deleted with grace period 0 (jobset#574's stuck pods);
 - Kueue's pod webhook and admission (`kueue=True`): pods labelled `kueue.x-k8s.io/queue-name` get
-  the `kueue.x-k8s.io/admission` scheduling gate at creation; `admit(group)` removes it.
+  the `kueue.x-k8s.io/admission` scheduling gate at creation; `admit(group)` removes it;
+- the PodSecurity admission controller for namespaces listed in `pod_security` (namespace -> level),
+  refusing pods that break the level with the API server's 403 (the check is `podsecurity.py`).
 Label selectors are not evaluated by the emulator; kopf filters by labels itself, so nothing
 depends on them. kmock is a test dependency: import this module only in tests and benchmarks.
 """
@@ -66,6 +68,7 @@ class _Emulator(k8s.KubernetesEmulator):
 
     _versions = itertools.count(1)
     served: list[Served]
+    enforce: dict[str, str]  # namespace -> Pod Security level its admission enforces
 
     async def _handle(self, request: Any) -> Any:
         # kmock matches each request against its whole request history (quadratic over a long run):
@@ -84,6 +87,7 @@ class _Emulator(k8s.KubernetesEmulator):
             and request.action == kmock.action.CREATE
             and isinstance(request.data, dict)
         ):
+            _pod_security_admission(self, request)
             md = request.data.setdefault("metadata", {})
             if not md.get("name") and md.get("generateName"):  # Events use generateName
                 md["name"] = f"{md['generateName']}{uuid.uuid4().hex[:10]}"
@@ -155,6 +159,26 @@ class _Emulator(k8s.KubernetesEmulator):
         return max(int(grace), 1)
 
 
+def _pod_security_admission(emu: _Emulator, request: Any) -> None:
+    """The PodSecurity admission controller of a namespace labelled
+    `pod-security.kubernetes.io/enforce: LEVEL`: a pod that breaks the level is refused with 403 and a
+    message in the API server's words (`violates PodSecurity "LEVEL:latest": ...`)."""
+    level = getattr(emu, "enforce", {}).get(request.namespace or "")
+    if level is None or request.resource.plural != "pods":
+        return
+    from tokensmith.operator import podsecurity
+
+    problems = podsecurity.violations({**request.data, "kind": "Pod"}, level)
+    if problems:
+        name = (request.data.get("metadata") or {}).get("name", "")
+        detail = ", ".join(p.split(": ", 1)[-1] for p in problems)
+        raise k8s.KubernetesError(
+            status=403,
+            reason="Forbidden",
+            message=f'pods "{name}" is forbidden: violates PodSecurity "{level}:latest": {detail}',
+        )
+
+
 RESOURCES: dict[str, dict[str, Any]] = {
     f"{GROUP}/{VERSION}/{PLURAL}": dict(
         kind="LLMTrainingJob", singular="llmtrainingjob", namespaced=True, subresources={"status"}
@@ -169,6 +193,9 @@ RESOURCES: dict[str, dict[str, Any]] = {
     "rbac.authorization.k8s.io/v1/roles": dict(kind="Role", singular="role", namespaced=True),
     "rbac.authorization.k8s.io/v1/rolebindings": dict(
         kind="RoleBinding", singular="rolebinding", namespaced=True
+    ),
+    "networking.k8s.io/v1/networkpolicies": dict(
+        kind="NetworkPolicy", singular="networkpolicy", namespaced=True
     ),
     "batch/v1/jobs": dict(kind="Job", singular="job", namespaced=True, subresources={"status"}),
     "scheduling.volcano.sh/v1beta1/podgroups": dict(kind="PodGroup", singular="podgroup", namespaced=True),
@@ -241,6 +268,8 @@ class EmulatedCluster:
         self.eval_results: dict[int, dict[str, Any]] = {}  # step -> short JSON; missing: a default result
         self.eval_failures: dict[int, str] = {}  # step -> error message (the evaluator exits 2)
         self.auto_start = True
+        # namespace -> the Pod Security level its (emulated) PodSecurity admission enforces
+        self.pod_security: dict[str, str] = {}
         self._emu: Any = None
         self._server: Any = None
         self._stack = contextlib.AsyncExitStack()
@@ -251,6 +280,7 @@ class EmulatedCluster:
 
     async def __aenter__(self) -> EmulatedCluster:
         self._emu = await self._stack.enter_async_context(_Emulator())
+        self._emu.enforce = self.pod_security  # shared: a test may label namespaces at any time
         self._server = await self._stack.enter_async_context(apps.Server(self._emu))
         self.url = str(self._server.url).rstrip("/")
         for key, info in RESOURCES.items():
@@ -357,6 +387,10 @@ class EmulatedCluster:
     async def patch_job(self, namespace: str, name: str, patch: dict[str, Any], status: bool = False) -> Any:
         path = f"{JOBS_PATH}/namespaces/{namespace}/{PLURAL}/{name}" + ("/status" if status else "")
         return await self._call("PATCH", path, patch, "application/merge-patch+json")
+
+    async def create(self, api_path: str, obj: dict[str, Any]) -> Any:
+        """Create any object, e.g. create("/api/v1/namespaces/ml/serviceaccounts", {...})."""
+        return await self._call("POST", api_path, obj)
 
     async def delete_job(self, namespace: str, name: str) -> Any:
         return await self._call("DELETE", f"{JOBS_PATH}/namespaces/{namespace}/{PLURAL}/{name}")
@@ -677,8 +711,12 @@ class OperatorUnderTest:
         namespaces: tuple[str, ...] = (),
         peering: str | None = None,
         priority: int = 0,
+        policy: Any = None,
+        defaults: Any = None,
     ) -> None:
         self.cluster = cluster
+        self.policy = policy  # an admission.AdmissionPolicy; None: the default policy
+        self.defaults = defaults  # a children.Defaults; None: the test images
         self.peering = peering
         self.priority = priority
         self.interval = interval
@@ -688,6 +726,7 @@ class OperatorUnderTest:
         self._stop: threading.Event | None = None
 
     async def start(self) -> None:
+        from tokensmith.operator.admission import AdmissionPolicy
         from tokensmith.operator.children import Defaults
         from tokensmith.operator.main import OperatorConfig, operate
 
@@ -698,9 +737,9 @@ class OperatorUnderTest:
             metrics_port=None,
             liveness=None,
             interval=self.interval,
-            defaults=Defaults(
-                trainer_image="tokensmith/trainer:test", evaluator_image="tokensmith/evaluator:test"
-            ),
+            defaults=self.defaults
+            or Defaults(trainer_image="tokensmith/trainer:test", evaluator_image="tokensmith/evaluator:test"),
+            policy=self.policy or AdmissionPolicy(),
         )
         stop, ready = threading.Event(), threading.Event()
         connection = self.cluster.connection()
