@@ -13,7 +13,13 @@ from typing import Any
 
 from tokensmith.operator import names
 from tokensmith.operator.observed import EvalObservation, NodeObservation, WorkerObservation, WorkerPhase
-from tokensmith.operator.spec import CheckpointRef, DivergenceReport, LLMTrainingJobStatus, Progress
+from tokensmith.operator.spec import (
+    CheckpointRef,
+    DivergenceReport,
+    LLMTrainingJobStatus,
+    Progress,
+    SigtermSave,
+)
 
 # Disruption reasons Kubernetes writes to the DisruptionTarget pod condition (>= 1.26), and Kueue's
 # StoppedByKueue (preempted or evicted Workload; Kueue's pod integration writes it to a
@@ -220,6 +226,7 @@ def apply_report(
         new.last_checkpoint = CheckpointRef.model_validate(
             {"step": int(record["step"]), "path": str(record["path"]), "time": when}
             | ({"healthy": bool(record["healthy"])} if "healthy" in record else {})
+            | {"blockedSeconds": record.get("blocked_s"), "durableSeconds": record.get("durable_s")}
         )
         if record.get("healthy"):  # the trainer patches status.lastHealthyCheckpoint beside it
             new.last_healthy_checkpoint = CheckpointRef.model_validate(
@@ -229,6 +236,16 @@ def apply_report(
         new.divergence = DivergenceReport.model_validate(
             {k: record.get(k) for k in ("step", "kind", "samples", "attempt")} | {"time": when}
         )
+    elif kind == "sigterm":  # the trainer's status.progress.sigterm patch
+        sigterm = SigtermSave.model_validate(
+            {
+                "step": int(record.get("step", 0)),
+                "saved": bool(record.get("saved")),
+                "graceLeftSeconds": record.get("grace_left_s"),
+                "expectedSaveSeconds": record.get("expected_save_s"),
+            }
+        )
+        new.progress = (new.progress or Progress()).model_copy(update={"sigterm": sigterm})
     elif kind == "done" and new.progress is not None:
         new.progress = new.progress.model_copy(
             update={

@@ -586,6 +586,16 @@ class Condition(StatusModel):
     observed_generation: int | None = None
 
 
+class SigtermSave(StatusModel):
+    """The trainer's SIGTERM checkpoint decision: saved only when the last save took under half the grace
+    period left (docs/trainer.md, "Checkpoints")."""
+
+    step: int = Field(ge=0)
+    saved: bool
+    grace_left_seconds: float | None = None
+    expected_save_seconds: float | None = Field(None, description="The last save's seconds until durable.")
+
+
 class Progress(StatusModel):
     """Written by trainer rank 0 (status.progress) or by the local runner."""
 
@@ -598,6 +608,7 @@ class Progress(StatusModel):
     source_tokens: dict[str, int] | None = Field(
         None, description="The realised data mixture: tokens each training source gave so far."
     )
+    sigterm: SigtermSave | None = None
 
 
 class CheckpointRef(StatusModel):
@@ -610,6 +621,12 @@ class CheckpointRef(StatusModel):
         None,
         description="The trainer's health verdict: no skipped or non-finite step and no open loss spike "
         "since the previous checkpoint (absent: a trainer without health checks).",
+    )
+    blocked_seconds: float | None = Field(
+        None, ge=0, description="Seconds training was blocked by this save (asynchronous: staging only)."
+    )
+    durable_seconds: float | None = Field(
+        None, ge=0, description="Seconds from the start of this save until its manifest was written."
     )
 
 
