@@ -132,12 +132,14 @@ class DataSpec(K8sModel):
 
 
 class ParallelismSpec(K8sModel):
-    """How the model is split over the gang. The trainer is data parallel with DeepSpeed ZeRO;
-    tensor/pipeline parallel degrees are part of the resource so that plans can say them, but the
-    operator refuses degrees above 1 until the trainer implements them (see docs/operator.md)."""
+    """How the model is split over the gang: tensor x pipeline x data (the rest of the world size), with
+    DeepSpeed ZeRO. What combines with what is `tokensmith.planner.capability`, which the operator's spec
+    check, the planner's search and the trainer share (see docs/operator.md, "Parallel layouts")."""
 
-    tensor: int = Field(1, ge=1, description="Tensor-parallel degree (must be 1 for now).")
-    pipeline: int = Field(1, ge=1, description="Pipeline-parallel degree (must be 1 for now).")
+    tensor: int = Field(
+        1, ge=1, description="Tensor-parallel degree: divides the heads, the KV heads and nprocPerNode."
+    )
+    pipeline: int = Field(1, ge=1, description="Pipeline-parallel degree (1F1B stages, at most the layers).")
     zero_stage: Literal[0, 1, 2, 3] | None = Field(
         None, description="DeepSpeed ZeRO stage; overrides trainer.deepspeed.zero_stage."
     )

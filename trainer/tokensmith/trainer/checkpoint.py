@@ -6,6 +6,7 @@ Layout under `checkpoint.dir` (ROOT):
     ROOT/latest_healthy              text: the name of the newest complete *healthy* checkpoint (idem)
     ROOT/step-00000100/
         ds/...                       DeepSpeed's own checkpoint (module, optimizer partitions per rank)
+        portable/zero/<name>/*.pt    TP/PP runs: layout-free fp32 weights and Adam moments per parameter
         model.safetensors            consolidated weights (all ZeRO stages), for eval and export
         config.yaml                  the resolved TrainerConfig
         trainer_state.json           step, tokens, data position, seed, world size, model hash
@@ -56,6 +57,7 @@ CONFIG = "config.yaml"
 TOKENIZER = "tokenizer.json"
 RANKS = "ranks"
 DS_TAG = "ds"
+PORTABLE = "portable"  # layout-free state of tensor/pipeline-parallel runs (parallel/portable.py)
 _NAME = re.compile(r"^step-(\d{8,})$")
 _CHUNK = 1 << 20
 

@@ -151,7 +151,8 @@ class Trainer:
         from tokensmith.planner.arch import flops_per_token
         from tokensmith.trainer import dsconfig
         from tokensmith.trainer.metrics import peak_flops
-        from tokensmith.trainer.model import Transformer, decay_groups
+        from tokensmith.trainer.parallel import engine as parallel_engine
+        from tokensmith.trainer.parallel.accounting import Recorder
         from tokensmith.trainer.reporting import JsonLines, make_reporter
         from tokensmith.trainer.sampler import BatchPlan, Windows
         from tokensmith.trainer.sources import open_training_data
@@ -183,15 +184,27 @@ class Trainer:
         self.data_position = 0
         self.tokens = 0
         self.resumed_from: Path | None = None
+        self.layout = cfg.layout(self.world)
         chosen = self.select_checkpoint()
         load_dir: Path | None = None
+        self.portable_from: Path | None = None  # resume through the layout-free state (parallel/portable.py)
         if chosen is not None:
+            from tokensmith.trainer.parallel.portable import resume_route
+
             load_dir = chosen[0]
-            if chosen[1].get("world_size") != self.world and cfg.deepspeed.zero_stage >= 1:
+            now = (self.world, self.layout.tensor, self.layout.pipeline)
+            route = resume_route(chosen[1], now, cfg.deepspeed.zero_stage, (load_dir / ck.PORTABLE).is_dir())
+            if route == "portable":
+                self.portable_from = load_dir / ck.PORTABLE
+            elif route.startswith("universal"):
                 load_dir = self.universal_copy(chosen[0])
-                ds_config["checkpoint"] = {"load_universal": True}
+                if route == "universal":
+                    ds_config["checkpoint"] = {"load_universal": True}
+                else:
+                    self.portable_from = load_dir / ck.DS_TAG
         self.accumulation = ds_config["gradient_accumulation_steps"]
-        self.plan = BatchPlan(cfg.train.micro_batch, self.world, self.accumulation)
+        # TP and PP ranks of one data-parallel replica read the same samples.
+        self.plan = BatchPlan(cfg.train.micro_batch, self.layout.data, self.accumulation)
         self.total_steps = cfg.total_steps()
 
         self.train_data = open_training_data(cfg, check_budget=False)
@@ -201,23 +214,10 @@ class Trainer:
             else None
         )
 
-        torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank and every attempt
-        if cfg.deepspeed.zero_stage == 3:
-            with deepspeed.zero.Init(config_dict_or_path=ds_config):
-                model = Transformer(cfg.model)
-        else:
-            model = Transformer(cfg.model)
-        model.activation_checkpointing = cfg.parallelism.recompute == "full"
-        optimizer = torch.optim.AdamW(
-            decay_groups(model, cfg.train.weight_decay),
-            lr=cfg.train.lr,
-            betas=(cfg.train.beta1, cfg.train.beta2),
-            eps=cfg.train.eps,
-            fused=self.cuda or None,
-        )
-        self.engine, self.optimizer, _, _ = deepspeed.initialize(
-            model=model, optimizer=optimizer, config=ds_config
-        )
+        self.built = parallel_engine.build(cfg, self.world, self.rank, ds_config, self.cuda)
+        self.engine, self.optimizer = self.built.engine, self.built.optimizer
+        self.dp_rank = self.built.dp_rank
+        self.recorder: Recorder | None = Recorder(self.built)  # model-state bytes, logged once
         from tokensmith.trainer.asyncsave import BackgroundWriter, make_engine
 
         self.writer = BackgroundWriter() if cfg.checkpoint.async_save else None
@@ -345,14 +345,25 @@ class Trainer:
         self.dist.barrier()
         return target
 
+    def _plain_layout(self) -> bool:
+        return self.layout.tensor == 1 and self.layout.pipeline == 1
+
+    def _layout_state(self) -> dict[str, int]:
+        return {"tensor": self.layout.tensor, "pipeline": self.layout.pipeline}
+
     def load(self, candidate: Path, load_dir: Path, state: dict[str, Any]) -> None:
-        self.engine.load_checkpoint(
-            str(load_dir),
-            tag=ck.DS_TAG,
-            load_module_strict=True,
-            load_optimizer_states=True,
-            load_lr_scheduler_states=False,
-        )
+        if self.portable_from is not None:
+            from tokensmith.trainer.parallel import portable
+
+            portable.load(self.built, self.portable_from, int(state["step"]))
+        else:
+            self.engine.load_checkpoint(
+                str(load_dir),
+                tag=ck.DS_TAG,
+                load_module_strict=True,
+                load_optimizer_states=True,
+                load_lr_scheduler_states=False,
+            )
         self.step, self.tokens = int(state["step"]), int(state["tokens"])
         self.data_position = int(state["samples_seen"])
         self.resumed_from = candidate
@@ -392,13 +403,18 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.lr = lr
-        torch.manual_seed(step_seed(t.seed, self.step, self.rank))
+        # Seeded per data-parallel replica: the TP ranks of a replica must drop the same activations.
+        torch.manual_seed(step_seed(t.seed, self.step, self.dp_rank))
         loss_sum = torch.zeros((), device=self.device)
-        consumed: list[Any] = []
         skip = self.cfg.data.skip_samples
         step_positions = take_positions(self.data_position, self.plan.global_batch, skip)
-        for micro in range(self.accumulation):
-            positions = self.plan.local(step_positions, self.rank, micro)
+        micro_positions = [
+            self.plan.local(step_positions, self.dp_rank, micro) for micro in range(self.accumulation)
+        ]
+        if self.built.pipeline:
+            return self._pipeline_step(step_positions, micro_positions)
+        consumed: list[Any] = []
+        for micro, positions in enumerate(micro_positions):
             x, y, ids = self.batch(positions)
             consumed.extend(i.tolist() if hasattr(i, "tolist") else int(i) for i in ids)
             logits = self.engine(x)
@@ -417,6 +433,50 @@ class Trainer:
             self.control.sigterm_at is not None,
             self._checkpoint_due(),
         )
+        return self._advance(outcome, consumed, step_positions)
+
+    def _pipeline_step(self, step_positions: Any, micro_positions: list[Any]) -> guard.StepOutcome:
+        """1F1B through DeepSpeed's pipeline engine (micro-batches = accumulation steps). The engine runs
+        its optimizer update inside `train_batch`; that update is held back (the engine's
+        `_take_model_step` deferred) until the step's one all-reduce and the health verdict, so a bad
+        step is skipped under pipeline parallelism too (health's fault injectors act on the loss the loop
+        computes, which the pipeline computes inside its stages: they are not applied here)."""
+        batches = [self.batch(positions) for positions in micro_positions]
+        consumed = [i.tolist() if hasattr(i, "tolist") else int(i) for _, _, ids in batches for i in ids]
+        engine, deferred = self.engine, []
+        engine._take_model_step = lambda *a, **k: deferred.append((a, k))  # shadows the method once
+        try:
+            loss = engine.train_batch(data_iter=iter([(x, y) for x, y, _ in batches]))
+        finally:
+            del engine._take_model_step
+        ((args, kwargs),) = deferred
+        take_step = type(engine)._take_model_step
+
+        def step() -> None:  # what guard.decide calls (through skipstep when the step is skipped)
+            engine._force_grad_boundary = True
+            try:
+                take_step(engine, *args, **kwargs)
+            finally:
+                engine._force_grad_boundary = False
+
+        engine.step = step  # PipelineEngine.step itself refuses: only train_batch is public
+        try:
+            outcome = self.guard.decide(
+                engine,
+                self.dist,
+                self.step + 1,
+                loss.detach().float(),
+                (int(step_positions[0]), int(step_positions[-1]) + 1),
+                self.control.sigterm_at is not None,
+                self._checkpoint_due(),
+            )
+        finally:
+            del engine.step
+        return self._advance(outcome, consumed, step_positions)
+
+    def _advance(
+        self, outcome: guard.StepOutcome, consumed: list[Any], step_positions: Any
+    ) -> guard.StepOutcome:
         outcome.consumed = consumed
         self.data_position = int(step_positions[-1]) + 1
         self.tokens += self.plan.global_batch * self.cfg.model.seq_len
@@ -437,15 +497,23 @@ class Trainer:
         if self.valid_windows is None or self.valid_windows.num_samples == 0:
             return None
         micro = self.cfg.train.micro_batch
+        dp = self.layout.data
         total = torch.zeros(2, device=self.device)
+        batches = []
+        for b in range(self.cfg.train.eval_batches):
+            start = (b * dp + self.dp_rank) * micro
+            ids = np.arange(start, start + micro) % self.valid_windows.num_samples
+            rows = torch.from_numpy(self.valid_windows.batch(ids)).to(self.device)
+            batches.append((rows[:, :-1], rows[:, 1:]))
+        if self.built.pipeline:
+            # eval_batch averages over the micro-batches and the data-parallel group, on every stage
+            loss = self.engine.eval_batch(iter(batches), num_micro_batches=len(batches))
+            return float(loss)
         self.engine.eval()
         with torch.no_grad():
-            for b in range(self.cfg.train.eval_batches):
-                start = (b * self.world + self.rank) * micro
-                ids = np.arange(start, start + micro) % self.valid_windows.num_samples
-                rows = torch.from_numpy(self.valid_windows.batch(ids)).to(self.device)
-                logits = self.engine(rows[:, :-1])
-                loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), rows[:, 1:].reshape(-1))
+            for x, y in batches:
+                logits = self.engine(x)
+                loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.reshape(-1))
                 total += torch.stack([loss.detach(), torch.ones((), device=self.device)])
         self.engine.train()
         self.dist.all_reduce(total)
@@ -475,13 +543,27 @@ class Trainer:
             str(ckpt), tag=ck.DS_TAG, client_state={"universal_checkpoint_info": {}}, save_latest=False
         )
         written = [p.relative_to(ckpt).as_posix() for p in self.ckpt_engine.written]
-        if self.cfg.deepspeed.zero_stage == 3:
+        if not self._plain_layout():
+            from tokensmith.trainer.parallel import portable
+
+            portable.save(self.built, ckpt / ck.PORTABLE, self._tied_elsewhere())
+            self.dist.barrier()
+            weights = portable.consolidated(ckpt / ck.PORTABLE, self._names()) if self.rank == 0 else None
+            if self.rank == 0:  # every rank's share is on disk after the barrier: the manifest covers it
+                portable_dir = ckpt / ck.PORTABLE
+                written += sorted(
+                    p.relative_to(ckpt).as_posix() for p in portable_dir.rglob("*") if p.is_file()
+                )
+        elif self.cfg.deepspeed.zero_stage == 3:
             weights = self.engine._zero3_consolidated_16bit_state_dict()  # collective: every rank
         else:
             weights = self.engine.module.state_dict() if self.rank == 0 else None
-        rows, in_memory = self._verification_loss() if self.cfg.health.verify_after_save else (None, None)
+        # (not under pipeline parallelism: its engine runs no plain forward; docs/trainer.md)
+        verify = self.cfg.health.verify_after_save and not self.built.pipeline
+        rows, in_memory = self._verification_loss() if verify else (None, None)
         state: dict[str, Any] | None = None
         if self.rank == 0:
+            assert weights is not None
             if self.writer is not None:  # stage: the live tensors change with the next step
                 weights = self.ckpt_engine.stage(ck.WEIGHTS, weights)
             state = {
@@ -490,9 +572,10 @@ class Trainer:
                 "samples_seen": self.data_position,
                 "seed": self.cfg.train.seed,
                 "world_size": self.world,
+                **self._layout_state(),
                 "model_hash": model_hash(self.cfg),
                 "precision": self.precision,
-                "rng": "reseeded every step from (seed, step, rank); no generator state is needed",
+                "rng": "reseeded every step from (seed, step, data-parallel rank); no generator state",
                 "skip_samples": self.cfg.data.skip_samples,
                 "time": time.time(),
             }
@@ -538,6 +621,34 @@ class Trainer:
         self.engine.train()
         return rows, in_memory
 
+    def _log_model_state(self) -> None:
+        """Once per process: the bytes of parameters, gradients and optimizer state each rank holds
+        (docs/trainer.md compares them with the planner's model-state memory)."""
+        measured = self.recorder.measure() if self.recorder is not None else {}
+        self.recorder = None
+        gathered: list[Any] = [None] * self.world
+        self.dist.all_gather_object(gathered, measured)
+        layout = {"tensor": self.layout.tensor, "pipeline": self.layout.pipeline, "data": self.layout.data}
+        self._log({"type": "model_state", "step": self.step, **layout, "ranks": gathered})
+
+    def _names(self) -> list[str]:
+        """The unsharded model's parameter names (what model.safetensors holds)."""
+        import torch
+
+        from tokensmith.trainer.model import Transformer
+
+        with torch.device("meta"):
+            return list(Transformer(self.cfg.model).state_dict())
+
+    def _tied_elsewhere(self) -> set[str]:
+        """Names this rank holds but an earlier stage writes: the tied table on the last stage."""
+        last = self.built.pp_rank == self.layout.pipeline - 1
+        return (
+            {"tok_emb.weight"}
+            if self.cfg.model.tie_embeddings and last and self.layout.pipeline > 1
+            else set()
+        )
+
     # --- the loop ---------------------------------------------------------------------------------
     def run(self) -> int:
         from tokensmith.trainer.metrics import max_memory_gb, mfu
@@ -551,6 +662,8 @@ class Trainer:
         while self.step < self.total_steps:
             outcome = self.train_step()  # every rank agrees on its numbers and flags (one all-reduce)
             consumed = outcome.consumed
+            if self.recorder is not None:
+                self._log_model_state()
             if outcome.verdict.bad:
                 self._log_health(outcome)
             if outcome.verdict.diverged is not None:
@@ -566,6 +679,8 @@ class Trainer:
             if cfg.train.record_samples:
                 gathered: list[Any] = [None] * self.world
                 self.dist.all_gather_object(gathered, consumed)
+                # one rank per data-parallel replica (pipe 0, tensor 0), in data-parallel order
+                gathered = gathered[: self.layout.data * self.layout.tensor : self.layout.tensor]
             if log_now:
                 elapsed = time.perf_counter() - window_start
                 tps = window_tokens / elapsed if elapsed > 0 else 0.0
