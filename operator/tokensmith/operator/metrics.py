@@ -90,6 +90,19 @@ class OperatorMetrics:
             JOB,
             registry=self.registry,
         )
+        # run health (rollback.py)
+        self.rollbacks = Gauge(
+            "tokensmith_job_rollbacks",
+            "Rollbacks to the last healthy checkpoint",
+            JOB,
+            registry=self.registry,
+        )
+        self.rollback_gpu_hours_lost = Gauge(
+            "tokensmith_job_rollback_gpu_hours_lost",
+            "GPU-hours thrown away by rollbacks (work since the last healthy checkpoint)",
+            JOB,
+            registry=self.registry,
+        )
         self._phases: dict[tuple[str, str], str] = {}
 
     def observe_job(self, namespace: str, name: str, phase: str, gpu_hours: float) -> None:
@@ -111,12 +124,14 @@ class OperatorMetrics:
             self.job_restarts.labels(namespace, name, cls).set(status.restarts_by_class.get(cls, 0))
             self.gpu_hours_lost.labels(namespace, name, cls).set(status.gpu_hours_lost_by_class.get(cls, 0.0))
         self.planned_restarts.labels(namespace, name).set(status.planned_restarts)
+        self.rollbacks.labels(namespace, name).set(status.rollbacks)
+        self.rollback_gpu_hours_lost.labels(namespace, name).set(status.lost_gpu_hours.get("rollback", 0.0))
 
     def forget_job(self, namespace: str, name: str) -> None:
         self._phases.pop((namespace, name), None)
         self._refresh()
         for gauge in (self.gpu_hours, self.heartbeat_age, self.checkpoint_age, self.tokens_per_second,
-                      self.planned_restarts):  # fmt: skip
+                      self.planned_restarts, self.rollbacks, self.rollback_gpu_hours_lost):  # fmt: skip
             with contextlib.suppress(KeyError):
                 gauge.remove(namespace, name)
         for cls in FAILURE_CLASSES:

@@ -289,6 +289,9 @@ def _start_attempt(
     resume = f"resuming from checkpoint step {ckpt.step}" if ckpt else "starting from scratch"
     resume = rollback.resume_text(st) or resume
     avoid, plan = rollback.avoid_nodes(spec, st, now), rollback.gang_plan(st)
+    if plan.resume_from is not None:  # a rollback's replay starts from the healthy checkpoint (NoProgress)
+        healthy = st.last_healthy_checkpoint
+        st.attempt_resume_step = healthy.step if healthy else None
     away = f", avoiding node(s) {', '.join(avoid)}" if avoid else ""
     message = f"attempt {st.attempt}: creating {spec.cluster.nodes} worker(s), {resume}{away}"
     _enter(st, "Pending", reason, message, now)
@@ -504,6 +507,8 @@ def _on_divergence(
         worker=div.worker,
         exit_code=div.exit_code,
         time=now,
+        failure_class="Application",
+        nodes=list(div.nodes),
     )
     if not outcome.rollback:
         return _fail(st, acts, observed.workers, outcome.reason, outcome.message, now)

@@ -270,8 +270,6 @@ class EmulatedCluster:
         self.auto_start = True
         # namespace -> the Pod Security level its (emulated) PodSecurity admission enforces
         self.pod_security: dict[str, str] = {}
-        # Named nodes (None: pods run nowhere in particular): see `_place`.
-        self.nodes: list[str] | None = None
         self._emu: Any = None
         self._server: Any = None
         self._stack = contextlib.AsyncExitStack()
@@ -616,59 +614,17 @@ class EmulatedCluster:
                 continue
             if phase is None and self.auto_start:
                 first = self._seen_running.setdefault(f"{ns}/{name}/created", now)
-                if now - first < self.start_delay or not await self._place(pod):
-                    continue  # not yet, or unschedulable for now: stays Pending
-                self._seen_running[f"{ns}/{name}"] = now
-                container = {"name": "main", "ready": True, "state": {"running": {}}}
-                running = {"phase": "Running", "containerStatuses": [container]}
-                await self._patch("pods", ns, name, {"status": running}, "status")
+                if now - first >= self.start_delay:
+                    self._seen_running[f"{ns}/{name}"] = now
+                    container = {"name": "main", "ready": True, "state": {"running": {}}}
+                    running = {"phase": "Running", "containerStatuses": [container]}
+                    await self._patch("pods", ns, name, {"status": running}, "status")
             elif (
                 phase == "Running"
                 and (meta.get("labels") or {}).get(names.LABEL_ROLE) == names.ROLE_EVAL
                 and now - self._seen_running.get(f"{ns}/{name}", now) >= self.eval_delay
             ):
                 await self._finish_eval(ns, name, int(meta["labels"][names.LABEL_STEP]))
-
-    async def _place(self, pod: dict[str, Any]) -> bool:
-        """A scheduler in miniature, for worker pods when `nodes` is set: the first node that no other
-        live worker occupies and that the pod's required node affinity on `kubernetes.io/hostname`
-        (In/NotIn) allows is written to `spec.nodeName`; False when none fits (the pod stays Pending)."""
-        spec, meta = pod.get("spec") or {}, pod["metadata"]
-        if (
-            self.nodes is None
-            or spec.get("nodeName")
-            or meta["labels"].get(names.LABEL_ROLE) != names.ROLE_WORKER
-        ):
-            return True
-        busy = {
-            (p.get("spec") or {}).get("nodeName")
-            for p in self.objects("pods")
-            if (p["metadata"].get("labels") or {}).get(names.LABEL_ROLE) == names.ROLE_WORKER
-            and (p.get("status") or {}).get("phase") in (None, "Pending", "Running")
-        }
-        required = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
-            "requiredDuringSchedulingIgnoredDuringExecution"
-        )
-
-        def allowed(node: str) -> bool:
-            if not required:
-                return True
-            for term in required.get("nodeSelectorTerms") or []:  # terms ORed, expressions ANDed
-                ok = True
-                for ex in term.get("matchExpressions") or []:
-                    if ex.get("key") != "kubernetes.io/hostname":
-                        continue
-                    inside = node in (ex.get("values") or [])
-                    ok = ok and (inside if ex.get("operator") == "In" else not inside)
-                if ok:
-                    return True
-            return False
-
-        node = next((n for n in self.nodes if n not in busy and allowed(n)), None)
-        if node is None:
-            return False
-        await self._patch("pods", meta["namespace"], meta["name"], {"spec": {"nodeName": node}})
-        return True
 
     async def _finish_eval(self, namespace: str, pod: str, step: int) -> None:
         if step in self.eval_failures:
