@@ -7,7 +7,8 @@ filesystem. The trainer and the evaluator write only to:
 - `/tmp` (Python's tempfile, torch.compile/Inductor's default cache `/tmp/torchinductor_<user>`,
   DeepSpeed's and torchrun's scratch): a disk-backed emptyDir;
 - `$HOME=/home/tokensmith`, which holds the caches the images point at (TRITON_CACHE_DIR,
-  TORCH_EXTENSIONS_DIR for DeepSpeed's JIT ops, HF_HOME for datasets and tokenizers, XDG_CACHE_HOME for
+  TORCH_EXTENSIONS_DIR for DeepSpeed's JIT ops, TORCHINDUCTOR_CACHE_DIR for compiled kernels, HF_HOME for
+  datasets and tokenizers, XDG_CACHE_HOME for
   the rest): a disk-backed emptyDir (the images' WORKDIR, so a relative path written there works too);
 - `/dev/shm` (NCCL, DataLoader workers): a memory-backed emptyDir;
 - the checkpoint volume and whatever volumes the job mounts read-write.
@@ -41,6 +42,7 @@ SCRATCH_ENV: tuple[tuple[str, str], ...] = (
     ("XDG_CACHE_HOME", CACHE),
     ("TRITON_CACHE_DIR", f"{CACHE}/triton"),
     ("TORCH_EXTENSIONS_DIR", f"{CACHE}/torch_extensions"),
+    ("TORCHINDUCTOR_CACHE_DIR", f"{CACHE}/torchinductor"),
     ("HF_HOME", f"{CACHE}/huggingface"),
     ("MPLCONFIGDIR", f"{CACHE}/matplotlib"),
 )
