@@ -215,6 +215,7 @@ def apply_report(
         new.last_checkpoint = CheckpointRef.model_validate(
             {"step": int(record["step"]), "path": str(record["path"]), "time": when}
             | ({"healthy": bool(record["healthy"])} if "healthy" in record else {})
+            | {"blockedSeconds": record.get("blocked_s"), "durableSeconds": record.get("durable_s")}
         )
         if record.get("healthy"):  # the trainer patches status.lastHealthyCheckpoint beside it
             new.last_healthy_checkpoint = CheckpointRef.model_validate(

@@ -22,7 +22,17 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from tokensmith.core.units import format_si
-from tokensmith.operator import budget, evaluation, failures, lifecycle, nodes, policy, restarts, rollback
+from tokensmith.operator import (
+    budget,
+    evaluation,
+    failures,
+    goodput,
+    lifecycle,
+    nodes,
+    policy,
+    restarts,
+    rollback,
+)
 from tokensmith.operator.names import JOB_NAME_PATTERN, MAX_JOB_NAME
 from tokensmith.operator.observed import (
     Action,
@@ -158,7 +168,10 @@ def reconcile(
     """Decide what the job's children should be now (see the module docstring)."""
     decision = stop_gang_if_terminal(_decide(name, spec, status, observed), observed.workers)
     decision = _force_delete_stuck(spec, decision, observed)
-    return lifecycle.after_finish(spec, decision, observed.now)
+    decision = lifecycle.after_finish(spec, decision, observed.now)
+    # the goodput ledger: productive + lost by cause = wall-clock GPU-hours (goodput.py)
+    counted = goodput.account(spec, status, decision.status, observed.now)
+    return Decision(counted, decision.actions, decision.requeue_after)
 
 
 def _force_delete_stuck(spec: LLMTrainingJobSpec, decision: Decision, observed: Observed) -> Decision:

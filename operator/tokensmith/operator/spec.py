@@ -559,6 +559,35 @@ class CheckpointRef(StatusModel):
         description="The trainer's health verdict: no skipped or non-finite step and no open loss spike "
         "since the previous checkpoint (absent: a trainer without health checks).",
     )
+    blocked_seconds: float | None = Field(
+        None, ge=0, description="Seconds training was blocked by this save (asynchronous: staging only)."
+    )
+    durable_seconds: float | None = Field(
+        None, ge=0, description="Seconds from the start of this save until its manifest was written."
+    )
+
+
+class GoodputObserved(StatusModel):
+    """What the run has shown so far (goodput.py): interruptions, MTBF and checkpoint cost."""
+
+    interruptions: int = Field(0, ge=0, description="Failure-driven restarts plus disruption restarts.")
+    mtbf_gpu_hours: float | None = Field(
+        None, ge=0, alias="mtbfGPUHours", description="Total GPU-hours per interruption (none before one)."
+    )
+    mean_checkpoint_seconds: float | None = Field(
+        None, ge=0, description="Mean seconds training was blocked per checkpoint save (trainer reports)."
+    )
+
+
+class GoodputLedger(StatusModel):
+    """The operator's running sums behind the goodput fields (goodput.py); not for people."""
+
+    time: datetime | None = Field(None, description="Wall-clock GPU-hours are counted up to this time.")
+    total_gpu_hours: float = Field(0.0, ge=0, alias="totalGPUHours")
+    restart_gpu_hours: float = Field(0.0, ge=0, alias="restartGPUHours")
+    checkpoint_seconds: float = Field(0.0, ge=0, description="Sum of blocked seconds of the saves seen.")
+    checkpoint_saves: int = Field(0, ge=0, description="Saves that reported their blocked seconds.")
+    checkpoint_step: int | None = Field(None, description="Newest checkpoint step counted.")
 
 
 class EvaluationResult(StatusModel):
@@ -727,12 +756,22 @@ class LLMTrainingJobStatus(StatusModel):
     lost_gpu_hours: dict[str, float] = Field(
         default_factory=dict,
         alias="lostGPUHours",
-        description="GPU-hours of work thrown away, by cause (rollback: steps redone after a rollback); "
-        "part of gpuHours.",
+        description="GPU-hours lost, by cause (goodput.py): redone (work since the last checkpoint "
+        "of a failed attempt), rollback (steps redone after a rollback), restart (restart, backoff and "
+        "scheduling time), checkpoint (training blocked by saves); productive + lost = total.",
     )
     lost_cost_usd: dict[str, float] = Field(
         default_factory=dict, alias="lostCostUSD", description="lostGPUHours in dollars (with a price)."
     )
+    # -- goodput (goodput.py) --
+    goodput: float | None = Field(
+        None, ge=0, le=1, description="productiveGPUHours / total GPU-hours since the start (wall clock)."
+    )
+    productive_gpu_hours: float | None = Field(
+        None, ge=0, alias="productiveGPUHours", description="GPU-hours of steps that count."
+    )
+    observed: GoodputObserved | None = None
+    goodput_ledger: GoodputLedger | None = None
 
 
 # --------------------------------------------------------------------------------------- helpers
