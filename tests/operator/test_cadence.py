@@ -86,3 +86,38 @@ def test_simulated_goodput_matches_dalys_prediction() -> None:
         out = chaos.simulate(work, failures, DELTA_S / 3600, RESTART_H, lambda n, t: tau)
         predicted = work / float(wall_time(work, tau, DELTA_S / 3600, RESTART_H, mtbf_job))
         assert out.goodput == pytest.approx(predicted, rel=0.10)
+
+
+def test_reconcile_steers_the_next_attempts_interval_and_effective_spec_applies_it() -> None:
+    from datetime import timedelta
+
+    from tokensmith.operator.observed import Observed, WorkerObservation
+    from tokensmith.operator.reconcile import reconcile
+    from tokensmith.operator.spec import LLMTrainingJobStatus, effective_trainer_config
+
+    from .test_reconcile import NAME, T0, make_spec, workers
+
+    # 4 devices with a 40 GPU-hour MTBF prior: Daly ~ sqrt(2 * 60 s * 10 h) ~ 35 min
+    ck = {"everyMinutes": 35.0, "adaptive": True, "priorMTBFGPUHours": 40.0, "priorSeconds": 60.0}
+    spec = make_spec(checkpoint=ck, restartPolicy={"maxRestarts": 50, "maxAttemptsWithoutProgress": 0})
+    st = reconcile(NAME, spec, LLMTrainingJobStatus(), Observed(now=T0)).status
+    t = T0
+    attempt = 1
+    for _ in range(8):  # a failure every 30 minutes: 2 GPU-hours per failure, 20x the prior's rate
+        st = reconcile(NAME, spec, st, Observed(now=t, workers=workers(attempt, "Running", "Running"))).status
+        t += timedelta(minutes=30)
+        gang = (
+            WorkerObservation(0, attempt, "Running"),
+            WorkerObservation(1, attempt, "Failed", exit_code=1),
+        )
+        st = reconcile(NAME, spec, st, Observed(now=t, workers=gang)).status
+        assert st.phase == "Restarting"
+        t += timedelta(seconds=15)
+        st = reconcile(NAME, spec, st, Observed(now=t, workers=())).status
+        attempt = st.attempt
+    # posterior MTBF (2 x 40 + ~16) / (2 + 8) ~ 9.6 GPU-hours: Daly ~ 21 min, down from 35
+    assert st.checkpoint_every_minutes is not None and st.checkpoint_every_minutes < 25.0
+    cfg = effective_trainer_config(cadence.effective_spec(spec, st), NAME)
+    assert cfg.checkpoint.every_minutes == pytest.approx(round(st.checkpoint_every_minutes, 2))
+    off = make_spec(checkpoint={"everyMinutes": 35.0})
+    assert cadence.decide(off, st) is None and cadence.effective_spec(off, st) is off

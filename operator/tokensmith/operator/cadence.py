@@ -20,6 +20,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tokensmith.operator.spec import LLMTrainingJobSpec, LLMTrainingJobStatus
+
+DEFAULT_PRIOR_SECONDS = 60.0  # a save's blocked seconds before any is measured (no planner estimate)
 PRIOR_FAILURES = 2.0  # the prior weighs as much as two observed failures
 MIN_MINUTES = 5.0
 MAX_MINUTES = 24 * 60.0
@@ -74,3 +77,34 @@ def next_minutes(
     if current is not None and abs(want - current) <= hysteresis * current:
         return current
     return want
+
+
+def decide(spec: LLMTrainingJobSpec, status: LLMTrainingJobStatus) -> float | None:
+    """The interval the next attempt runs with (`status.checkpointEveryMinutes`), or None when
+    `checkpoint.adaptive` is off. Exposure is the goodput ledger's total GPU-hours; failures are the
+    failure-driven restarts (disruption notices are planned, not failures)."""
+    ck = spec.checkpoint
+    if not ck.adaptive:
+        return None
+    from tokensmith.planner.reliability import LLAMA3_GPU_HOURS_PER_FAILURE
+
+    prior = Prior(
+        mtbf_gpu_hours=ck.prior_mtbf_gpu_hours or LLAMA3_GPU_HOURS_PER_FAILURE,
+        checkpoint_seconds=ck.prior_seconds or DEFAULT_PRIOR_SECONDS,
+    )
+    acc = status.goodput_ledger
+    exposure = acc.total_gpu_hours if acc is not None else 0.0
+    seen = status.observed.mean_checkpoint_seconds if status.observed is not None else None
+    target = target_minutes(prior, spec.accounted_devices, status.restarts, exposure, seen)
+    current = status.checkpoint_every_minutes or ck.every_minutes
+    return next_minutes(current, target, ck.min_minutes, ck.max_minutes)
+
+
+def effective_spec(spec: LLMTrainingJobSpec, status: LLMTrainingJobStatus) -> LLMTrainingJobSpec:
+    """The spec a new attempt's workers are built from: `checkpoint.everyMinutes` replaced by the
+    adaptive interval when there is one (the drivers call this before creating a gang)."""
+    minutes = status.checkpoint_every_minutes
+    if not spec.checkpoint.adaptive or minutes is None:
+        return spec
+    ck = spec.checkpoint.model_copy(update={"every_minutes": round(minutes, 2)})
+    return spec.model_copy(update={"checkpoint": ck})

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from tokensmith.operator import cadence
 from tokensmith.operator.rollback import LOST as ROLLBACK
 from tokensmith.operator.spec import (
     TERMINAL_PHASES,
@@ -144,6 +145,7 @@ def account(
         mtbf_gpu_hours=out.mtbf_gpu_hours,
         mean_checkpoint_seconds=out.mean_checkpoint_seconds,
     )
+    st.checkpoint_every_minutes = cadence.decide(spec, st)
     return st
 
 

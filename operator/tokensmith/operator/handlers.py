@@ -23,7 +23,7 @@ from typing import Any, cast
 import kopf
 from pydantic import ValidationError
 
-from tokensmith.operator import children, names, observe
+from tokensmith.operator import cadence, children, names, observe
 from tokensmith.operator.kube import ApiError, KubeClient
 from tokensmith.operator.metrics import OperatorMetrics
 from tokensmith.operator.observed import (
@@ -318,6 +318,8 @@ async def apply(
 ) -> None:
     """Carry out a decision in the order `reconcile.py` documents: create, record, delete, tell."""
     sem = asyncio.Semaphore(rt.max_parallel_writes)
+    if spec is not None:  # a new attempt runs with the adaptive checkpoint interval (cadence.py)
+        spec = cadence.effective_spec(spec, decision.status)
 
     async def create(obj: dict[str, Any]) -> None:
         async with sem:

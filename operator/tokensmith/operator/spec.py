@@ -259,6 +259,22 @@ class CheckpointSpec(K8sModel):
     every_steps: int | None = Field(None, ge=0, description="Overrides trainer.checkpoint.every_steps.")
     every_minutes: float | None = Field(None, ge=0, description="Overrides trainer.checkpoint.every_minutes.")
     keep: int | None = Field(None, ge=1, description="Overrides trainer.checkpoint.keep.")
+    adaptive: bool = Field(
+        False,
+        description="Recompute the Daly-optimal interval from the observed failure rate and checkpoint "
+        "cost (cadence.py); everyMinutes is the starting interval.",
+    )
+    prior_mtbf_gpu_hours: float | None = Field(
+        None,
+        gt=0,
+        alias="priorMTBFGPUHours",
+        description="The planner's MTBF per GPU (GPU-hours per failure); default 50,700 (Llama 3).",
+    )
+    prior_seconds: float | None = Field(
+        None, gt=0, description="The planner's checkpoint write seconds, until a save is measured."
+    )
+    min_minutes: float = Field(5.0, gt=0, description="Lower bound of the adaptive interval.")
+    max_minutes: float = Field(1440.0, gt=0, description="Upper bound of the adaptive interval.")
 
     @model_validator(mode="after")
     def _one_source(self) -> CheckpointSpec:
@@ -771,6 +787,9 @@ class LLMTrainingJobStatus(StatusModel):
         None, ge=0, alias="productiveGPUHours", description="GPU-hours of steps that count."
     )
     observed: GoodputObserved | None = None
+    checkpoint_every_minutes: float | None = Field(
+        None, ge=0, description="The adaptive checkpoint interval the next attempt runs with (cadence.py)."
+    )
     goodput_ledger: GoodputLedger | None = None
 
 
