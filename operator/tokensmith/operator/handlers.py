@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -54,7 +54,11 @@ log = logging.getLogger("tokensmith.operator")
 
 # Status keys that change on every reconcile while a gang runs; alone they are written at most once
 # per interval (GPU-hours stay accurate to one interval, and an idle reconcile costs no request).
-VOLATILE_STATUS = {"accountedTime", "gpuHours", "costUSD", "progressText"}
+# (and the goodput ledger, which advances with the clock: goodput.py)
+VOLATILE_STATUS = {
+    "accountedTime", "gpuHours", "costUSD", "progressText",
+    "goodput", "productiveGPUHours", "lostGPUHours", "lostCostUSD", "observed", "goodputLedger",
+}  # fmt: skip
 # Trainer-written status keys whose change should wake the reconciler (checkpoints, heartbeats).
 TRAINER_STATUS = ("progress", "lastCheckpoint", "divergence", "lastHealthyCheckpoint")
 
@@ -82,6 +86,8 @@ class Runtime:
     node_state: dict[str, Any] = field(default_factory=dict)
     watch_nodes: bool = True
     reconciles: int = 0
+    # the operator's clock (tests drive a compressed one: the goodput soak)
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
     def wake(self, namespace: str, job: str) -> None:
         event = self.wakeups.get((namespace, job))
@@ -281,7 +287,7 @@ async def reconcile_once(
 ) -> float | None:
     """Read, decide, write; returns the seconds after which to look again."""
     started = time.perf_counter()
-    now = datetime.now(UTC)
+    now = rt.clock()
     meta = body.get("metadata") or {}
     generation = meta.get("generation")
     stored = current_status(rt, namespace, name, body.get("status"))
