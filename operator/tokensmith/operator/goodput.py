@@ -152,3 +152,12 @@ def account(
 def total_gpu_hours(status: LLMTrainingJobStatus) -> float:
     """The ledger's total (productive + lost) as recorded in a status."""
     return (status.productive_gpu_hours or 0.0) + sum(status.lost_gpu_hours.values())
+
+
+def total_gpu_hours_of(status: dict[str, object]) -> float:
+    """The same for a status document (camelCase keys, as read from the API or status.json)."""
+    lost = status.get("lostGPUHours") or {}
+    assert isinstance(lost, dict)
+    productive = status.get("productiveGPUHours") or 0.0
+    assert isinstance(productive, int | float)
+    return float(productive) + sum(float(v) for v in lost.values())
