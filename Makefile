@@ -11,13 +11,15 @@ EXTRAS ?= all,test
 # Quiet pip, minus the harmless notes some mirrors print for every package they do not carry.
 PIP_FILTER := grep -v -e '^WARNING: Location' -e 'is ignored: it is neither' || true
 
-.PHONY: help install demo test check lint format typecheck pytest bench images clean
+.PHONY: help install demo test check lint format typecheck pytest bench images images-bases test-images clean
 
 help:
 	@echo "make demo   - set up .venv and run the demo (plan -> curate -> train -> evaluate on this machine)"
 	@echo "make test   - set up .venv, lint, type-check and run the whole test suite"
 	@echo "make bench  - run the benchmarks in benchmarks/ (results go to docs/benchmarks.md by hand)"
-	@echo "make images - build the container images (needs a Docker engine)"
+	@echo "make images - build the container images (Docker when an engine answers, else podman)"
+	@echo "make images-bases - make registry-free Debian/CPU-PyTorch bases with mmdebstrap (root, podman)"
+	@echo "make test-images  - build the images on those bases and run them (tests/images; needs podman)"
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.10+"; exit 2; }
@@ -46,19 +48,25 @@ typecheck: $(STAMP)
 
 check: lint typecheck
 
+# The image tests build and run containers: `make test-images` runs them, `make test` never needs an engine.
 pytest: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not images"
 
 test: check pytest
 
 bench: $(STAMP)
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b; done
 
+# Tags are what the Helm chart pulls by default: ghcr.io/tokensmith/<image>:<version> (IMAGE_REGISTRY and
+# IMAGE_TAG override them). BASES=local builds on images/bases/build-local.sh's bases instead of upstream's.
 images:
-	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { echo "make images: no Docker engine here; skipping (nothing was built)"; exit 0; }
-	docker build -f images/operator/Dockerfile -t tokensmith/operator:dev .
-	docker build -f images/trainer/Dockerfile -t tokensmith/trainer:dev .
-	docker build -f images/evaluator/Dockerfile -t tokensmith/evaluator:dev .
+	$(PYTHON) images/build.py images $(if $(filter local,$(BASES)),--local-bases)
+
+images-bases:
+	images/bases/build-local.sh
+
+test-images: $(STAMP)
+	$(BIN)/python -m pytest -m images tests/images
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -48,7 +48,7 @@ def curate(work: Path) -> Path:
     source.write_text("".join(json.dumps({"text": topics.topics[k]}) + "\n" for k in sorted(topics.topics)))
     cmd = [sys.executable, "-m", "tokensmith.cli", "curate", str(source), "--out", str(out)]
     cmd += ["--vocab-size", "512", "--word-tokenizer", "regex", "--no-progress"]
-    for step in ("gopher_quality", "gopher_repetition", "c4", "fineweb"):
+    for step in ("language", "gopher_quality", "gopher_repetition", "c4", "fineweb"):
         cmd += ["--skip", step]
     subprocess.run(cmd, check=True, capture_output=True)
     return out

@@ -29,6 +29,18 @@ MODES: dict[str, dict[str, Any]] = {
     "two-replicas": {"replicaCount": 2},
     "standalone": {"peering": {"enabled": False}},
     "debug-logs": {"operator": {"logLevel": "debug"}},
+    "network-policies": {"networkPolicy": {"enabled": True, "jobs": True}},
+    "relaxed-policy": {
+        "policy": {
+            "volumeTypes": ["persistentVolumeClaim", "hostPath"],
+            "imagePrefixes": ["registry.example.com/ml/", "ghcr.io/tokensmith/"],
+            "jobServiceAccounts": {
+                "allowed": True,
+                "selector": {"tokensmith.dev/job-account": "true", "team": "ml"},
+            },
+            "capabilities": ["IPC_LOCK"],
+        }
+    },
 }
 
 Manifest = dict[str, Any]

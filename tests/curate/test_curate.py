@@ -21,6 +21,7 @@ FAST = ["--vocab-size", "512", "--word-tokenizer", "regex", "--workers", "2", "-
 ORDER = [
     "read",
     "normalize",
+    "language",
     "gopher_repetition",
     "gopher_quality",
     "c4",

@@ -17,7 +17,7 @@ from tokensmith.trainer.data.samples import STOP_WORDS, synthetic_prose
 
 def _steps(word_tokenizer: str = "regex") -> dict[str, Any]:
     steps = _quality_steps(CurateConfig(word_tokenizer=word_tokenizer))  # type: ignore[arg-type]
-    names = ["normalize", "gopher_repetition", "gopher_quality", "c4", "fineweb"]
+    names = ["normalize", "language", "gopher_repetition", "gopher_quality", "c4", "fineweb"]
     return dict(zip(names, steps, strict=True))
 
 

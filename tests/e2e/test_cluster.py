@@ -53,7 +53,12 @@ def api() -> Any:
             break
         time.sleep(1)
     ns = f"tokensmith-e2e-{uuid.uuid4().hex[:6]}"
-    client.CoreV1Api().create_namespace({"metadata": {"name": ns}})
+    # the real PodSecurity admission controller admits every pod the operator creates (docs/security.md)
+    restricted = {
+        "pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/enforce-version": "latest",
+    }
+    client.CoreV1Api().create_namespace({"metadata": {"name": ns, "labels": restricted}})
     yield client, ns
     client.CoreV1Api().delete_namespace(ns)
 
@@ -87,6 +92,18 @@ def test_api_server_rejects_nonsense(api: Any) -> None:
     with pytest.raises(client.ApiException) as err:
         custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, bad)
     assert err.value.status == 422 and "nodes" in err.value.body
+
+
+def test_api_server_applies_the_cel_rule(api: Any) -> None:
+    client, ns = api
+    bad = job("caps", "true")
+    bad["spec"]["cluster"]["addCapabilities"] = ["IPC_LOCK"]  # without securityProfile: baseline
+    with pytest.raises(client.ApiException) as err:
+        client.CustomObjectsApi().create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, bad)
+    assert (
+        err.value.status == 422
+        and "addCapabilities needs cluster.securityProfile: baseline" in err.value.body
+    )
 
 
 def test_gang_restarts_and_succeeds(api: Any) -> None:

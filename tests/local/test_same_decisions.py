@@ -40,11 +40,10 @@ from tokensmith.operator.reconcile import reconcile
 from tokensmith.operator.spec import LLMTrainingJobSpec, LLMTrainingJobStatus, status_to_dict, token_budget
 from tokensmith.trainer.reporting import (
     FileReporter,
-    JsonLines,
     checkpoint_patch,
+    divergence_patch,
     merge,
     progress_patch,
-    rfc3339,
 )
 
 NAME, NS = "tiny", "default"
@@ -187,7 +186,6 @@ class LocalDriver:
         self.report = self.tmp / "report.jsonl"
         self.status_path = self.tmp / "status.json"
         self.reporter = FileReporter(self.report)
-        self.lines = JsonLines(self.report)  # report kinds the FileReporter of this branch cannot write
 
     def exit(self, index: int, attempt: int, code: int, message: str | None) -> None:
         old = self.procs[(index, attempt)]
@@ -340,16 +338,15 @@ def test_both_drivers_decide_alike(name: str, tmp_path: Path) -> None:
             local.reporter.checkpoint(event[1], path)
         elif kind == "checkpoint":  # with the trainer's health verdict (run health, issue 13)
             path = f"/checkpoints/{NAME}/step-{event[1]:08d}"
-            verdict: dict[str, Any] = {"lastCheckpoint": {"healthy": event[2]}}
-            if event[2]:  # as the trainer's checkpoint_patch(step, path, healthy=True) sends it
-                verdict["lastHealthyCheckpoint"] = {"step": event[1], "path": path}
-            kube.report(merge(checkpoint_patch(event[1], path), {"status": verdict}))
-            local.lines.write({"type": "checkpoint", "step": event[1], "path": path, "healthy": event[2]})
+            kube.report(checkpoint_patch(event[1], path, healthy=event[2]))
+            local.reporter.checkpoint(event[1], path, healthy=event[2])
         elif kind == "diverge":  # the trainer's divergence report, before it exits 65
-            report = {"step": event[1], "kind": "nonfinite", "samples": event[2]}
-            # with the attempt (TOKENSMITH_ATTEMPT), as the local runner tags every report line
-            kube.report({"status": {"divergence": {**report, "attempt": attempt, "time": rfc3339()}}})
-            local.lines.write({"type": "diverged", **report})
+            patch = divergence_patch(event[1], "nonfinite", event[2])
+            # with the attempt (TOKENSMITH_ATTEMPT), as the local runner tags every report line: the
+            # trainer's patch carries only its time, which this test's shifted clock cannot compare
+            patch["status"]["divergence"]["attempt"] = attempt
+            kube.report(patch)
+            local.reporter.diverged(event[1], "nonfinite", event[2])
         elif kind == "exit":
             index, code = event[1], event[2]
             message = event[3] if len(event) > 3 else None

@@ -79,6 +79,21 @@ def test_example_maps_checkpoints_to_workdir_and_data_through_mounts(tmp_path: P
         mf.check_local_paths(unmapped)
 
 
+def test_mixture_sources_are_mapped_through_mounts_and_checked(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "web" / "train").mkdir(parents=True)
+    sources = [{"path": "/data/web/train", "weight": 0.7}, {"path": "/data/code/train", "weight": 0.3}]
+    path = _job(tmp_path, {**CKPT, "data": {"sources": sources}})
+    job = mf.load_job(path, tmp_path / "runs", mounts=(f"/data={data}",))
+    cfg = job.trainer_config()
+    assert [s.path for s in cfg.data.training_sources()] == [
+        str(data / "web" / "train"),
+        str(data / "code" / "train"),
+    ]
+    with pytest.raises(TokensmithError, match=r"data.sources\[1\].path /data/code/train is .*--mount"):
+        mf.check_local_paths(job)
+
+
 @pytest.mark.parametrize(
     ("spec", "sets", "kind", "message"),
     [

@@ -97,6 +97,14 @@ CASES = {
     "backoff-uncapped": (with_(restartPolicy={"backoffSeconds": 60, "maxBackoffSeconds": 0}), None),
     "eval-gpus-without-tasks": (with_(evaluation={"gpus": 1}), "reserve GPUs for nothing"),
     "eval-gpus-with-tasks": (with_(evaluation={"gpus": 1, "tasks": ["hellaswag"]}), None),
+    "capabilities-without-baseline": (
+        with_(cluster={"addCapabilities": ["IPC_LOCK"]}),
+        "addCapabilities needs cluster.securityProfile: baseline",
+    ),
+    "capabilities-with-baseline": (
+        with_(cluster={"addCapabilities": ["IPC_LOCK"], "securityProfile": "baseline"}),
+        None,
+    ),
     "topology-without-volcano": (
         with_(scheduling={"networkTopology": {"mode": "hard"}}),
         "needs cluster.schedulerName: volcano",
@@ -133,3 +141,20 @@ def test_every_rule_compiles() -> None:
         for rule in node["x-kubernetes-validations"]:
             env.compile(rule["rule"])
             assert rule["message"] and len(rule["message"]) < 200
+
+
+def test_the_example_jobs_pass_every_rule() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    examples = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
+    jobs = [
+        d
+        for path in examples
+        for d in yaml.safe_load_all(path.read_text())
+        if d and d.get("kind") == "LLMTrainingJob"
+    ]
+    assert jobs
+    for job in jobs:
+        assert cel_errors(job["spec"]) == [], job["metadata"]["name"]

@@ -104,6 +104,8 @@ def test_worker_pod_has_the_torchrun_environment_and_volumes() -> None:
         "dshm": "/dev/shm",
         "checkpoints": "/checkpoints",
         "data": "/data",
+        "scratch-tmp": "/tmp",  # the writable scratch of a read-only root filesystem (hardening.py)
+        "scratch-home": "/home/tokensmith",
     }
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 8
     assert pod["spec"]["serviceAccountName"] == "llama-trainer"

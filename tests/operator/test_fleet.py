@@ -204,6 +204,15 @@ async def test_queue_name_makes_each_attempt_one_kueue_group_and_a_volcano_queue
     assert group is not None and group["spec"]["queue"] == "research" and group["spec"]["minMember"] == 2
     await cluster.wait_for(lambda: len(cluster.workers(NS, "vq", 1)) == 2, what="volcano pods")
     assert not any("kueue.x-k8s.io/queue-name" in p["metadata"]["labels"] for p in cluster.workers(NS, "vq"))
+    # a resized gang: the PodGroup's minMember follows at the next attempt
+    await running(cluster, "vq")
+    await cluster.patch_job(NS, "vq", {"spec": {"cluster": {"nodes": 4}}})
+    await cluster.terminate(NS, "vq-a1-w1", 1)
+    await cluster.wait_for(lambda: len(cluster.workers(NS, "vq", 2)) == 4, what="volcano attempt 2")
+    await cluster.wait_for(
+        lambda: (cluster.get("podgroups", NS, "vq") or {}).get("spec", {}).get("minMember") == 4,
+        what="minMember 4",
+    )
 
 
 async def test_a_finished_job_with_a_ttl_disappears_with_its_children(
@@ -236,3 +245,24 @@ async def test_active_deadline_ends_the_job_and_stops_the_gang(
     await cluster.wait_for(lambda: phase(cluster, "late") == "Failed", what="DeadlineExceeded")
     assert status(cluster, "late")["lastFailure"]["reason"] == "DeadlineExceeded"
     await cluster.wait_for(lambda: not live(cluster, "late"), what="gang stopped")
+
+
+async def test_steady_state_costs_at_most_one_request_per_reconcile_with_the_node_watch(
+    cluster: EmulatedCluster, operator: OperatorUnderTest
+) -> None:
+    await cluster.apply_job(build_manifest("calm", spec(), namespace=NS))
+    await running(cluster, "calm")
+    await asyncio.sleep(0.5)
+
+    def sent() -> int:
+        return len(cluster.requests("kopf")) + len(cluster.requests("tokensmith-operator"))
+
+    req0, rec0 = sent(), operator.runtime.reconciles
+    for step in range(8):
+        await cluster.report_progress(NS, "calm", step=step, tokens=step * 1000)
+        # node status churn that changes nothing the decisions read (a label): no job is woken for it
+        await cluster.patch_node("node-5", {"metadata": {"labels": {"heartbeat": str(step)}}})
+        await asyncio.sleep(0.2)
+    reconciles = operator.runtime.reconciles - rec0
+    assert reconciles >= 8
+    assert (sent() - req0) / reconciles <= 1.0

@@ -326,3 +326,22 @@ def test_pods_with_anti_affinity_and_kueue_labels_validate_against_the_kubernete
     spec = make_spec(scheduling={"queueName": "team-a", "workloadPriorityClass": "high"})
     for pod in children.worker_pods(REF, spec, 2, (0, 1), children.Defaults(), ("n1", "n2"), 2):
         kubernetes_validate.validate(pod, version, strict=True)
+
+
+def test_a_kueue_or_scheduler_preemption_notice_restarts_without_suspecting_the_node() -> None:
+    from tokensmith.operator.observe import worker_from_pod
+
+    pod = children.worker_pod(REF, make_spec(), 1, 1, children.Defaults())
+    pod["spec"]["nodeName"] = "b"
+    cond = {"type": "TerminationTarget", "status": "True", "reason": "StoppedByKueue", "message": "Preempted"}
+    pod["status"] = {"phase": "Running", "conditions": [cond]}
+    seen = worker_from_pod(pod)
+    assert seen is not None and seen.disruption == "StoppedByKueue"
+    spec = make_spec()
+    d = reconcile(NAME, spec, running_status(spec), Observed(now=T0, workers=(w(0, node="a"), seen)))
+    assert d.status.phase == "Restarting" and d.status.planned_restarts == 1 and d.status.suspect_nodes == []
+    pod["status"] = {"phase": "Failed", "conditions": [cond]}
+    failed = worker_from_pod(pod)
+    assert failed is not None
+    found = classify_worker(failed, RestartPolicySpec())
+    assert found is not None and (found.kind, found.failure_class) == ("Preempted", "Scheduling")

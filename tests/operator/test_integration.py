@@ -426,7 +426,6 @@ async def test_divergence_rolls_back_on_other_nodes_then_a_repeat_is_data(cluste
 
     from tokensmith.trainer.config import DataConfig
 
-    cluster.nodes = [f"gpu-{i}" for i in range(6)]
     name = "spiky"
     async with OperatorUnderTest(cluster, interval=0.3):
         await cluster.apply_job(build_manifest(name, spec(), namespace=NS))
@@ -468,7 +467,6 @@ async def test_divergence_rolls_back_on_other_nodes_then_a_repeat_is_data(cluste
 
 
 async def test_a_replay_that_passes_names_the_old_nodes_suspect(cluster: EmulatedCluster) -> None:
-    cluster.nodes = [f"gpu-{i}" for i in range(4)]
     name = "flip"
     async with OperatorUnderTest(cluster, interval=0.3):
         await cluster.apply_job(build_manifest(name, spec(restartPolicy={"maxRollbacks": 2}), namespace=NS))

@@ -27,7 +27,7 @@ def curate_pydoc(out: Path, vocab_size: int = VOCAB) -> Path:
     )
     args = [source, "--out", out / "curated", "--vocab-size", vocab_size, "--valid-fraction", 0.08]
     args += ["--word-tokenizer", "regex", "--no-progress"]
-    for step in ("gopher_quality", "gopher_repetition", "c4", "fineweb"):
+    for step in ("language", "gopher_quality", "gopher_repetition", "c4", "fineweb"):
         args += ["--skip", step]
     done = run_cli(["curate", *map(str, args)])
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]

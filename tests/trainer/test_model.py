@@ -96,15 +96,21 @@ def test_weight_decay_only_on_matrices() -> None:
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
 
 
-def test_activation_checkpointing_gives_the_same_gradients() -> None:
+@pytest.mark.parametrize("mode", ["full", "selective"])
+def test_activation_recomputation_gives_the_same_gradients(mode: str) -> None:
+    """Full (every block) and selective (attention's softmax/dropout core) recomputation change what is
+    stored, not the numbers; with dropout on, the replayed dropout masks must match too."""
     torch.manual_seed(0)
-    cfg = ModelConfig(**SMALL)
+    cfg = ModelConfig(**{**SMALL, "dropout": 0.1})
     model = Transformer(cfg).train()
     idx = torch.randint(0, cfg.vocab_size, (2, 12))
+    torch.manual_seed(1)
     model(idx).sum().backward()
     plain = [p.grad.clone() for p in model.parameters() if p.grad is not None]
     model.zero_grad()
-    model.activation_checkpointing = True
+    model.set_recompute(mode)
+    assert model.activation_checkpointing == (mode == "full")
+    torch.manual_seed(1)
     model(idx).sum().backward()
     again = [p.grad for p in model.parameters() if p.grad is not None]
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain, again, strict=True))

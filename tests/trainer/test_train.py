@@ -79,10 +79,16 @@ def test_two_processes_zero2_learn_real_text(pydoc_data: Path, tmp_path: Path) -
 
 
 def _resume_sets(data: Path, ckpt: Path) -> list[str]:
+    # A two-source mixture (0.7/0.3; the second source is the valid split, tokenized alike), so exact
+    # resume covers the mixture's draws too (samples are [source, window] pairs).
+    sources = f"[{{path: {data / 'train'}, weight: 0.7, name: a}}, "
+    sources += f"{{path: {data / 'valid'}, weight: 0.3, name: b}}]"
     return tiny_sets(
         data,
         ckpt,
         **{
+            "data.train_path": "null",
+            "data.sources": sources,
             "train.max_steps": 8,
             "checkpoint.every_steps": 4,
             "train.record_samples": "true",
@@ -114,8 +120,12 @@ def test_killed_run_resumes_exactly_also_on_another_world_size(pydoc_data: Path,
         assert got[step]["samples"] == want[step]["samples"], step
         assert got[step]["loss"] == pytest.approx(want[step]["loss"], abs=1e-5), step
         assert got[step]["lr"] == pytest.approx(want[step]["lr"], rel=1e-12)
-    seen = [i for s in range(1, 9) for i in want[s]["samples"]]
+    seen = [tuple(i) for s in range(1, 9) for i in want[s]["samples"]]
     assert len(seen) == len(set(seen)) == 8 * 16  # no repeats inside the epoch
+    # the realised mixture: 128 samples of 32 tokens dealt 0.7/0.3 to within a sample
+    assert want[8]["source_tokens"] == got[8]["source_tokens"]
+    assert abs(want[8]["source_tokens"]["a"] / (128 * 32) - 0.7) < 1 / 128
+    assert sum(s == 0 for s, _ in seen) == want[8]["source_tokens"]["a"] // 32
 
     # The same checkpoint resumed by one process (ZeRO partitions converted to a universal checkpoint).
     one = run_cli(["train", *_resume_sets(pydoc_data, shrunk)])

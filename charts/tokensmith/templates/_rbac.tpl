@@ -20,10 +20,11 @@ removed by Kubernetes' garbage collector through their ownerReferences to the jo
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["create", "delete", "list", "watch"]
-# The per-job trainer identity (ServiceAccount + Role + RoleBinding, below).
+# The per-job trainer identity (ServiceAccount + Role + RoleBinding, below); with the admission
+# policy's service-account selector, kopf indexes accounts' labels.
 - apiGroups: [""]
   resources: ["serviceaccounts"]
-  verbs: ["create"]
+  verbs: ["create", "list", "watch"]
 # Headless Service for torchrun's rendezvous.
 - apiGroups: [""]
   resources: ["services"]
@@ -35,6 +36,10 @@ removed by Kubernetes' garbage collector through their ownerReferences to the jo
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create"]
+# Opt-in per-job NetworkPolicies (networkPolicy.jobs).
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["create"]
 # The per-job Role lets trainer rank 0 get/patch its own job's status (resourceNames: the job).
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["rolebindings"]
@@ -42,10 +47,10 @@ removed by Kubernetes' garbage collector through their ownerReferences to the jo
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles"]
   verbs: ["create"]
-# Volcano PodGroup (minMember = nodes) when a job uses schedulerName: volcano.
+# Volcano PodGroup (minMember = nodes, queue) when a job uses schedulerName: volcano; refreshed per attempt.
 - apiGroups: ["scheduling.volcano.sh"]
   resources: ["podgroups"]
-  verbs: ["create"]
+  verbs: ["create", "patch"]
 # The jobs themselves: kopf watches them and patches its finalizer and annotations; the operator
 # deletes finished jobs whose spec.ttlSecondsAfterFinished has run out.
 - apiGroups: ["tokensmith.dev"]

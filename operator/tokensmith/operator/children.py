@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from tokensmith.operator import names, queues
+from tokensmith.operator import hardening, names, netpol, queues
 from tokensmith.operator.observed import GangPlan
 from tokensmith.operator.spec import (
     API_VERSION,
@@ -51,6 +51,8 @@ class Defaults:
     trainer_image: str = "ghcr.io/tokensmith/trainer:0.1.0"
     evaluator_image: str = "ghcr.io/tokensmith/evaluator:0.1.0"
     report_interval_seconds: float = 15.0
+    network_policy: bool = False  # per-job NetworkPolicies for jobs that do not say (netpol.py)
+    scrape_namespace: str | None = None  # the operator's namespace: its pods may reach the workers
 
 
 def owner_reference(job: JobRef) -> dict[str, Any]:
@@ -60,7 +62,8 @@ def owner_reference(job: JobRef) -> dict[str, Any]:
 
 
 def _meta(job: JobRef, name: str, role: str, extra: dict[str, str] | None = None) -> dict[str, Any]:
-    labels = {**names.job_labels(job.name), names.LABEL_ROLE: role, **(extra or {})}
+    # the operator's own labels last: a job's labels can never relabel its pods as another job's
+    labels = {**(extra or {}), **names.job_labels(job.name), names.LABEL_ROLE: role}
     return {
         "name": name,
         "namespace": job.namespace,
@@ -166,10 +169,19 @@ def pod_group(job: JobRef, spec: LLMTrainingJobSpec) -> dict[str, Any] | None:
 
 
 def job_children(
-    job: JobRef, spec: LLMTrainingJobSpec, skip_samples: tuple[tuple[int, int], ...] = ()
+    job: JobRef,
+    spec: LLMTrainingJobSpec,
+    skip_samples: tuple[tuple[int, int], ...] = (),
+    defaults: Defaults | None = None,
 ) -> list[dict[str, Any]]:
-    """The per-job objects every attempt shares, in creation order."""
-    out = [rendezvous_service(job, spec), trainer_config_map(job, spec, skip_samples)]
+    """The per-job objects every attempt shares, in creation order (NetworkPolicies first, so that no
+    pod ever runs without them)."""
+    defaults = defaults or Defaults()
+    wanted = spec.cluster.network_policy
+    out = []
+    if wanted or (wanted is None and defaults.network_policy):
+        out += netpol.policies(lambda n, role: _meta(job, n, role), job.name, defaults.scrape_namespace)
+    out += [rendezvous_service(job, spec), trainer_config_map(job, spec, skip_samples)]
     if spec.cluster.service_account_name is None:
         out += trainer_service_account(job)
     group = pod_group(job, spec)
@@ -232,9 +244,8 @@ def _gang_resources(spec: LLMTrainingJobSpec) -> dict[str, Any]:
     return out
 
 
-# Our images run as uid/gid 10001 (images/*/Dockerfile); fsGroup makes a root-owned checkpoint volume
-# writable for them.
-IMAGE_SECURITY_CONTEXT = {"fsGroup": 10001}
+# The pods' security contexts and writable scratch come from hardening.py (Pod Security "restricted").
+EVAL_SHM_SIZE = "1Gi"  # /dev/shm of evaluation pods (DataLoader workers)
 
 
 def _checkpoint_volume(spec: LLMTrainingJobSpec) -> dict[str, Any]:
@@ -296,12 +307,12 @@ def worker_pod(
         "hostname": names.worker_hostname(index),
         "subdomain": names.service_name(job.name),
         "serviceAccountName": c.service_account_name or trainer_account_name(job.name),
-        "automountServiceAccountToken": True,  # rank 0 reports progress with it
         "terminationGracePeriodSeconds": c.termination_grace_period_seconds,
-        "securityContext": dict(IMAGE_SECURITY_CONTEXT),
         "containers": [container],
         "volumes": volumes,
     }
+    hardening.harden(pod_spec, c.security_profile, c.add_capabilities)
+    hardening.service_account_token(pod_spec, rank_zero=index == 0)
     _scheduling(pod_spec, spec)
     if avoid_nodes:
         pod_spec["affinity"] = node_anti_affinity(avoid_nodes)
@@ -404,10 +415,11 @@ def evaluation_job(
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,  # the evaluator talks to no API
-        "securityContext": dict(IMAGE_SECURITY_CONTEXT),
         "containers": [container],
         "volumes": [_checkpoint_volume(spec)] + [{"name": v.name, **v.source} for v in spec.cluster.volumes],
     }
+    # evaluation needs no extra capabilities: always restricted
+    hardening.harden(pod_spec, "restricted", shm_size=EVAL_SHM_SIZE)
     if ev.gpus > 0:
         _scheduling(pod_spec, spec)
     elif spec.cluster.image_pull_secrets:

@@ -50,6 +50,7 @@ _REASON_KINDS = {
     "Preempted": "Preempted",
     "PreemptionByScheduler": "Preempted",
     "PreemptionByKubeScheduler": "Preempted",
+    "StoppedByKueue": "Preempted",  # Kueue preempted or evicted the Workload
     "NodeLost": "NodeLost",
     "DeletionByTaintManager": "NodeLost",
     "DeletionByPodGC": "NodeLost",

@@ -13,6 +13,7 @@ that makes this safe.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -23,7 +24,7 @@ from typing import Any, cast
 import kopf
 from pydantic import ValidationError
 
-from tokensmith.operator import cadence, children, names, observe
+from tokensmith.operator import admission, cadence, children, names, observe
 from tokensmith.operator.kube import ApiError, KubeClient
 from tokensmith.operator.metrics import OperatorMetrics
 from tokensmith.operator.observed import (
@@ -69,6 +70,7 @@ class Runtime:
 
     client: KubeClient
     defaults: children.Defaults
+    policy: admission.AdmissionPolicy = field(default_factory=admission.AdmissionPolicy)
     interval: float = 10.0
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     max_parallel_writes: int = 16
@@ -136,6 +138,12 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
             }
         }
 
+    if rt.policy.needs_service_accounts:  # jobs may name accounts carrying the policy's labels
+
+        @kopf.index("serviceaccounts", registry=registry, id="tokensmith_accounts")  # type: ignore[arg-type]
+        def accounts_index(namespace: str, name: str, labels: Mapping[str, str], **_: Any) -> Any:
+            return {namespace: (name, dict(labels))}
+
     if rt.watch_nodes:  # cluster-wide read; the chart can turn it off (nodeHealth.watchNodes)
 
         @kopf.index("nodes", registry=registry, id="tokensmith_nodes")
@@ -193,6 +201,7 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
     ) -> None:
         tokensmith_nodes = kwargs.get("tokensmith_nodes")  # absent with --no-watch-nodes
         key = (namespace, name)
+        accounts = kwargs.get("tokensmith_accounts")
         wake = rt.wakeups.setdefault(key, asyncio.Event())
         for memory in (rt.own_status, rt.shared_children):  # a new object may reuse a deleted one's name
             memory.pop(key, None)
@@ -200,7 +209,15 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
             while not stopped:
                 wake.clear()
                 wait = await reconcile_once(
-                    rt, name, namespace, uid, body, tokensmith_pods, tokensmith_jobs, tokensmith_nodes
+                    rt,
+                    name,
+                    namespace,
+                    uid,
+                    body,
+                    tokensmith_pods,
+                    tokensmith_jobs,
+                    tokensmith_nodes,
+                    accounts,
                 )
                 if stopped:
                     break
@@ -284,6 +301,7 @@ async def reconcile_once(
     pods: Any,
     jobs: Any,
     nodes: Any = None,
+    accounts: Any = None,
 ) -> float | None:
     """Read, decide, write; returns the seconds after which to look again."""
     started = time.perf_counter()
@@ -299,11 +317,28 @@ async def reconcile_once(
     except ValidationError as err:  # the schema let it through (an old CRD?) but the models did not
         decision = reject(status, format_validation_error(err), now, generation, observed.workers)
     else:
-        decision = reconcile(name, spec, status, observed)
+        if accounts is not None:
+            known = {n: labels for n, labels in accounts.get(namespace, ())}
+            observed = dataclasses.replace(observed, service_accounts=known)
+        decision = reconcile(name, spec, status, observed, rt.policy)
     job = children.JobRef(name=name, namespace=namespace, uid=uid)
     try:
         await apply(rt, job, spec, body, status, decision)
-    except (ApiError, OSError, asyncio.TimeoutError) as err:  # next pass retries; never crash the daemon
+    except ApiError as err:
+        refusal = admission.pod_security_refusal(err.status, err.message)
+        if refusal is None:  # next pass retries; never crash the daemon
+            log.warning("%s/%s: writing the decision failed, will retry: %s", namespace, name, err)
+            return min(rt.interval, 2.0)
+        # the namespace's Pod Security admission refused the pods: no retry can help
+        decision = reject(
+            status, refusal, now, generation, observed.workers, reason=admission.REASON, kind="Policy"
+        )
+        try:
+            await apply(rt, job, None, body, status, decision)
+        except (ApiError, OSError, asyncio.TimeoutError) as again:
+            log.warning("%s/%s: recording the refusal failed, will retry: %s", namespace, name, again)
+            return min(rt.interval, 2.0)
+    except (OSError, asyncio.TimeoutError) as err:  # next pass retries; never crash the daemon
         log.warning("%s/%s: writing the decision failed, will retry: %s", namespace, name, err)
         return min(rt.interval, 2.0)
     finally:
@@ -385,17 +420,27 @@ async def _ensure_job_children(
     create: Any,
     skip_samples: tuple[tuple[int, int], ...] = (),
 ) -> None:
-    """Service, ConfigMap, trainer identity, PodGroup: created once; the config refreshed per attempt
-    (spec edits take effect at the next attempt)."""
+    """Service, ConfigMap, trainer identity, PodGroup: created once; the config and the PodGroup
+    (minMember, queue) refreshed per attempt (spec edits take effect at the next attempt)."""
     key = (job.namespace, job.name)
     if rt.shared_children.get(key) == attempt:
         return
-    for obj in children.job_children(job, spec, skip_samples):
+    for obj in children.job_children(job, spec, skip_samples, rt.defaults):
         if obj["kind"] == "ConfigMap":
             created = await rt.client.create(obj)
             if created is None:  # exists from an earlier attempt: bring it up to date
                 await rt.client.patch(
                     "v1", "configmaps", job.namespace, obj["metadata"]["name"], {"data": obj["data"]}
+                )
+        elif obj["kind"] == "PodGroup":
+            created = await rt.client.create(obj)
+            if created is None:  # the gang size or queue may have been edited since the last attempt
+                await rt.client.patch(
+                    obj["apiVersion"],
+                    "podgroups",
+                    job.namespace,
+                    obj["metadata"]["name"],
+                    {"spec": obj["spec"]},
                 )
         else:
             await create(obj)

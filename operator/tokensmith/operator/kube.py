@@ -29,6 +29,7 @@ PLURALS = {
     "RoleBinding": "rolebindings",
     "PodGroup": "podgroups",
     "Job": "jobs",
+    "NetworkPolicy": "networkpolicies",
     "LLMTrainingJob": "llmtrainingjobs",
 }
 SA_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
@@ -38,6 +39,7 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
+        self.message = message
 
 
 @dataclass

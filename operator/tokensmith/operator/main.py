@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from tokensmith.operator.admission import AdmissionPolicy
 from tokensmith.operator.children import Defaults
 
 
@@ -19,6 +20,7 @@ class OperatorConfig:
     liveness: str | None = "http://0.0.0.0:8080/healthz"
     interval: float = 10.0
     defaults: Defaults = field(default_factory=Defaults)
+    policy: AdmissionPolicy = field(default_factory=AdmissionPolicy)
     verbose: bool = False
     watch_nodes: bool = True  # needs the chart's read-only node ClusterRole
 
@@ -43,6 +45,7 @@ async def operate(
     runtime = Runtime(
         client=client,
         defaults=config.defaults,
+        policy=config.policy,
         interval=config.interval,
         settings_hook=settings_hook,
         watch_nodes=config.watch_nodes,

@@ -105,6 +105,19 @@ class OperatorMetrics:
             JOB,
             registry=self.registry,
         )
+        # run health (rollback.py)
+        self.rollbacks = Gauge(
+            "tokensmith_job_rollbacks",
+            "Rollbacks to the last healthy checkpoint",
+            JOB,
+            registry=self.registry,
+        )
+        self.rollback_gpu_hours_lost = Gauge(
+            "tokensmith_job_rollback_gpu_hours_lost",
+            "GPU-hours thrown away by rollbacks (work since the last healthy checkpoint)",
+            JOB,
+            registry=self.registry,
+        )
         self._phases: dict[tuple[str, str], str] = {}
 
     def observe_job(self, namespace: str, name: str, phase: str, gpu_hours: float) -> None:
@@ -132,12 +145,15 @@ class OperatorMetrics:
                 gauge.labels(namespace, name).set(value)
         for cause, hours in status.lost_gpu_hours.items():
             self.lost_gpu_hours.labels(namespace, name, cause).set(hours)
+        self.rollbacks.labels(namespace, name).set(status.rollbacks)
+        self.rollback_gpu_hours_lost.labels(namespace, name).set(status.lost_gpu_hours.get("rollback", 0.0))
 
     def forget_job(self, namespace: str, name: str) -> None:
         self._phases.pop((namespace, name), None)
         self._refresh()
         for gauge in (self.gpu_hours, self.heartbeat_age, self.checkpoint_age, self.tokens_per_second,
-                      self.planned_restarts, self.goodput, self.checkpoint_every_minutes):  # fmt: skip
+                      self.planned_restarts, self.goodput, self.checkpoint_every_minutes, self.rollbacks,
+                      self.rollback_gpu_hours_lost):  # fmt: skip
             with contextlib.suppress(KeyError):
                 gauge.remove(namespace, name)
         for cls in FAILURE_CLASSES:

@@ -13,11 +13,21 @@ from typing import Any
 
 from tokensmith.operator import names
 from tokensmith.operator.observed import EvalObservation, NodeObservation, WorkerObservation, WorkerPhase
-from tokensmith.operator.spec import CheckpointRef, DivergenceReport, LLMTrainingJobStatus, Progress
+from tokensmith.operator.spec import (
+    CheckpointRef,
+    DivergenceReport,
+    LLMTrainingJobStatus,
+    Progress,
+    SigtermSave,
+)
 
-# Disruption reasons Kubernetes writes to the DisruptionTarget pod condition (>= 1.26).
+# Disruption reasons Kubernetes writes to the DisruptionTarget pod condition (>= 1.26), and Kueue's
+# StoppedByKueue (preempted or evicted Workload; Kueue's pod integration writes it to a
+# TerminationTarget or DisruptionTarget condition before deleting the pod).
 _DISRUPTIONS = {"PreemptionByScheduler", "PreemptionByKubeScheduler", "DeletionByTaintManager",
-                "EvictionByEvictionAPI", "DeletionByPodGC", "TerminationByKubelet"}  # fmt: skip
+                "EvictionByEvictionAPI", "DeletionByPodGC", "TerminationByKubelet",
+                "StoppedByKueue"}  # fmt: skip
+_DISRUPTION_CONDITIONS = ("DisruptionTarget", "TerminationTarget")
 
 
 def worker_from_pod(pod: Mapping[str, Any]) -> WorkerObservation | None:
@@ -38,7 +48,7 @@ def worker_from_pod(pod: Mapping[str, Any]) -> WorkerObservation | None:
     exit_code, reason, message = _terminated(status)
     disruption = None
     for cond in status.get("conditions") or []:
-        disrupted = cond.get("type") == "DisruptionTarget" and cond.get("status") == "True"
+        disrupted = cond.get("type") in _DISRUPTION_CONDITIONS and cond.get("status") == "True"
         if disrupted and cond.get("reason") in _DISRUPTIONS:
             reason, message = cond["reason"], cond.get("message") or message
             disruption = cond["reason"]
@@ -209,6 +219,7 @@ def apply_report(
                 "heartbeatTime": when,
                 "tokensPerSecond": record.get("tokens_per_s"),
                 "totalTokens": total_tokens,
+                "sourceTokens": record.get("source_tokens"),
             }
         )
     elif kind == "checkpoint":
@@ -225,6 +236,16 @@ def apply_report(
         new.divergence = DivergenceReport.model_validate(
             {k: record.get(k) for k in ("step", "kind", "samples", "attempt")} | {"time": when}
         )
+    elif kind == "sigterm":  # the trainer's status.progress.sigterm patch
+        sigterm = SigtermSave.model_validate(
+            {
+                "step": int(record.get("step", 0)),
+                "saved": bool(record.get("saved")),
+                "graceLeftSeconds": record.get("grace_left_s"),
+                "expectedSaveSeconds": record.get("expected_save_s"),
+            }
+        )
+        new.progress = (new.progress or Progress()).model_copy(update={"sigterm": sigterm})
     elif kind == "done" and new.progress is not None:
         new.progress = new.progress.model_copy(
             update={

@@ -7,6 +7,7 @@ from its processes. One observation is a snapshot taken at `Observed.now`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -78,6 +79,8 @@ class Observed:
     generation: int | None = None
     # None: the driver knows nothing about nodes (local runner, or no node watch); {} : none exist
     nodes: dict[str, NodeObservation] | None = None
+    # labels of the namespace's ServiceAccounts by name, when the admission policy needs them
+    service_accounts: Mapping[str, Mapping[str, str]] | None = None
 
     def attempt_workers(self, attempt: int) -> dict[int, WorkerObservation]:
         """Workers of one attempt by index (a later duplicate of an index wins)."""

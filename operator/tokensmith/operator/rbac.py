@@ -45,13 +45,29 @@ OPERATOR_PERMISSIONS: tuple[Permission, ...] = (
         "", "configmaps", ("create", "patch"), "handlers", "rendered trainer config (updated per attempt)"
     ),
     Permission("", "serviceaccounts", ("create",), "handlers", "per-job trainer identity"),
+    Permission(
+        "",
+        "serviceaccounts",
+        ("list", "watch"),
+        "kopf",
+        "labels of accounts jobs may name (admission policy)",
+    ),
+    Permission(
+        "networking.k8s.io", "networkpolicies", ("create",), "handlers", "opt-in per-job NetworkPolicy"
+    ),
     Permission("rbac.authorization.k8s.io", "roles", ("create",), "handlers", "per-job status-patch Role"),
     Permission(
         "rbac.authorization.k8s.io", "rolebindings", ("create",), "handlers", "binds it to the account"
     ),
     Permission("batch", "jobs", ("list", "watch"), "kopf", "index of evaluation Jobs"),
     Permission("batch", "jobs", ("create",), "handlers", "evaluation Jobs"),
-    Permission("scheduling.volcano.sh", "podgroups", ("create",), "handlers", "gang scheduling with Volcano"),
+    Permission(
+        "scheduling.volcano.sh",
+        "podgroups",
+        ("create", "patch"),
+        "handlers",
+        "gang scheduling with Volcano (minMember and queue refreshed per attempt)",
+    ),
     Permission("", "events", ("create",), "kopf", "Events for every transition"),
     Permission("events.k8s.io", "events", ("create",), "kopf", "Events (newer API group)"),
     Permission(GROUP, PLURAL, ("delete",), "handlers", "spec.ttlSecondsAfterFinished"),

@@ -23,6 +23,7 @@ from typing import Literal
 
 from tokensmith.core.units import format_si
 from tokensmith.operator import (
+    admission,
     budget,
     evaluation,
     failures,
@@ -125,22 +126,24 @@ def reject(
     now: datetime,
     generation: int | None = None,
     workers: tuple[WorkerObservation, ...] = (),
+    reason: str = "InvalidSpec",
+    kind: str = "Spec",
 ) -> Decision:
-    """The decision for a spec that can never run (invalid, unsupported): Failed/InvalidSpec, once.
-    A gang still running (the spec was edited into an invalid one) is stopped like on any other
-    way into a terminal phase."""
+    """The decision for a spec that can never run (invalid, unsupported: Failed/InvalidSpec; against
+    the admin's policy: Failed/PolicyViolation), once. A gang still running (the spec was edited into
+    an invalid one) is stopped like on any other way into a terminal phase."""
     st = status.model_copy(deep=True)
-    if st.phase == "Failed" and st.last_failure is not None and st.last_failure.reason == "InvalidSpec":
+    if st.phase == "Failed" and st.last_failure is not None and st.last_failure.reason == reason:
         return stop_gang_if_terminal(Decision(st), workers)
     st.observed_generation = generation
     st.start_time = st.start_time or now
     st.last_failure = FailureRecord(
-        kind="Spec", reason="InvalidSpec", message=message, retryable=False, attempt=st.attempt, time=now
+        kind=kind, reason=reason, message=message, retryable=False, attempt=st.attempt, time=now
     )
-    _enter(st, "Failed", "InvalidSpec", message, now)
+    _enter(st, "Failed", reason, message, now)
     st.completion_time = now
     st.gang_ready, st.running_since, st.restart_after = False, None, None
-    return stop_gang_if_terminal(Decision(st, (EmitEvent("Warning", "InvalidSpec", message),)), workers)
+    return stop_gang_if_terminal(Decision(st, (EmitEvent("Warning", reason, message),)), workers)
 
 
 def stop_gang_if_terminal(decision: Decision, workers: tuple[WorkerObservation, ...]) -> Decision:
@@ -163,10 +166,17 @@ def stop_gang_if_terminal(decision: Decision, workers: tuple[WorkerObservation, 
 
 
 def reconcile(
-    name: str, spec: LLMTrainingJobSpec, status: LLMTrainingJobStatus, observed: Observed
+    name: str,
+    spec: LLMTrainingJobSpec,
+    status: LLMTrainingJobStatus,
+    observed: Observed,
+    admission_policy: admission.AdmissionPolicy | None = None,
 ) -> Decision:
-    """Decide what the job's children should be now (see the module docstring)."""
-    decision = stop_gang_if_terminal(_decide(name, spec, status, observed), observed.workers)
+    """Decide what the job's children should be now (see the module docstring). `admission_policy`: the
+    admin's (the operator always passes one; the local runner, one machine, none)."""
+    decision = stop_gang_if_terminal(
+        _decide(name, spec, status, observed, admission_policy), observed.workers
+    )
     decision = _force_delete_stuck(spec, decision, observed)
     decision = lifecycle.after_finish(spec, decision, observed.now)
     # the goodput ledger: productive + lost by cause = wall-clock GPU-hours (goodput.py)
@@ -201,17 +211,25 @@ def _force_delete_stuck(spec: LLMTrainingJobSpec, decision: Decision, observed: 
 
 
 def _decide(
-    name: str, spec: LLMTrainingJobSpec, status: LLMTrainingJobStatus, observed: Observed
+    name: str,
+    spec: LLMTrainingJobSpec,
+    status: LLMTrainingJobStatus,
+    observed: Observed,
+    admission_policy: admission.AdmissionPolicy | None = None,
 ) -> Decision:
     now = observed.now
     problem = check_spec(name, spec)
+    reason, kind = "InvalidSpec", "Spec"
+    if problem is None and admission_policy is not None:
+        problem = admission.check(spec, admission_policy, observed.service_accounts)
+        reason, kind = admission.REASON, "Policy"
     if problem is not None and status.phase not in TERMINAL_PHASES:
         # the gang may still be running (an edit made the spec invalid): count its time up to now
         holding = status.phase in ("Pending", "Running") and any(
             w.phase == "Running" for w in observed.attempt_workers(status.attempt).values()
         )
         counted = budget.account(spec, status, now, holding)
-        return reject(counted, problem, now, observed.generation, observed.workers)
+        return reject(counted, problem, now, observed.generation, observed.workers, reason, kind)
 
     st = status.model_copy(deep=True)
     acts: list[Action] = []
@@ -275,6 +293,9 @@ def _start_attempt(
     resume = f"resuming from checkpoint step {ckpt.step}" if ckpt else "starting from scratch"
     resume = rollback.resume_text(st) or resume
     avoid, plan = rollback.avoid_nodes(spec, st, now), rollback.gang_plan(st)
+    if plan.resume_from is not None:  # a rollback's replay starts from the healthy checkpoint (NoProgress)
+        healthy = st.last_healthy_checkpoint
+        st.attempt_resume_step = healthy.step if healthy else None
     away = f", avoiding node(s) {', '.join(avoid)}" if avoid else ""
     message = f"attempt {st.attempt}: creating {spec.cluster.nodes} worker(s), {resume}{away}"
     _enter(st, "Pending", reason, message, now)
@@ -423,15 +444,18 @@ def _planned_restart(
     grace period, docs/operator.md) and restart the gang away from the node. Not a failure: no
     restart budget is used, no backoff; the node is avoided like a suspect one."""
     why = "; ".join(text for _, text in notices)
-    away = sorted({w.node for w, _ in notices if w.node})
+    # No suspect: a cordoned or tainted node keeps the new pods away by itself for as long as the
+    # maintenance lasts, and is welcome back afterwards (a gang that needs every node of the cluster
+    # would otherwise wait out the suspect TTL); an evicted or preempted pod says nothing about its node.
+    away = sorted({w.node for w, _ in notices if w.node and w.disruption is None})
     st.planned_restarts += 1
-    st.suspect_nodes = nodes.add_suspects(st.suspect_nodes, away, "Disruption", now, spec.node_health)
     st.restart_after = now
     st.gang_ready, st.running_since = False, None
     message = (
         f"{why}: checkpoint requested (SIGTERM, {spec.cluster.termination_grace_period_seconds}s grace); "
-        f"planned restart {st.planned_restarts} as attempt {st.attempt + 1} away from "
-        f"{', '.join(away) or 'the disrupted pods'}; not counted as a failure"
+        f"planned restart {st.planned_restarts} as attempt {st.attempt + 1}"
+        + (f" away from {', '.join(away)}" if away else "")
+        + "; not counted as a failure"
     )
     _enter(st, "Restarting", "Disruption", message, now)
     acts.append(EmitEvent("Normal", "CheckpointRequested", message))
@@ -487,6 +511,8 @@ def _on_divergence(
         worker=div.worker,
         exit_code=div.exit_code,
         time=now,
+        failure_class="Application",
+        nodes=list(div.nodes),
     )
     if not outcome.rollback:
         return _fail(st, acts, observed.workers, outcome.reason, outcome.message, now)

@@ -39,7 +39,7 @@ from typing import Literal
 
 from tokensmith.core.errors import EXIT_DIVERGED
 from tokensmith.operator import nodes
-from tokensmith.operator.observed import Action, EmitEvent, GangPlan, WorkerObservation
+from tokensmith.operator.observed import Action, CordonNode, EmitEvent, GangPlan, WorkerObservation
 from tokensmith.operator.spec import (
     CheckpointRef,
     Condition,
@@ -151,7 +151,10 @@ def attribute_hardware(
         f"the replay of attempt {rec.attempt} passed step {rec.step} where it diverged: cause Hardware{where}"
     )
     _set_condition(st, False, "Hardware", message, now)
-    return [EmitEvent("Warning", "DivergenceAttributed", message)]
+    acts: list[Action] = [EmitEvent("Warning", "DivergenceAttributed", message)]
+    if spec.node_health.cordon:  # opt-in, as for infrastructure failures
+        acts += [CordonNode(n, message) for n in rec.nodes]
+    return acts
 
 
 # ------------------------------------------------------------------------------- the attempt ended
@@ -168,13 +171,13 @@ def divergence(st: LLMTrainingJobStatus, current: dict[int, WorkerObservation]) 
     # with a 65 in hand, a report from the attempt's first second (whole-second times) is taken too
     usable = report is not None and _report_is_current(st, strict=not d65)
     first = (d65 or failed)[0]
-    nodes = tuple(sorted({w.node for w in current.values() if w.node}))
+    where = tuple(sorted({w.node for w in current.values() if w.node}))  # `nodes` is the module
     if usable and report is not None:
         samples = (int(report.samples[0]), int(report.samples[1])) if report.samples else None
-        return Divergence(st.attempt, report.step, report.kind, samples, nodes, first.index, first.exit_code)
+        return Divergence(st.attempt, report.step, report.kind, samples, where, first.index, first.exit_code)
     # exit 65 without a report: the last progress step stands in for the bad step
     step = st.progress.step if st.progress is not None else None
-    return Divergence(st.attempt, step, "unknown", None, nodes, first.index, first.exit_code)
+    return Divergence(st.attempt, step, "unknown", None, where, first.index, first.exit_code)
 
 
 def report_wait(st: LLMTrainingJobStatus, div: Divergence, now: datetime) -> float | None:

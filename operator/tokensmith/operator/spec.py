@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import typing
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
@@ -96,6 +96,17 @@ class StatusModel(K8sModel):
 # ----------------------------------------------------------------------------------------- spec
 
 
+class DataSourceSpec(K8sModel):
+    """One weighted training source (mirrors the trainer's `data.sources` entries)."""
+
+    path: str = Field(..., description="Directory of token shards as the worker pods see it.")
+    weight: float = Field(1.0, gt=0, description="Share of the samples (normalised over the sources).")
+    name: str | None = Field(None, description="Name in metrics and status.progress.sourceTokens.")
+    epochs: float | None = Field(
+        None, gt=0, description="Passes over this source the run may make (default: as many as needed)."
+    )
+
+
 class DataSpec(K8sModel):
     """Where the token shards are (paths as the worker pods see them) and how many tokens to train."""
 
@@ -103,6 +114,11 @@ class DataSpec(K8sModel):
         None,
         description="Directory of training token shards (`tokensmith curate` output); overrides "
         "trainer.data.train_path.",
+    )
+    sources: list[DataSourceSpec] | None = Field(
+        None,
+        description="Weighted training sources mixed per sample; override trainer.data.sources (and "
+        "trainer.data.train_path).",
     )
     valid_path: str | None = Field(
         None, description="Directory of validation shards; overrides trainer.data.valid_path."
@@ -116,12 +132,14 @@ class DataSpec(K8sModel):
 
 
 class ParallelismSpec(K8sModel):
-    """How the model is split over the gang. The trainer is data parallel with DeepSpeed ZeRO;
-    tensor/pipeline parallel degrees are part of the resource so that plans can say them, but the
-    operator refuses degrees above 1 until the trainer implements them (see docs/operator.md)."""
+    """How the model is split over the gang: tensor x pipeline x data (the rest of the world size), with
+    DeepSpeed ZeRO. What combines with what is `tokensmith.planner.capability`, which the operator's spec
+    check, the planner's search and the trainer share (see docs/operator.md, "Parallel layouts")."""
 
-    tensor: int = Field(1, ge=1, description="Tensor-parallel degree (must be 1 for now).")
-    pipeline: int = Field(1, ge=1, description="Pipeline-parallel degree (must be 1 for now).")
+    tensor: int = Field(
+        1, ge=1, description="Tensor-parallel degree: divides the heads, the KV heads and nprocPerNode."
+    )
+    pipeline: int = Field(1, ge=1, description="Pipeline-parallel degree (1F1B stages, at most the layers).")
     zero_stage: Literal[0, 1, 2, 3] | None = Field(
         None, description="DeepSpeed ZeRO stage; overrides trainer.deepspeed.zero_stage."
     )
@@ -182,10 +200,17 @@ NPROC_RULE = (
 )
 
 
+CAPABILITIES_RULE = (
+    "!has(self.addCapabilities) || size(self.addCapabilities) == 0 "
+    "|| (has(self.securityProfile) && self.securityProfile == 'baseline')",
+    "cluster.addCapabilities needs cluster.securityProfile: baseline (restricted drops them all)",
+)
+
+
 class ClusterSpec(K8sModel):
     """The shape of the gang and how its pods are scheduled."""
 
-    model_config = cel(NPROC_RULE)
+    model_config = cel(NPROC_RULE, CAPABILITIES_RULE)
 
     nodes: int = Field(1, ge=1, description="Worker pods (one per node); the gang size.")
     gpus_per_node: int = Field(8, ge=0, description="GPUs each worker requests; 0 runs on CPU (gloo).")
@@ -235,6 +260,29 @@ class ClusterSpec(K8sModel):
     termination_grace_period_seconds: int = Field(
         120, ge=0, description="Time the trainer gets to write a checkpoint on SIGTERM."
     )
+    security_profile: Literal["restricted", "baseline"] = Field(
+        "restricted",
+        description="Pod Security of the job's pods: `restricted` (default) passes the Kubernetes "
+        "Pod Security Standard of that name; `baseline` is the opt-in for fabrics that need more "
+        "(privilege escalation allowed, runtime-default capabilities plus addCapabilities). "
+        "See docs/security.md.",
+    )
+    add_capabilities: list[Annotated[str, Field(pattern=r"^[A-Z][A-Z_]*$")]] = Field(
+        default_factory=list,
+        description="Linux capabilities added to the workers (e.g. IPC_LOCK for RDMA); only with "
+        "securityProfile: baseline and when the operator's admission policy allows them.",
+    )
+    network_policy: bool | None = Field(
+        None,
+        description="Create a NetworkPolicy: workers accept traffic only from this job's workers and "
+        "the operator's namespace, evaluation pods accept none. Default: the operator's setting.",
+    )
+
+    @model_validator(mode="after")
+    def _capabilities_need_baseline(self) -> ClusterSpec:
+        if self.add_capabilities and self.security_profile != "baseline":
+            raise ValueError(CAPABILITIES_RULE[1])
+        return self
 
     @model_validator(mode="after")
     def _procs_fit_gpus(self) -> ClusterSpec:
@@ -371,7 +419,10 @@ class NodeHealthSpec(K8sModel):
     """What the operator does about nodes implicated in infrastructure failures (suspect nodes)."""
 
     suspect_ttl_seconds: float = Field(
-        86400.0, ge=0, description="A suspect node is avoided for this long after its last failure."
+        3600.0,
+        ge=0,
+        description="A suspect node is avoided for this long after its last failure (a gang that needs "
+        "every node of the cluster waits that long).",
     )
     max_suspect_nodes: int = Field(
         32, ge=0, description="At most this many suspect nodes are kept (the oldest are forgotten)."
@@ -553,6 +604,16 @@ class Condition(StatusModel):
     observed_generation: int | None = None
 
 
+class SigtermSave(StatusModel):
+    """The trainer's SIGTERM checkpoint decision: saved only when the last save took under half the grace
+    period left (docs/trainer.md, "Checkpoints")."""
+
+    step: int = Field(ge=0)
+    saved: bool
+    grace_left_seconds: float | None = None
+    expected_save_seconds: float | None = Field(None, description="The last save's seconds until durable.")
+
+
 class Progress(StatusModel):
     """Written by trainer rank 0 (status.progress) or by the local runner."""
 
@@ -562,6 +623,10 @@ class Progress(StatusModel):
     heartbeat_time: datetime | None = None
     total_tokens: int | None = Field(None, description="The token budget, for `kubectl get` (step/total).")
     tokens_per_second: float | None = None
+    source_tokens: dict[str, int] | None = Field(
+        None, description="The realised data mixture: tokens each training source gave so far."
+    )
+    sigterm: SigtermSave | None = None
 
 
 class CheckpointRef(StatusModel):
@@ -699,7 +764,10 @@ class LLMTrainingJobStatus(StatusModel):
     conditions: list[Condition] = Field(default_factory=list)
     observed_generation: int | None = None
     restarts: int = Field(
-        0, ge=0, description="Failure-driven restarts so far (suspend/resume does not count)."
+        0,
+        ge=0,
+        description="Failure-driven restarts so far, all classes (suspend/resume and planned restarts "
+        "do not count).",
     )
     attempt: int = Field(0, ge=0, description="Current gang attempt (1 = the first); 0 before any gang.")
     start_time: datetime | None = None
@@ -820,6 +888,11 @@ def effective_trainer_config(
         value = getattr(data, ours)
         if value is not None:
             cfg["data"][theirs] = value
+    if data.sources is not None:
+        cfg["data"]["sources"] = [s.model_dump(mode="python") for s in data.sources]
+        cfg["data"]["train_path"] = None  # job-level sources replace the trainer's one-source shorthand
+    elif data.train_path is not None:
+        cfg["data"]["sources"] = []
     if data.tokens is not None:
         cfg["train"]["tokens"] = data.tokens
     par = spec.parallelism

@@ -23,7 +23,9 @@ controllers. `EmulatedCluster` adds exactly what the operator relies on, and say
   kubelet finalizer) until its node's kubelet confirms it after `stop_delay`; on a failed node
   never, unless deleted with grace period 0 (jobset#574's stuck pods);
 - Kueue's pod webhook and admission (`kueue=True`): pods labelled `kueue.x-k8s.io/queue-name` get
-  the `kueue.x-k8s.io/admission` scheduling gate at creation; `admit(group)` removes it.
+  the `kueue.x-k8s.io/admission` scheduling gate at creation; `admit(group)` removes it;
+- the PodSecurity admission controller for namespaces listed in `pod_security` (namespace -> level),
+  refusing pods that break the level with the API server's 403 (the check is `podsecurity.py`).
 Label selectors are not evaluated by the emulator; kopf filters by labels itself, so nothing
 depends on them. kmock is a test dependency: import this module only in tests and benchmarks.
 """
@@ -66,6 +68,7 @@ class _Emulator(k8s.KubernetesEmulator):
 
     _versions = itertools.count(1)
     served: list[Served]
+    enforce: dict[str, str]  # namespace -> Pod Security level its admission enforces
 
     async def _handle(self, request: Any) -> Any:
         # kmock matches each request against its whole request history (quadratic over a long run):
@@ -84,6 +87,7 @@ class _Emulator(k8s.KubernetesEmulator):
             and request.action == kmock.action.CREATE
             and isinstance(request.data, dict)
         ):
+            _pod_security_admission(self, request)
             md = request.data.setdefault("metadata", {})
             if not md.get("name") and md.get("generateName"):  # Events use generateName
                 md["name"] = f"{md['generateName']}{uuid.uuid4().hex[:10]}"
@@ -155,6 +159,26 @@ class _Emulator(k8s.KubernetesEmulator):
         return max(int(grace), 1)
 
 
+def _pod_security_admission(emu: _Emulator, request: Any) -> None:
+    """The PodSecurity admission controller of a namespace labelled
+    `pod-security.kubernetes.io/enforce: LEVEL`: a pod that breaks the level is refused with 403 and a
+    message in the API server's words (`violates PodSecurity "LEVEL:latest": ...`)."""
+    level = getattr(emu, "enforce", {}).get(request.namespace or "")
+    if level is None or request.resource.plural != "pods":
+        return
+    from tokensmith.operator import podsecurity
+
+    problems = podsecurity.violations({**request.data, "kind": "Pod"}, level)
+    if problems:
+        name = (request.data.get("metadata") or {}).get("name", "")
+        detail = ", ".join(p.split(": ", 1)[-1] for p in problems)
+        raise k8s.KubernetesError(
+            status=403,
+            reason="Forbidden",
+            message=f'pods "{name}" is forbidden: violates PodSecurity "{level}:latest": {detail}',
+        )
+
+
 RESOURCES: dict[str, dict[str, Any]] = {
     f"{GROUP}/{VERSION}/{PLURAL}": dict(
         kind="LLMTrainingJob", singular="llmtrainingjob", namespaced=True, subresources={"status"}
@@ -169,6 +193,9 @@ RESOURCES: dict[str, dict[str, Any]] = {
     "rbac.authorization.k8s.io/v1/roles": dict(kind="Role", singular="role", namespaced=True),
     "rbac.authorization.k8s.io/v1/rolebindings": dict(
         kind="RoleBinding", singular="rolebinding", namespaced=True
+    ),
+    "networking.k8s.io/v1/networkpolicies": dict(
+        kind="NetworkPolicy", singular="networkpolicy", namespaced=True
     ),
     "batch/v1/jobs": dict(kind="Job", singular="job", namespaced=True, subresources={"status"}),
     "scheduling.volcano.sh/v1beta1/podgroups": dict(kind="PodGroup", singular="podgroup", namespaced=True),
@@ -241,8 +268,8 @@ class EmulatedCluster:
         self.eval_results: dict[int, dict[str, Any]] = {}  # step -> short JSON; missing: a default result
         self.eval_failures: dict[int, str] = {}  # step -> error message (the evaluator exits 2)
         self.auto_start = True
-        # Named nodes (None: pods run nowhere in particular): see `_place`.
-        self.nodes: list[str] | None = None
+        # namespace -> the Pod Security level its (emulated) PodSecurity admission enforces
+        self.pod_security: dict[str, str] = {}
         self._emu: Any = None
         self._server: Any = None
         self._stack = contextlib.AsyncExitStack()
@@ -253,6 +280,7 @@ class EmulatedCluster:
 
     async def __aenter__(self) -> EmulatedCluster:
         self._emu = await self._stack.enter_async_context(_Emulator())
+        self._emu.enforce = self.pod_security  # shared: a test may label namespaces at any time
         self._server = await self._stack.enter_async_context(apps.Server(self._emu))
         self.url = str(self._server.url).rstrip("/")
         for key, info in RESOURCES.items():
@@ -360,6 +388,10 @@ class EmulatedCluster:
         path = f"{JOBS_PATH}/namespaces/{namespace}/{PLURAL}/{name}" + ("/status" if status else "")
         return await self._call("PATCH", path, patch, "application/merge-patch+json")
 
+    async def create(self, api_path: str, obj: dict[str, Any]) -> Any:
+        """Create any object, e.g. create("/api/v1/namespaces/ml/serviceaccounts", {...})."""
+        return await self._call("POST", api_path, obj)
+
     async def delete_job(self, namespace: str, name: str) -> Any:
         return await self._call("DELETE", f"{JOBS_PATH}/namespaces/{namespace}/{PLURAL}/{name}")
 
@@ -448,7 +480,7 @@ class EmulatedCluster:
         obj = self.get("pods", namespace, pod)
         return ((obj or {}).get("spec") or {}).get("nodeName")
 
-    async def _patch_node(self, name: str, patch: dict[str, Any]) -> None:
+    async def patch_node(self, name: str, patch: dict[str, Any]) -> None:
         await self._call("PATCH", f"/api/v1/nodes/{name}", patch, "application/merge-patch+json")
 
     async def fail_node(self, name: str) -> None:
@@ -462,10 +494,10 @@ class EmulatedCluster:
             "lastTransitionTime": _now(),
         }
         taint = {"key": UNREACHABLE_TAINT, "effect": "NoExecute", "timeAdded": _now()}
-        await self._patch_node(name, {"spec": {"taints": [taint]}, "status": {"conditions": [ready]}})
+        await self.patch_node(name, {"spec": {"taints": [taint]}, "status": {"conditions": [ready]}})
 
     async def cordon(self, name: str) -> None:
-        await self._patch_node(name, {"spec": {"unschedulable": True}})
+        await self.patch_node(name, {"spec": {"unschedulable": True}})
 
     async def taint(self, name: str, key: str, effect: str = "NoSchedule", value: str = "") -> None:
         node = self.get("nodes", "", name) or {}
@@ -473,7 +505,7 @@ class EmulatedCluster:
             *((node.get("spec") or {}).get("taints") or []),
             {"key": key, "value": value, "effect": effect},
         ]
-        await self._patch_node(name, {"spec": {"taints": taints}})
+        await self.patch_node(name, {"spec": {"taints": taints}})
 
     async def disrupt(self, namespace: str, pod: str, reason: str = "EvictionByEvictionAPI") -> None:
         """A DisruptionTarget condition on a running pod (an eviction or preemption is coming)."""
@@ -582,59 +614,17 @@ class EmulatedCluster:
                 continue
             if phase is None and self.auto_start:
                 first = self._seen_running.setdefault(f"{ns}/{name}/created", now)
-                if now - first < self.start_delay or not await self._place(pod):
-                    continue  # not yet, or unschedulable for now: stays Pending
-                self._seen_running[f"{ns}/{name}"] = now
-                container = {"name": "main", "ready": True, "state": {"running": {}}}
-                running = {"phase": "Running", "containerStatuses": [container]}
-                await self._patch("pods", ns, name, {"status": running}, "status")
+                if now - first >= self.start_delay:
+                    self._seen_running[f"{ns}/{name}"] = now
+                    container = {"name": "main", "ready": True, "state": {"running": {}}}
+                    running = {"phase": "Running", "containerStatuses": [container]}
+                    await self._patch("pods", ns, name, {"status": running}, "status")
             elif (
                 phase == "Running"
                 and (meta.get("labels") or {}).get(names.LABEL_ROLE) == names.ROLE_EVAL
                 and now - self._seen_running.get(f"{ns}/{name}", now) >= self.eval_delay
             ):
                 await self._finish_eval(ns, name, int(meta["labels"][names.LABEL_STEP]))
-
-    async def _place(self, pod: dict[str, Any]) -> bool:
-        """A scheduler in miniature, for worker pods when `nodes` is set: the first node that no other
-        live worker occupies and that the pod's required node affinity on `kubernetes.io/hostname`
-        (In/NotIn) allows is written to `spec.nodeName`; False when none fits (the pod stays Pending)."""
-        spec, meta = pod.get("spec") or {}, pod["metadata"]
-        if (
-            self.nodes is None
-            or spec.get("nodeName")
-            or meta["labels"].get(names.LABEL_ROLE) != names.ROLE_WORKER
-        ):
-            return True
-        busy = {
-            (p.get("spec") or {}).get("nodeName")
-            for p in self.objects("pods")
-            if (p["metadata"].get("labels") or {}).get(names.LABEL_ROLE) == names.ROLE_WORKER
-            and (p.get("status") or {}).get("phase") in (None, "Pending", "Running")
-        }
-        required = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
-            "requiredDuringSchedulingIgnoredDuringExecution"
-        )
-
-        def allowed(node: str) -> bool:
-            if not required:
-                return True
-            for term in required.get("nodeSelectorTerms") or []:  # terms ORed, expressions ANDed
-                ok = True
-                for ex in term.get("matchExpressions") or []:
-                    if ex.get("key") != "kubernetes.io/hostname":
-                        continue
-                    inside = node in (ex.get("values") or [])
-                    ok = ok and (inside if ex.get("operator") == "In" else not inside)
-                if ok:
-                    return True
-            return False
-
-        node = next((n for n in self.nodes if n not in busy and allowed(n)), None)
-        if node is None:
-            return False
-        await self._patch("pods", meta["namespace"], meta["name"], {"spec": {"nodeName": node}})
-        return True
 
     async def _finish_eval(self, namespace: str, pod: str, step: int) -> None:
         if step in self.eval_failures:
@@ -721,8 +711,12 @@ class OperatorUnderTest:
         namespaces: tuple[str, ...] = (),
         peering: str | None = None,
         priority: int = 0,
+        policy: Any = None,
+        defaults: Any = None,
     ) -> None:
         self.cluster = cluster
+        self.policy = policy  # an admission.AdmissionPolicy; None: the default policy
+        self.defaults = defaults  # a children.Defaults; None: the test images
         self.peering = peering
         self.priority = priority
         self.interval = interval
@@ -732,6 +726,7 @@ class OperatorUnderTest:
         self._stop: threading.Event | None = None
 
     async def start(self) -> None:
+        from tokensmith.operator.admission import AdmissionPolicy
         from tokensmith.operator.children import Defaults
         from tokensmith.operator.main import OperatorConfig, operate
 
@@ -742,9 +737,9 @@ class OperatorUnderTest:
             metrics_port=None,
             liveness=None,
             interval=self.interval,
-            defaults=Defaults(
-                trainer_image="tokensmith/trainer:test", evaluator_image="tokensmith/evaluator:test"
-            ),
+            defaults=self.defaults
+            or Defaults(trainer_image="tokensmith/trainer:test", evaluator_image="tokensmith/evaluator:test"),
+            policy=self.policy or AdmissionPolicy(),
         )
         stop, ready = threading.Event(), threading.Event()
         connection = self.cluster.connection()

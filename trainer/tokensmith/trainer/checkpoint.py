@@ -3,19 +3,27 @@
 Layout under `checkpoint.dir` (ROOT):
 
     ROOT/latest                      text: the name of the newest complete checkpoint (moved atomically)
+    ROOT/latest_healthy              text: the name of the newest complete *healthy* checkpoint (idem)
     ROOT/step-00000100/
         ds/...                       DeepSpeed's own checkpoint (module, optimizer partitions per rank)
+        portable/zero/<name>/*.pt    TP/PP runs: layout-free fp32 weights and Adam moments per parameter
         model.safetensors            consolidated weights (all ZeRO stages), for eval and export
         config.yaml                  the resolved TrainerConfig
         trainer_state.json           step, tokens, data position, seed, world size, model hash
         tokenizer.json               copy of the tokenizer (when one is known)
         ranks/rank-00000.json        each rank's share of the checksums (written after its save)
-        manifest.json                every file above with its size and sha256; written LAST
+        manifest.json                every file above with its size and sha256, `healthy` and
+                                     `skip_samples`; written LAST
 
 A checkpoint counts only when `manifest.json` is in place, which rank 0 writes after every rank has
 finished writing and hashing; only then does `latest` move. Resume takes the newest checkpoint whose
 manifest verifies (sizes, and sha256 unless told otherwise) and skips torn or corrupt ones, so `latest`
 is a convenience for readers (evaluator, export, operator), not the source of truth for resume.
+
+`healthy` (docs/trainer.md, "Run health") is true when no bad step (skipped, non-finite or an open
+spike) happened since the previous checkpoint and post-save verification, when enabled, passed; a
+manifest without the field predates the guardrails and counts as healthy. Pruning never deletes the
+newest healthy checkpoint, so a rollback always has somewhere to go.
 """
 
 from __future__ import annotations
@@ -40,6 +48,8 @@ if TYPE_CHECKING:
     from tokensmith.trainer.model import Transformer
 
 LATEST = "latest"
+LATEST_HEALTHY = "latest_healthy"
+ROLLED_BACK = ".rolled-back"
 MANIFEST = "manifest.json"
 WEIGHTS = "model.safetensors"
 STATE = "trainer_state.json"
@@ -47,6 +57,7 @@ CONFIG = "config.yaml"
 TOKENIZER = "tokenizer.json"
 RANKS = "ranks"
 DS_TAG = "ds"
+PORTABLE = "portable"  # layout-free state of tensor/pipeline-parallel runs (parallel/portable.py)
 _NAME = re.compile(r"^step-(\d{8,})$")
 _CHUNK = 1 << 20
 
@@ -84,18 +95,39 @@ def share(items: list[str], rank: int, world: int) -> list[str]:
     return items[rank::world]
 
 
-def write_rank_marker(ckpt: Path, rank: int, world: int) -> None:
-    """Hash this rank's share of the checkpoint's files and record it (after this rank's save returned
-    and a barrier confirmed every rank's had)."""
-    files = share(payload_files(ckpt), rank, world)
+def write_rank_marker(ckpt: Path, rank: int, world: int, files: list[str] | None = None) -> None:
+    """Hash this rank's files and record them: `files` (relative paths: what this rank wrote, once its
+    writes are done), or else its round-robin share of every file (after a barrier confirmed every
+    rank's save had returned)."""
+    if files is None:
+        files = share(payload_files(ckpt), rank, world)
     marker = {"rank": rank, "world_size": world, "files": {rel: file_digest(ckpt / rel) for rel in files}}
     atomic_write_text(ckpt / RANKS / f"rank-{rank:05d}.json", json.dumps(marker, indent=1))
 
 
-def finalize(ckpt: Path, world: int, step: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def wait_for_markers(ckpt: Path, world: int, timeout_s: float, poll_s: float = 0.05) -> None:
+    """Rank 0 (in the background writer): wait until every rank's marker exists (no collective: the
+    other ranks write theirs from their own background threads)."""
+    deadline = time.monotonic() + timeout_s
+    markers = [ckpt / RANKS / f"rank-{rank:05d}.json" for rank in range(world)]
+    while not all(m.is_file() for m in markers):
+        if time.monotonic() > deadline:
+            missing = [m.name for m in markers if not m.is_file()]
+            raise RuntimeError(f"checkpoint {ckpt}: no marker from {missing[:5]} after {timeout_s:.0f} s")
+        time.sleep(poll_s)
+
+
+def finalize(
+    ckpt: Path,
+    world: int,
+    step: int,
+    extra: dict[str, Any] | None = None,
+    hash_unclaimed: bool = False,
+) -> dict[str, Any]:
     """Rank 0, after every rank wrote its marker: merge the markers into the manifest (atomically).
 
-    Raises if a rank's marker is missing or the markers do not cover every file."""
+    Raises if a rank's marker is missing or (unless `hash_unclaimed`: rank 0 hashes the rest itself,
+    e.g. small files DeepSpeed wrote outside its checkpoint engine) the markers do not cover every file."""
     files: dict[str, Any] = {}
     for rank in range(world):
         marker_path = ckpt / RANKS / f"rank-{rank:05d}.json"
@@ -103,7 +135,9 @@ def finalize(ckpt: Path, world: int, step: int, extra: dict[str, Any] | None = N
             raise RuntimeError(f"checkpoint {ckpt}: rank {rank} did not finish writing")
         files.update(json.loads(marker_path.read_text())["files"])
     missing = set(payload_files(ckpt)) - set(files)
-    if missing:
+    if missing and hash_unclaimed:
+        files.update({rel: file_digest(ckpt / rel) for rel in sorted(missing)})
+    elif missing:
         raise RuntimeError(f"checkpoint {ckpt}: files not hashed by any rank: {sorted(missing)[:5]}")
     manifest = {
         "format": "tokensmith-checkpoint/1",
@@ -118,9 +152,27 @@ def finalize(ckpt: Path, world: int, step: int, extra: dict[str, Any] | None = N
     return manifest
 
 
-def set_latest(root: Path, name: str) -> None:
-    """Point ROOT/latest at `name` with one atomic rename."""
-    atomic_write_text(root / LATEST, name + "\n")
+def set_latest(root: Path, name: str, pointer: str = LATEST) -> None:
+    """Point ROOT/latest (or ROOT/latest_healthy) at `name` with one atomic rename."""
+    atomic_write_text(root / pointer, name + "\n")
+
+
+def read_manifest(ckpt: Path) -> dict[str, Any]:
+    try:
+        manifest: dict[str, Any] = json.loads((ckpt / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+    return manifest
+
+
+def is_healthy(ckpt: Path) -> bool:
+    """A complete checkpoint whose manifest does not say it is unhealthy."""
+    manifest = read_manifest(ckpt)
+    return bool(manifest) and bool(manifest.get("healthy", True))
+
+
+def newest_healthy(root: Path) -> Path | None:
+    return next((p for p in complete(root) if is_healthy(p)), None)
 
 
 def verify(ckpt: Path, checksums: bool = True, rank: int = 0, world: int = 1) -> list[str]:
@@ -168,7 +220,8 @@ def prune_plan(root: Path, keep: int) -> list[Path]:
     """Which directories to delete: complete checkpoints beyond the newest `keep`, and torn ones older
     than the newest complete one (a torn one newer than that may still be being written)."""
     done = complete(root)
-    doomed = done[keep:]
+    healthy = newest_healthy(root)
+    doomed = [p for p in done[keep:] if p != healthy]  # a rollback target is never pruned
     if done:
         newest = step_of(done[0].name) or 0
         doomed += [p for p in candidates(root) if p not in done and (step_of(p.name) or 0) < newest]
@@ -180,6 +233,22 @@ def prune(root: Path, keep: int) -> list[Path]:
     for path in doomed:
         shutil.rmtree(path, ignore_errors=True)
     return doomed
+
+
+def roll_back_past(root: Path, keep_step: int) -> list[Path]:
+    """Move the checkpoints newer than `keep_step` (a rollback's abandoned future) out of sight, to
+    ROOT/.rolled-back/ (one generation kept for inspection), so that no later resume picks them."""
+    moved = []
+    for path in candidates(root):
+        step = step_of(path.name)
+        if step is not None and step > keep_step:
+            target = root / ROLLED_BACK / path.name
+            if target.exists():
+                shutil.rmtree(target)
+            target.parent.mkdir(exist_ok=True)
+            os.replace(path, target)
+            moved.append(target)
+    return moved
 
 
 def resolve(path: str | os.PathLike[str]) -> Path:

@@ -41,14 +41,73 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class SourceConfig(_Section):
+    """One training source of a mixture (`data.sources`)."""
+
+    path: str = Field(..., description="Directory of token shards (`tokensmith curate` output's train/).")
+    weight: float = Field(1.0, gt=0, description="Share of the samples (weights are normalised to sum 1).")
+    name: str | None = Field(
+        None, description="Name in metrics and status; default: the directory name (its parent for train/)."
+    )
+    epochs: float | None = Field(
+        None,
+        gt=0,
+        description="Passes over this source the run may make; a run that needs more stops before it "
+        "starts with a message (exit 78). Default: repeat as often as the weights ask.",
+    )
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        path = Path(self.path.rstrip("/"))
+        return path.parent.name if path.name in ("train", "valid") and path.parent.name else path.name
+
+
 class DataConfig(_Section):
     train_path: str | None = Field(
-        None, description="Directory (or fsspec URL) of training token shards written by `tokensmith curate`."
+        None,
+        description="Directory (or fsspec URL) of training token shards written by `tokensmith curate`; "
+        "the one-source shorthand of `sources`.",
+    )
+    sources: list[SourceConfig] = Field(
+        default_factory=list,
+        description="Weighted training sources [{path, weight, name, epochs}] mixed per sample "
+        "(docs/trainer.md, Mixtures); instead of train_path.",
     )
     valid_path: str | None = Field(None, description="Directory of validation token shards.")
     tokenizer_path: str | None = Field(
         None, description="tokenizer.json; default: the one `tokensmith curate` wrote beside the shards."
     )
+    skip_samples: list[list[int]] = Field(
+        default_factory=list,
+        description="Global sample-position ranges [start, end) the sampler never reads (e.g. data a "
+        "diverged step read twice); deterministic, and recorded in every checkpoint.",
+    )
+
+    @field_validator("skip_samples")
+    @classmethod
+    def _ranges(cls, value: list[list[int]]) -> list[list[int]]:
+        for pair in value:
+            if len(pair) != 2 or not 0 <= pair[0] < pair[1]:
+                raise ValueError(f"skip_samples: {pair} is not a range [start, end) with 0 <= start < end")
+        return value
+
+    @model_validator(mode="after")
+    def _one_way(self) -> DataConfig:
+        if self.train_path and self.sources:
+            raise ValueError("set data.train_path or data.sources, not both (train_path is one source)")
+        labels = [s.label for s in self.sources]
+        repeated = sorted({name for name in labels if labels.count(name) > 1})
+        if repeated:
+            raise ValueError(f"data.sources: names must be unique, {', '.join(repeated)} repeats; set name:")
+        return self
+
+    def training_sources(self) -> list[SourceConfig]:
+        """`sources`, or `train_path` as one source named "train" (weight 1); empty when neither is set."""
+        if self.sources:
+            return list(self.sources)
+        return [SourceConfig(path=self.train_path, name="train")] if self.train_path else []
 
 
 class TrainConfig(_Section):
@@ -128,11 +187,83 @@ class CheckpointConfig(_Section):
         "30); the env TOKENSMITH_TERMINATION_GRACE_SECONDS overrides it. A SIGTERM checkpoint is written "
         "only when the last save took less than half of what is left.",
     )
+    resume_from: str = Field(
+        "latest",
+        description="Which checkpoint a (re)start resumes from: latest (the newest that verifies), "
+        "latest_healthy (the newest healthy one) or a checkpoint directory name (step-00000100); the env "
+        "TOKENSMITH_RESUME_FROM overrides it.",
+    )
+    async_save: bool = Field(
+        True,
+        description="Stage the state in host memory and write it in a background thread (training "
+        "continues); the manifest is still written last, once every rank's files are durable.",
+    )
     verify: Literal["checksum", "size"] = Field(
         "checksum",
         description="How resume checks a checkpoint before using it: sha256 of every file (each rank "
         "hashes its share) or sizes only.",
     )
+
+
+class HealthConfig(_Section):
+    """Run-health guardrails (tokensmith.trainer.health has the rules; docs/trainer.md, "Run health")."""
+
+    enabled: bool = Field(
+        True,
+        description="false: no guardrails at all (only to measure their cost; a NaN then reaches the "
+        "weights).",
+    )
+    policy: Literal["warn", "skip", "rollback"] = Field(
+        "skip",
+        description="What a loss spike does: warn (apply the step), skip (skip its update) or rollback "
+        "(skip, and count it: more than max_bad_steps in bad_window steps stops the run with exit 65). "
+        "Non-finite steps are always skipped and always counted.",
+    )
+    spike_window: int = Field(128, ge=2, description="Healthy steps whose losses define a spike.")
+    spike_sigma: float = Field(
+        6.0, gt=0, description="A spike: loss > mean + spike_sigma x std of the window."
+    )
+    spike_min_history: int = Field(
+        64, ge=2, description="Spikes are only tested once this many healthy losses are in the window."
+    )
+    spike_min_std: float = Field(
+        0.001,
+        ge=0,
+        description="Floor of the window's std, relative to |mean| (a flat history is not "
+        "a licence to flag noise).",
+    )
+    max_bad_steps: int = Field(
+        4, ge=0, description="More counted bad steps than this within bad_window steps: diverged (65)."
+    )
+    bad_window: int = Field(100, ge=1, description="Steps over which bad steps are counted.")
+    verify_after_save: bool = Field(
+        False,
+        description="After each save rank 0 reloads the saved weights and compares the loss on one "
+        "fixed batch with the in-memory model's; a mismatch marks the checkpoint unhealthy.",
+    )
+    inject_nan_at_step: int | None = Field(
+        None,
+        ge=1,
+        description="Testing/drills: rank 0's loss is NaN at this step, once per checkpoint.dir "
+        "(a transient fault: a replay does not repeat it).",
+    )
+    inject_spike_at_step: int | None = Field(
+        None,
+        ge=1,
+        description="Testing/drills: rank 0's loss is scaled x100 at this step, once per checkpoint.dir.",
+    )
+    inject_bad_samples: list[int] | None = Field(
+        None,
+        description="Testing/drills: global sample positions [start, end) whose reading makes the loss NaN, "
+        "every time they are read (the fault follows the data).",
+    )
+
+    @field_validator("inject_bad_samples")
+    @classmethod
+    def _range(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and (len(value) != 2 or not 0 <= value[0] < value[1]):
+            raise ValueError(f"inject_bad_samples: {value} is not a range [start, end) with 0 <= start < end")
+        return value
 
 
 class TrainerConfig(_Section):
@@ -144,6 +275,7 @@ class TrainerConfig(_Section):
     deepspeed: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig)
     parallelism: ParallelismConfig = Field(default_factory=ParallelismConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
 
     @model_validator(mode="after")
     def _check(self) -> TrainerConfig:

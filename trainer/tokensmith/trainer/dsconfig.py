@@ -33,7 +33,8 @@ def render(cfg: TrainerConfig, world_size: int, precision: Dtype) -> dict[str, A
     if cfg.deepspeed.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
     out: dict[str, Any] = {
-        "train_batch_size": cfg.train.micro_batch * world_size * accumulation,
+        # per data-parallel replica: tensor and pipeline ranks of one replica share its batch
+        "train_batch_size": cfg.train.micro_batch * cfg.data_parallel(world_size) * accumulation,
         "train_micro_batch_size_per_gpu": cfg.train.micro_batch,
         "gradient_accumulation_steps": accumulation,
         "gradient_clipping": cfg.train.grad_clip,

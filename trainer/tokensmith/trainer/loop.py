@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -21,15 +22,19 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from tokensmith.core.errors import ConfigError
+from tokensmith.core.errors import EXIT_DIVERGED, ConfigError
 from tokensmith.trainer import checkpoint as ck
+from tokensmith.trainer import guard
 from tokensmith.trainer.config import TrainerConfig
 
 log = logging.getLogger("tokensmith.trainer")
 
 EXIT_SIGTERM = 128 + signal.SIGTERM  # retryable: the operator restarts the gang from the checkpoint
-FAIL_AT_STEP_ENV = "TOKENSMITH_FAIL_AT_STEP"  # testing hook: SIGKILL every rank after this step
+FAIL_AT_STEP_ENV = "TOKENSMITH_FAIL_AT_STEP"  # testing hook: SIGKILL every rank after this step (once
+# the checkpoints in flight are durable)
 GRACE_ENV = "TOKENSMITH_TERMINATION_GRACE_SECONDS"
+SAVE_TIMEOUT_S = 3600.0  # rank 0 waits this long for every rank's files before giving up on a checkpoint
+RESUME_ENV = "TOKENSMITH_RESUME_FROM"  # latest | latest_healthy | a checkpoint name; wins over the config
 
 
 def model_hash(cfg: TrainerConfig) -> str:
@@ -46,14 +51,14 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 
 
 def default_tokenizer(cfg: TrainerConfig) -> Path | None:
-    """data.tokenizer_path, else the tokenizer.json that `tokensmith curate` wrote beside the split."""
+    """data.tokenizer_path, else the tokenizer.json that `tokensmith curate` wrote beside the (first)
+    training split (every source shares it: `open_training_data` checks)."""
     if cfg.data.tokenizer_path:
         return Path(cfg.data.tokenizer_path)
-    if cfg.data.train_path:
-        for candidate in (
-            Path(cfg.data.train_path) / "tokenizer.json",
-            Path(cfg.data.train_path).parent / "tokenizer.json",
-        ):
+    sources = cfg.data.training_sources()
+    if sources:
+        first = Path(sources[0].path)
+        for candidate in (first / "tokenizer.json", first.parent / "tokenizer.json"):
             if candidate.is_file():
                 return candidate
     return None
@@ -77,16 +82,11 @@ def preflight(cfg: TrainerConfig, world_size: int) -> None:
     """Every check that needs no GPU and no process group, so that a launcher (or the operator's pod)
     fails with exit 78 before starting a gang: budget, batch split, data paths, vocabulary, and that an
     existing checkpoint directory was made by the same architecture."""
+    from tokensmith.trainer.sources import open_training_data
+
     cfg.total_steps()
     cfg.grad_accumulation(world_size)
-    train = open_split(cfg.data.train_path, "train")
-    if train.vocab_size > cfg.model.vocab_size:
-        raise ConfigError(
-            f"the shards' tokenizer has {train.vocab_size} tokens but model.vocab_size is "
-            f"{cfg.model.vocab_size}; set model.vocab_size >= {train.vocab_size}"
-        )
-    if (train.num_tokens - 1) // cfg.model.seq_len < 1:
-        raise ConfigError(f"data.train_path holds {train.num_tokens} tokens, fewer than one sequence")
+    open_training_data(cfg)  # every source: present, long enough, one tokenizer, epochs within limits
     if cfg.data.valid_path:
         open_split(cfg.data.valid_path, "valid")
     for done in ck.complete(Path(cfg.checkpoint.dir)):
@@ -151,9 +151,11 @@ class Trainer:
         from tokensmith.planner.arch import flops_per_token
         from tokensmith.trainer import dsconfig
         from tokensmith.trainer.metrics import peak_flops
-        from tokensmith.trainer.model import Transformer, decay_groups
+        from tokensmith.trainer.parallel import engine as parallel_engine
+        from tokensmith.trainer.parallel.accounting import Recorder
         from tokensmith.trainer.reporting import JsonLines, make_reporter
         from tokensmith.trainer.sampler import BatchPlan, Windows
+        from tokensmith.trainer.sources import open_training_data
 
         cfg = self.cfg
         self.rank, self.world, local_rank = _init_distributed()
@@ -182,45 +184,50 @@ class Trainer:
         self.data_position = 0
         self.tokens = 0
         self.resumed_from: Path | None = None
+        self.layout = cfg.layout(self.world)
         chosen = self.select_checkpoint()
         load_dir: Path | None = None
+        self.portable_from: Path | None = None  # resume through the layout-free state (parallel/portable.py)
         if chosen is not None:
+            from tokensmith.trainer.parallel.portable import resume_route
+
             load_dir = chosen[0]
-            if chosen[1].get("world_size") != self.world and cfg.deepspeed.zero_stage >= 1:
+            now = (self.world, self.layout.tensor, self.layout.pipeline)
+            route = resume_route(chosen[1], now, cfg.deepspeed.zero_stage, (load_dir / ck.PORTABLE).is_dir())
+            if route == "portable":
+                self.portable_from = load_dir / ck.PORTABLE
+            elif route.startswith("universal"):
                 load_dir = self.universal_copy(chosen[0])
-                ds_config["checkpoint"] = {"load_universal": True}
+                if route == "universal":
+                    ds_config["checkpoint"] = {"load_universal": True}
+                else:
+                    self.portable_from = load_dir / ck.DS_TAG
         self.accumulation = ds_config["gradient_accumulation_steps"]
-        self.plan = BatchPlan(cfg.train.micro_batch, self.world, self.accumulation)
+        # TP and PP ranks of one data-parallel replica read the same samples.
+        self.plan = BatchPlan(cfg.train.micro_batch, self.layout.data, self.accumulation)
         self.total_steps = cfg.total_steps()
 
-        self.train_windows = Windows(open_split(cfg.data.train_path, "train"), cfg.model.seq_len)
+        self.train_data = open_training_data(cfg, check_budget=False)
         self.valid_windows = (
             Windows(open_split(cfg.data.valid_path, "valid"), cfg.model.seq_len)
             if cfg.data.valid_path
             else None
         )
 
-        torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank and every attempt
-        if cfg.deepspeed.zero_stage == 3:
-            with deepspeed.zero.Init(config_dict_or_path=ds_config):
-                model = Transformer(cfg.model)
-        else:
-            model = Transformer(cfg.model)
-        model.activation_checkpointing = cfg.parallelism.recompute == "full"
-        optimizer = torch.optim.AdamW(
-            decay_groups(model, cfg.train.weight_decay),
-            lr=cfg.train.lr,
-            betas=(cfg.train.beta1, cfg.train.beta2),
-            eps=cfg.train.eps,
-            fused=self.cuda or None,
-        )
-        self.engine, self.optimizer, _, _ = deepspeed.initialize(
-            model=model, optimizer=optimizer, config=ds_config
-        )
+        self.built = parallel_engine.build(cfg, self.world, self.rank, ds_config, self.cuda)
+        self.engine, self.optimizer = self.built.engine, self.built.optimizer
+        self.dp_rank = self.built.dp_rank
+        self.recorder: Recorder | None = Recorder(self.built)  # model-state bytes, logged once
+        from tokensmith.trainer.asyncsave import BackgroundWriter, make_engine
+
+        self.writer = BackgroundWriter() if cfg.checkpoint.async_save else None
+        self.ckpt_engine = make_engine(self.writer)
+        self.engine.checkpoint_engine = self.ckpt_engine  # DeepSpeed writes every file through it
         self.flops_per_token = flops_per_token(cfg.model)
         self.peak = peak_flops(torch.cuda.get_device_name(self.device) if self.cuda else None)
         self.tokenizer = default_tokenizer(cfg)
         self.grace = float(os.environ.get(GRACE_ENV, cfg.checkpoint.grace_seconds))
+        self.guard = guard.Guard(cfg, self.root, self.rank, self.world)
         if chosen is not None and load_dir is not None:
             self.load(chosen[0], load_dir, chosen[1])
         metrics_path = Path(cfg.train.metrics_file or self.root / "metrics.jsonl")
@@ -233,11 +240,34 @@ class Trainer:
             signal.signal(signal.SIGTERM, self.control.on_sigterm)
 
     # --- resume -----------------------------------------------------------------------------------
+    def resume_candidates(self) -> list[Path]:
+        """Checkpoints to try, newest first, by `TOKENSMITH_RESUME_FROM` / `checkpoint.resume_from`:
+        latest (all), latest_healthy (healthy ones) or one named checkpoint (ConfigError if absent)."""
+        choice = self.resume_choice()
+        found = ck.candidates(self.root)
+        if choice == "latest":
+            return found
+        if choice == "latest_healthy":
+            return [p for p in found if not (p / ck.MANIFEST).is_file() or ck.is_healthy(p)]
+        named = [p for p in found if p.name == choice]
+        if not named:
+            names = ", ".join(p.name for p in ck.complete(self.root)[:5]) or "none"
+            raise ConfigError(
+                f"resume from {choice!r}: no such checkpoint in {self.root} (complete ones: {names}); "
+                f"set {RESUME_ENV} / checkpoint.resume_from to latest, latest_healthy or a checkpoint name"
+            )
+        return named
+
+    def resume_choice(self) -> str:
+        return os.environ.get(RESUME_ENV) or self.cfg.checkpoint.resume_from
+
     def select_checkpoint(self) -> tuple[Path, dict[str, Any]] | None:
-        """The newest checkpoint that verifies on every rank (each rank checks its share of the files);
-        torn or corrupt ones are skipped with a warning."""
+        """The newest checkpoint (of those `resume_candidates` allows) that verifies on every rank (each
+        rank checks its share of the files); torn or corrupt ones are skipped with a warning. When an
+        older one is chosen on purpose (a rollback), the newer ones are moved aside (`ck.roll_back_past`)
+        so that no later restart resumes from the abandoned future."""
         checksums = self.cfg.checkpoint.verify == "checksum"
-        for candidate in ck.candidates(self.root):
+        for candidate in self.resume_candidates():
             problems = ck.verify(candidate, checksums, self.rank, self.world)
             if not problems and not (candidate / ck.DS_TAG).is_dir():
                 problems = [f"{candidate.name}: weights only (no optimizer state), cannot resume from it"]
@@ -245,6 +275,11 @@ class Trainer:
             self.dist.all_gather_object(gathered, problems)
             all_problems = [p for ps in gathered for p in (ps or [])]
             if all_problems:
+                if self.resume_choice() == candidate.name:  # asked for by name: no silent fallback
+                    raise ConfigError(
+                        f"resume from {candidate.name}: it does not verify ({'; '.join(all_problems[:3])}); "
+                        f"choose another with {RESUME_ENV} / checkpoint.resume_from"
+                    )
                 if self.rank == 0:
                     log.warning("skipping checkpoint %s: %s", candidate.name, "; ".join(all_problems[:3]))
                 continue
@@ -254,8 +289,28 @@ class Trainer:
                     f"{candidate} was written for a different model; use a new checkpoint.dir "
                     "or restore the model section it was trained with"
                 )
+            self._roll_back_past(int(state["step"]), candidate.name)
             return candidate, state
+        self._roll_back_past(0, None)
         return None
+
+    def _roll_back_past(self, step: int, name: str | None) -> None:
+        if self.resume_choice() == "latest":
+            return  # nothing newer is complete and intact: torn ones are pruned as usual
+        if self.rank == 0:
+            moved = ck.roll_back_past(self.root, step)
+            if moved:
+                log.warning(
+                    "rolled back to %s: moved %s to %s",
+                    name or "the start",
+                    ", ".join(p.name for p in moved),
+                    self.root / ck.ROLLED_BACK,
+                )
+            if name is not None:
+                ck.set_latest(self.root, name)
+                if ck.is_healthy(self.root / name):
+                    ck.set_latest(self.root, name, ck.LATEST_HEALTHY)
+        self.dist.barrier()
 
     def universal_copy(self, candidate: Path) -> Path:
         """ZeRO partitions the optimizer state by world size; to resume on another one, rank 0 converts
@@ -290,14 +345,25 @@ class Trainer:
         self.dist.barrier()
         return target
 
+    def _plain_layout(self) -> bool:
+        return self.layout.tensor == 1 and self.layout.pipeline == 1
+
+    def _layout_state(self) -> dict[str, int]:
+        return {"tensor": self.layout.tensor, "pipeline": self.layout.pipeline}
+
     def load(self, candidate: Path, load_dir: Path, state: dict[str, Any]) -> None:
-        self.engine.load_checkpoint(
-            str(load_dir),
-            tag=ck.DS_TAG,
-            load_module_strict=True,
-            load_optimizer_states=True,
-            load_lr_scheduler_states=False,
-        )
+        if self.portable_from is not None:
+            from tokensmith.trainer.parallel import portable
+
+            portable.load(self.built, self.portable_from, int(state["step"]))
+        else:
+            self.engine.load_checkpoint(
+                str(load_dir),
+                tag=ck.DS_TAG,
+                load_module_strict=True,
+                load_optimizer_states=True,
+                load_lr_scheduler_states=False,
+            )
         self.step, self.tokens = int(state["step"]), int(state["tokens"])
         self.data_position = int(state["samples_seen"])
         self.resumed_from = candidate
@@ -313,20 +379,23 @@ class Trainer:
 
     # --- one step ---------------------------------------------------------------------------------
     def batch(self, positions: Any) -> tuple[Any, Any, Any]:
+        import numpy as np
         import torch
 
-        from tokensmith.trainer.sampler import sample_ids
-
-        ids = sample_ids(positions, self.train_windows.num_samples, self.cfg.train.seed)
-        rows = torch.from_numpy(self.train_windows.batch(ids))
-        rows = rows.to(self.device, non_blocking=True)
+        batch, source, window = self.train_data.batch(positions)
+        rows = torch.from_numpy(batch).to(self.device, non_blocking=True)
+        # One source: the window ids; a mixture: [source, window] pairs (for train.record_samples).
+        ids = window if len(self.train_data.names) == 1 else np.stack([source, window], axis=1)
         return rows[:, :-1], rows[:, 1:], ids
 
-    def train_step(self) -> tuple[Any, list[int]]:
-        """One optimizer step (all micro-steps); returns this rank's mean loss and the ids it read."""
+    def train_step(self) -> guard.StepOutcome:
+        """One optimizer step (all micro-steps). Before the optimizer update, the step's one all-reduce
+        makes every rank agree on the loss, the gradient norm, non-finite values and the control flags;
+        the health verdict then applies or skips the update (guard.py)."""
         import torch
         import torch.nn.functional as F
 
+        from tokensmith.trainer.sampler import take_positions
         from tokensmith.trainer.schedule import lr_at
 
         t = self.cfg.train
@@ -334,30 +403,89 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.lr = lr
-        torch.manual_seed(step_seed(t.seed, self.step, self.rank))
+        # Seeded per data-parallel replica: the TP ranks of a replica must drop the same activations.
+        torch.manual_seed(step_seed(t.seed, self.step, self.dp_rank))
         loss_sum = torch.zeros((), device=self.device)
-        consumed: list[int] = []
-        for micro in range(self.accumulation):
-            x, y, ids = self.batch(self.plan.positions(self.data_position, self.rank, micro))
-            consumed.extend(int(i) for i in ids)
+        skip = self.cfg.data.skip_samples
+        step_positions = take_positions(self.data_position, self.plan.global_batch, skip)
+        micro_positions = [
+            self.plan.local(step_positions, self.dp_rank, micro) for micro in range(self.accumulation)
+        ]
+        if self.built.pipeline:
+            return self._pipeline_step(step_positions, micro_positions)
+        consumed: list[Any] = []
+        for micro, positions in enumerate(micro_positions):
+            x, y, ids = self.batch(positions)
+            consumed.extend(i.tolist() if hasattr(i, "tolist") else int(i) for i in ids)
             logits = self.engine(x)
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.reshape(-1))
+            loss = self.guard.inject(loss, self.step + 1, positions)
             self.engine.backward(loss)
-            logs_next = (self.step + 1) % t.log_every_steps == 0 or self.step + 1 >= self.total_steps
-            if micro == self.accumulation - 1 and logs_next and self.cfg.deepspeed.zero_stage == 0:
-                # DeepSpeed reports no norm without ZeRO; the gradients are final (all-reduced) here.
-                grads = [
-                    p.grad.detach().float().norm()
-                    for p in self.engine.module.parameters()
-                    if p.grad is not None
-                ]
-                self.plain_grad_norm = float(torch.stack(grads).norm()) if grads else None
-            self.engine.step()
             loss_sum += loss.detach()
-        self.data_position += self.plan.global_batch
+            if micro < self.accumulation - 1:
+                self.engine.step()  # not a boundary: DeepSpeed only counts the micro-step
+        outcome = self.guard.decide(
+            self.engine,
+            self.dist,
+            self.step + 1,
+            loss_sum / self.accumulation,
+            (int(step_positions[0]), int(step_positions[-1]) + 1),
+            self.control.sigterm_at is not None,
+            self._checkpoint_due(),
+        )
+        return self._advance(outcome, consumed, step_positions)
+
+    def _pipeline_step(self, step_positions: Any, micro_positions: list[Any]) -> guard.StepOutcome:
+        """1F1B through DeepSpeed's pipeline engine (micro-batches = accumulation steps). The engine runs
+        its optimizer update inside `train_batch`; that update is held back (the engine's
+        `_take_model_step` deferred) until the step's one all-reduce and the health verdict, so a bad
+        step is skipped under pipeline parallelism too (health's fault injectors act on the loss the loop
+        computes, which the pipeline computes inside its stages: they are not applied here)."""
+        batches = [self.batch(positions) for positions in micro_positions]
+        consumed = [i.tolist() if hasattr(i, "tolist") else int(i) for _, _, ids in batches for i in ids]
+        engine, deferred = self.engine, []
+        engine._take_model_step = lambda *a, **k: deferred.append((a, k))  # shadows the method once
+        try:
+            loss = engine.train_batch(data_iter=iter([(x, y) for x, y, _ in batches]))
+        finally:
+            del engine._take_model_step
+        ((args, kwargs),) = deferred
+        take_step = type(engine)._take_model_step
+
+        def step() -> None:  # what guard.decide calls (through skipstep when the step is skipped)
+            engine._force_grad_boundary = True
+            try:
+                take_step(engine, *args, **kwargs)
+            finally:
+                engine._force_grad_boundary = False
+
+        engine.step = step  # PipelineEngine.step itself refuses: only train_batch is public
+        try:
+            outcome = self.guard.decide(
+                engine,
+                self.dist,
+                self.step + 1,
+                loss.detach().float(),
+                (int(step_positions[0]), int(step_positions[-1]) + 1),
+                self.control.sigterm_at is not None,
+                self._checkpoint_due(),
+            )
+        finally:
+            del engine.step
+        return self._advance(outcome, consumed, step_positions)
+
+    def _advance(
+        self, outcome: guard.StepOutcome, consumed: list[Any], step_positions: Any
+    ) -> guard.StepOutcome:
+        outcome.consumed = consumed
+        self.data_position = int(step_positions[-1]) + 1
         self.tokens += self.plan.global_batch * self.cfg.model.seq_len
         self.step += 1
-        return loss_sum / self.accumulation, consumed
+        return outcome
+
+    def _checkpoint_due(self) -> bool:
+        minutes = self.cfg.checkpoint.every_minutes
+        return bool(minutes) and time.monotonic() - self.control.last_save >= minutes * 60
 
     def evaluate(self) -> float | None:
         """Mean validation loss over `train.eval_batches` micro-batches per rank (the same windows in
@@ -369,124 +497,225 @@ class Trainer:
         if self.valid_windows is None or self.valid_windows.num_samples == 0:
             return None
         micro = self.cfg.train.micro_batch
+        dp = self.layout.data
         total = torch.zeros(2, device=self.device)
+        batches = []
+        for b in range(self.cfg.train.eval_batches):
+            start = (b * dp + self.dp_rank) * micro
+            ids = np.arange(start, start + micro) % self.valid_windows.num_samples
+            rows = torch.from_numpy(self.valid_windows.batch(ids)).to(self.device)
+            batches.append((rows[:, :-1], rows[:, 1:]))
+        if self.built.pipeline:
+            # eval_batch averages over the micro-batches and the data-parallel group, on every stage
+            loss = self.engine.eval_batch(iter(batches), num_micro_batches=len(batches))
+            return float(loss)
         self.engine.eval()
         with torch.no_grad():
-            for b in range(self.cfg.train.eval_batches):
-                start = (b * self.world + self.rank) * micro
-                ids = np.arange(start, start + micro) % self.valid_windows.num_samples
-                rows = torch.from_numpy(self.valid_windows.batch(ids)).to(self.device)
-                logits = self.engine(rows[:, :-1])
-                loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), rows[:, 1:].reshape(-1))
+            for x, y in batches:
+                logits = self.engine(x)
+                loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.reshape(-1))
                 total += torch.stack([loss.detach(), torch.ones((), device=self.device)])
         self.engine.train()
         self.dist.all_reduce(total)
         return float(total[0] / total[1])
 
     # --- checkpoints ------------------------------------------------------------------------------
-    def save(self) -> Path:
-        """Every rank saves; then every rank hashes its share; then rank 0 writes the manifest and moves
-        `latest`. A crash anywhere before the manifest leaves a torn checkpoint that resume skips."""
+    def save(self, trigger: str = "schedule") -> Path:
+        """Write a checkpoint. Blocking part (every rank): DeepSpeed's save through our staging engine,
+        the consolidated weights and the small state files. Then each rank writes and hashes the files
+        it produced (in the background with `checkpoint.async_save`), and rank 0, once every rank's
+        marker exists, writes the manifest and moves `latest` (and `latest_healthy` when healthy). A
+        crash anywhere before the manifest leaves a torn checkpoint that resume skips."""
         started = time.monotonic()
+        self.wait_for_saves()  # one save in flight at a time: the previous one must be durable
+        waited = time.monotonic() - started
+        healthy = self.guard.monitor.checkpoint_healthy()  # the same answer on every rank
         ckpt = self.root / ck.checkpoint_name(self.step)
         if self.rank == 0:
             if ckpt.exists():  # torn, from an attempt that died while saving this step
                 shutil.rmtree(ckpt)
             ckpt.mkdir(parents=True)
         self.dist.barrier()
+        self.ckpt_engine.written = []
         # An (empty) universal_checkpoint_info lets DeepSpeed's ds_to_universal convert this checkpoint
         # for a different world size (plain data parallel: no tensor/pipeline patterns to declare).
         self.engine.save_checkpoint(
             str(ckpt), tag=ck.DS_TAG, client_state={"universal_checkpoint_info": {}}, save_latest=False
         )
-        if self.cfg.deepspeed.zero_stage == 3:
+        written = [p.relative_to(ckpt).as_posix() for p in self.ckpt_engine.written]
+        if not self._plain_layout():
+            from tokensmith.trainer.parallel import portable
+
+            portable.save(self.built, ckpt / ck.PORTABLE, self._tied_elsewhere())
+            self.dist.barrier()
+            weights = portable.consolidated(ckpt / ck.PORTABLE, self._names()) if self.rank == 0 else None
+            if self.rank == 0:  # every rank's share is on disk after the barrier: the manifest covers it
+                portable_dir = ckpt / ck.PORTABLE
+                written += sorted(
+                    p.relative_to(ckpt).as_posix() for p in portable_dir.rglob("*") if p.is_file()
+                )
+        elif self.cfg.deepspeed.zero_stage == 3:
             weights = self.engine._zero3_consolidated_16bit_state_dict()  # collective: every rank
         else:
             weights = self.engine.module.state_dict() if self.rank == 0 else None
+        # (not under pipeline parallelism: its engine runs no plain forward; docs/trainer.md)
+        verify = self.cfg.health.verify_after_save and not self.built.pipeline
+        rows, in_memory = self._verification_loss() if verify else (None, None)
+        state: dict[str, Any] | None = None
         if self.rank == 0:
-            ck.save_weights(weights, ckpt / ck.WEIGHTS)
+            assert weights is not None
+            if self.writer is not None:  # stage: the live tensors change with the next step
+                weights = self.ckpt_engine.stage(ck.WEIGHTS, weights)
             state = {
                 "step": self.step,
                 "tokens": self.tokens,
                 "samples_seen": self.data_position,
                 "seed": self.cfg.train.seed,
                 "world_size": self.world,
+                **self._layout_state(),
                 "model_hash": model_hash(self.cfg),
                 "precision": self.precision,
-                "rng": "reseeded every step from (seed, step, rank); no generator state is needed",
+                "rng": "reseeded every step from (seed, step, data-parallel rank); no generator state",
+                "skip_samples": self.cfg.data.skip_samples,
                 "time": time.time(),
             }
-            ck.write_state_files(ckpt, self.cfg, state, self.tokenizer)
-        self.dist.barrier()
-        ck.write_rank_marker(ckpt, self.rank, self.world)
-        self.dist.barrier()
-        if self.rank == 0:
-            ck.finalize(ckpt, self.world, self.step, {"model_hash": model_hash(self.cfg)})
-            ck.set_latest(self.root, ckpt.name)
-            for gone in ck.prune(self.root, self.cfg.checkpoint.keep):
-                log.info("removed old checkpoint %s", gone.name)
-            shutil.rmtree(self.root / ".universal", ignore_errors=True)  # a newer native one exists now
-            self.reporter.checkpoint(self.step, str(ckpt))
-            self._log({"type": "checkpoint", "step": self.step, "path": str(ckpt)})
-        self.dist.barrier()
+        job = _SaveJob(
+            self, ckpt, self.step, written, weights, state, healthy, rows, in_memory, started, trigger
+        )
+        if self.writer is None:
+            job.write_own()
+            self.dist.barrier()
+            if self.rank == 0:
+                job.blocked_s = time.monotonic() - started
+                job.publish(job.blocked_s)
+            self.dist.barrier()
+        else:
+            # Blocked: waiting for the previous save (if still in flight) plus staging this one.
+            job.blocked_s = time.monotonic() - started
+            self.writer.submit(job.write_own)
+            if self.rank == 0:
+                self.writer.submit(lambda: job.publish(None))
         self.control.last_save = time.monotonic()
-        self.control.save_seconds = self.control.last_save - started
+        if self.rank == 0 and waited > 1.0:
+            log.warning("checkpoint %s waited %.1f s for the previous save to finish", ckpt.name, waited)
         return ckpt
+
+    def wait_for_saves(self) -> None:
+        """Block until this rank's background checkpoint writes (rank 0: the manifest too) are done."""
+        if self.writer is not None:
+            self.writer.wait()
+
+    def _verification_loss(self) -> tuple[Any, float]:
+        """The in-memory model's loss on the verification batch (every rank joins the forward: ZeRO-3
+        gathers the weights); rank 0 compares it with the saved weights' once they are written."""
+        import numpy as np
+        import torch
+
+        from tokensmith.trainer import postsave
+
+        # the first micro-batch of sample positions (fixed: the same batch at every save)
+        batch, _, _ = self.train_data.batch(np.arange(self.cfg.train.micro_batch, dtype=np.int64))
+        rows = torch.from_numpy(batch).to(self.device)
+        self.engine.eval()
+        in_memory = postsave.batch_loss(self.engine, rows)
+        self.engine.train()
+        return rows, in_memory
+
+    def _log_model_state(self) -> None:
+        """Once per process: the bytes of parameters, gradients and optimizer state each rank holds
+        (docs/trainer.md compares them with the planner's model-state memory)."""
+        measured = self.recorder.measure() if self.recorder is not None else {}
+        self.recorder = None
+        gathered: list[Any] = [None] * self.world
+        self.dist.all_gather_object(gathered, measured)
+        layout = {"tensor": self.layout.tensor, "pipeline": self.layout.pipeline, "data": self.layout.data}
+        self._log({"type": "model_state", "step": self.step, **layout, "ranks": gathered})
+
+    def _names(self) -> list[str]:
+        """The unsharded model's parameter names (what model.safetensors holds)."""
+        import torch
+
+        from tokensmith.trainer.model import Transformer
+
+        with torch.device("meta"):
+            return list(Transformer(self.cfg.model).state_dict())
+
+    def _tied_elsewhere(self) -> set[str]:
+        """Names this rank holds but an earlier stage writes: the tied table on the last stage."""
+        last = self.built.pp_rank == self.layout.pipeline - 1
+        return (
+            {"tok_emb.weight"}
+            if self.cfg.model.tie_embeddings and last and self.layout.pipeline > 1
+            else set()
+        )
 
     # --- the loop ---------------------------------------------------------------------------------
     def run(self) -> int:
-        import torch
-
         from tokensmith.trainer.metrics import max_memory_gb, mfu
 
-        cfg, ctl = self.cfg, self.control
+        cfg = self.cfg
         fail_at = int(os.environ.get(FAIL_AT_STEP_ENV, "0") or 0)
         bar = _progress_bar(self.rank, self.step, self.total_steps)
         window_start, window_tokens = time.perf_counter(), 0
-        losses = torch.zeros(2, device=self.device)  # sum of step losses, steps, since the last log
+        loss_total, loss_steps = 0.0, 0  # applied steps' (all-reduced) losses since the last log
         last_saved = self.step if self.resumed_from else -1
         while self.step < self.total_steps:
-            loss, consumed = self.train_step()
-            losses += torch.stack([loss, torch.ones((), device=self.device)])
+            outcome = self.train_step()  # every rank agrees on its numbers and flags (one all-reduce)
+            consumed = outcome.consumed
+            if self.recorder is not None:
+                self._log_model_state()
+            if outcome.verdict.bad:
+                self._log_health(outcome)
+            if outcome.verdict.diverged is not None:
+                return self._diverged(outcome)
+            if outcome.verdict.apply:
+                loss_total, loss_steps = loss_total + outcome.loss, loss_steps + 1
             window_tokens += self.plan.global_batch * cfg.model.seq_len
             if bar is not None:
                 bar.update(1)
-            # Agree on signals and timers: [SIGTERM seen anywhere, time-based checkpoint due].
-            minutes = cfg.checkpoint.every_minutes
-            due = bool(minutes) and time.monotonic() - ctl.last_save >= minutes * 60
-            flags = torch.tensor([float(ctl.sigterm_at is not None), float(due)], device=self.device)
-            self.dist.all_reduce(flags, op=self.dist.ReduceOp.MAX)
-            sigterm, time_due = bool(flags[0]), bool(flags[1])
+            sigterm, time_due = outcome.sigterm, outcome.checkpoint_due
             finished = self.step >= self.total_steps
             log_now = self.step % cfg.train.log_every_steps == 0 or finished or sigterm
             if cfg.train.record_samples:
                 gathered: list[Any] = [None] * self.world
                 self.dist.all_gather_object(gathered, consumed)
+                # one rank per data-parallel replica (pipe 0, tensor 0), in data-parallel order
+                gathered = gathered[: self.layout.data * self.layout.tensor : self.layout.tensor]
             if log_now:
-                self.dist.all_reduce(losses)
                 elapsed = time.perf_counter() - window_start
                 tps = window_tokens / elapsed if elapsed > 0 else 0.0
-                mean_loss = float(losses[0] / losses[1])
+                mean_loss = loss_total / loss_steps if loss_steps else None
                 record: dict[str, Any] = {
                     "type": "train",
                     "step": self.step,
                     "tokens": self.tokens,
                     "loss": mean_loss,
                     "lr": self.lr,
-                    "grad_norm": _grad_norm(self.engine) or getattr(self, "plain_grad_norm", None),
+                    "grad_norm": outcome.grad_norm if math.isfinite(outcome.grad_norm or 0.0) else None,
+                    "skipped_steps": self.guard.monitor.skipped,
                     "tokens_per_s": tps,
                     "mfu": mfu(tps, self.flops_per_token, self.world, self.peak),
                     "memory_gb": max_memory_gb(self.cuda),
                     "cpu_s": time.process_time(),  # this process's CPU seconds so far (all threads)
+                    # the realised mixture: tokens each source gave so far (a pure count, see mixture.py)
+                    "source_tokens": self.train_data.realised_tokens(self.data_position, cfg.model.seq_len),
                 }
                 if cfg.train.record_samples:
                     record["samples"] = _in_position_order(gathered, self.plan)
                 self._log(record)
-                self.reporter.progress(self.step, self.tokens, record["loss"], self.lr, tps)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{tps:,.0f}")
+                if mean_loss is not None:
+                    self.reporter.progress(
+                        self.step,
+                        self.tokens,
+                        mean_loss,
+                        self.lr,
+                        tps,
+                        source_tokens=record["source_tokens"],
+                    )
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{tps:,.0f}")
                 window_start, window_tokens = time.perf_counter(), 0
-                losses.zero_()
+                loss_total, loss_steps = 0.0, 0
             every = cfg.train.eval_every_steps
             if (every and self.step % every == 0) or (finished and self.valid_windows is not None):
                 valid = self.evaluate()
@@ -499,21 +728,65 @@ class Trainer:
                 self.save()
                 last_saved = self.step
             if fail_at and self.step == fail_at:
+                self.wait_for_saves()  # tests know which checkpoints exist: those before the kill
                 os.kill(os.getpid(), signal.SIGKILL)
         if bar is not None:
             bar.close()
         if last_saved != self.step:  # e.g. resumed from the final checkpoint: nothing left to do
             self.save()
+        self.wait_for_saves()
         self.reporter.done(self.step, self.tokens)
         self._log({"type": "done", "step": self.step, "tokens": self.tokens})
         return 0
+
+    def _log_health(self, outcome: guard.StepOutcome) -> None:
+        v = outcome.verdict
+        record = {"type": "health", "step": outcome.step, "kind": v.kind, "action": v.action}
+        loss = outcome.loss if math.isfinite(outcome.loss) else None
+        grad_norm = outcome.grad_norm if math.isfinite(outcome.grad_norm or 0.0) else None
+        self._log({**record, "loss": loss, "grad_norm": grad_norm, "samples": list(outcome.samples)})
+        if self.rank == 0:
+            log.warning("health: step %d %s, %s", outcome.step, v.kind, v.action)
+
+    def _diverged(self, outcome: guard.StepOutcome) -> int:
+        """More bad steps than the policy allows: report the first one and stop with 65 (no checkpoint:
+        the state may already be damaged; the last healthy checkpoint is where a replay starts)."""
+        first = outcome.verdict.diverged
+        assert first is not None
+        self.wait_for_saves()  # an earlier checkpoint still being written is finished first
+        samples = list(first.samples)
+        self.reporter.diverged(first.step, first.kind, samples)
+        self._log(
+            {
+                "type": "diverged",
+                "step": first.step,
+                "kind": first.kind,
+                "samples": samples,
+                "at_step": outcome.step,
+            }
+        )
+        if self.rank == 0:
+            log.error(
+                "diverged: more than %d bad steps within %d steps (first: step %d, %s, samples [%d, %d)); "
+                "exit %d",
+                self.cfg.health.max_bad_steps,
+                self.cfg.health.bad_window,
+                first.step,
+                first.kind,
+                samples[0],
+                samples[1],
+                EXIT_DIVERGED,
+            )
+        return EXIT_DIVERGED
 
     def _on_sigterm(self, last_saved: int) -> int:
         """Checkpoint when the last save took less than half the grace left (rank 0 decides for all)."""
         import torch
 
         decision = torch.zeros(1, device=self.device)
+        left = needed = 0.0
         if self.rank == 0:
+            self.wait_for_saves()  # a save in flight counts against the grace period too
             left = self.control.grace_left(self.grace)
             needed = self.control.save_seconds or 0.0
             decision[0] = float(
@@ -525,15 +798,21 @@ class Trainer:
                 )
         self.dist.broadcast(decision, src=0)
         if decision[0]:
-            self.save()
-        self._log({"type": "sigterm", "step": self.step, "saved": bool(decision[0])})
+            self.save(trigger="sigterm")
+        self.wait_for_saves()  # the SIGTERM checkpoint must be durable before the process exits
+        saved = bool(decision[0])
+        record = {"type": "sigterm", "step": self.step, "saved": saved}
+        self._log({**record, "grace_left_s": left, "expected_save_s": needed})
+        self.reporter.sigterm(self.step, saved, left, needed)
         return EXIT_SIGTERM
 
     def _log(self, record: dict[str, Any]) -> None:
-        if self.metrics is not None:
+        if self.metrics is not None:  # JsonLines locks: the checkpoint writer thread logs too
             self.metrics.write({**record, "time": time.time()})
 
     def close(self, clean: bool) -> None:
+        if getattr(self, "writer", None) is not None:
+            self.writer.close()  # type: ignore[union-attr]
         if hasattr(self, "reporter"):
             self.reporter.close()
         if getattr(self, "metrics", None) is not None:
@@ -544,11 +823,79 @@ class Trainer:
             self.dist.destroy_process_group()
 
 
-def _grad_norm(engine: Any) -> float | None:
-    norm = engine.get_global_grad_norm()
-    if norm is None:
-        return None
-    return float(norm.item() if hasattr(norm, "item") else norm)
+@dataclass
+class _SaveJob:
+    """The part of one checkpoint that may run in the background: this rank's writes and hashes, and
+    (rank 0) the manifest, pointers, pruning and reports once every rank's marker exists."""
+
+    trainer: Trainer
+    ckpt: Path
+    step: int
+    written: list[str]  # files DeepSpeed wrote through our engine on this rank (relative)
+    weights: dict[str, Any] | None
+    state: dict[str, Any] | None  # trainer_state.json (rank 0)
+    healthy: bool
+    rows: Any
+    in_memory: float | None
+    started: float
+    trigger: str
+    blocked_s: float = 0.0
+    problem: str | None = None
+
+    def write_own(self) -> None:
+        t = self.trainer
+        own = list(self.written)
+        if t.rank == 0:
+            assert self.weights is not None and self.state is not None
+            ck.write_state_files(self.ckpt, t.cfg, self.state, t.tokenizer)  # fsyncs: off the blocked path
+            ck.save_weights(self.weights, self.ckpt / ck.WEIGHTS)
+            self.weights = None
+            own.append(ck.WEIGHTS)
+            if self.in_memory is not None:
+                from tokensmith.trainer import postsave
+
+                self.problem = postsave.verify(self.ckpt, t.cfg.model, self.rows, self.in_memory, t.precision)
+        ck.write_rank_marker(self.ckpt, t.rank, t.world, files=own)
+
+    def publish(self, durable_s: float | None) -> None:
+        t = self.trainer
+        ck.wait_for_markers(self.ckpt, t.world, timeout_s=SAVE_TIMEOUT_S)
+        healthy = self.healthy
+        if self.problem is not None:
+            healthy = False
+            log.error("post-save verification of %s failed: %s", self.ckpt.name, self.problem)
+            t._log(
+                {
+                    "type": "health",
+                    "step": self.step,
+                    "kind": "corrupt",
+                    "action": "warn",
+                    "detail": self.problem,
+                }
+            )
+        extra = {"model_hash": model_hash(t.cfg), "healthy": healthy, "skip_samples": t.cfg.data.skip_samples}
+        ck.finalize(self.ckpt, t.world, self.step, extra, hash_unclaimed=True)
+        if healthy:
+            ck.set_latest(t.root, self.ckpt.name, ck.LATEST_HEALTHY)
+        ck.set_latest(t.root, self.ckpt.name)
+        for gone in ck.prune(t.root, t.cfg.checkpoint.keep):
+            log.info("removed old checkpoint %s", gone.name)
+        shutil.rmtree(t.root / ".universal", ignore_errors=True)  # a newer native one exists now
+        durable = time.monotonic() - self.started if durable_s is None else durable_s
+        t.control.save_seconds = durable
+        timing = {"blocked_s": round(self.blocked_s, 4), "durable_s": round(durable, 4)}
+        t.reporter.checkpoint(self.step, str(self.ckpt), healthy=healthy, **timing)
+        t._log(
+            {
+                "type": "checkpoint",
+                "step": self.step,
+                "path": str(self.ckpt),
+                "healthy": healthy,
+                "trigger": self.trigger,
+                "async": t.writer is not None,
+                **timing,
+            }
+        )
 
 
 def _in_position_order(gathered: list[list[int]], plan: Any) -> list[int]:

@@ -21,7 +21,8 @@ matrices. Layout choices that the Hugging Face export relies on:
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -110,6 +111,8 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(cfg.d_model, q_out + 2 * kv_out, bias=cfg.bias)
         self.o = nn.Linear(q_out, cfg.d_model, bias=cfg.bias)
         self.dropout = cfg.dropout
+        self.recompute_attention = False  # selective recomputation (set by Transformer.set_recompute)
+        self.head_start = 0  # first head of this module (tensor parallelism keeps a slice of them)
 
     def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None, bias: Tensor | None) -> Tensor:
         b, t, _ = x.shape
@@ -121,17 +124,31 @@ class Attention(nn.Module):
         if rope is not None:
             cos, sin = rope[0][:t], rope[1][:t]
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        gqa = self.n_kv_heads != self.n_heads
-        y = F.scaled_dot_product_attention(
+        mask = None if bias is None else self._bias(bias, t).to(q.dtype)
+        if self.recompute_attention and self.training:
+            # Selective recomputation (Korthikanti et al. 2022, §4.2): keep q, k, v; recompute the
+            # scores, softmax, dropout and weighted sum in the backward pass instead of storing the
+            # [B, H, T, T] softmax and dropout mask. The dropout mask is replayed exactly because
+            # torch's checkpoint restores the RNG state.
+            y = activation_checkpoint(self._core, q, k, v, mask, use_reentrant=False)
+        else:
+            y = self._core(q, k, v, mask)
+        return self.o(y.transpose(1, 2).reshape(b, t, q_out))
+
+    def _core(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        """softmax(q k^T / sqrt(d) + mask) v with dropout on the probabilities (SDPA)."""
+        return F.scaled_dot_product_attention(
             q,
             k,
             v,
-            attn_mask=None if bias is None else bias[:, :t, :t].to(q.dtype),
+            attn_mask=mask,
             dropout_p=self.dropout if self.training else 0.0,
-            is_causal=bias is None,
-            enable_gqa=gqa,
+            is_causal=mask is None,
+            enable_gqa=self.n_kv_heads != self.n_heads,
         )
-        return self.o(y.transpose(1, 2).reshape(b, t, q_out))
+
+    def _bias(self, bias: Tensor, t: int) -> Tensor:
+        return bias[self.head_start : self.head_start + self.n_heads, :t, :t]
 
 
 class MLP(nn.Module):
@@ -236,19 +253,48 @@ class Transformer(nn.Module):
                 x = block(x, rope, bias)
         if self.norm_f is not None:
             x = self.norm_f(x)
-        weight = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
-        return F.linear(x, weight)
+        return output_logits(self.tok_emb, self.lm_head, x)
+
+    def set_recompute(self, mode: str) -> None:
+        """Activation recomputation: "none"; "selective" (attention's softmax/dropout core of every
+        block, Korthikanti et al. 2022); "full" (every block's input kept, the block recomputed)."""
+        self.activation_checkpointing = mode == "full"
+        for block in self.blocks:
+            cast(Block, block).attn.recompute_attention = mode == "selective"
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
 
+def output_logits(tok_emb: nn.Module, lm_head: nn.Module | None, x: Tensor) -> Tensor:
+    """The output head: the token table (tied) or `lm_head`; under tensor parallelism both are
+    vocabulary-parallel layers that return full logits (parallel/tensor.py)."""
+    if lm_head is not None:
+        out: Tensor = (
+            lm_head(x) if hasattr(lm_head, "mp_group") else F.linear(x, cast(Tensor, lm_head.weight))
+        )
+        return out
+    logits = getattr(tok_emb, "logits", None)
+    if logits is not None:
+        tied: Tensor = logits(x)
+        return tied
+    return F.linear(x, cast(Tensor, tok_emb.weight))
+
+
 def decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """AdamW parameter groups: weight decay on matrices only, not on norms, biases or the token and
     position embedding tables (as GPT-3, Megatron-LM and nanoGPT do)."""
+    return named_decay_groups(model.named_parameters(), weight_decay)
+
+
+def named_decay_groups(
+    named: Iterable[tuple[str, nn.Parameter]], weight_decay: float
+) -> list[dict[str, Any]]:
+    """`decay_groups` over (name in the unsharded `Transformer`, parameter) pairs: what a tensor- or
+    pipeline-parallel engine holds, named as in the model it was cut from."""
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
-    for name, p in model.named_parameters():
+    for name, p in named:
         if not p.requires_grad:
             continue
         is_embedding = name.startswith(("tok_emb.", "pos_emb."))

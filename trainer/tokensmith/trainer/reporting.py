@@ -3,11 +3,15 @@
 Three reporters behind one small interface:
 - `NullReporter`: outside a cluster and without a report file (nothing to tell);
 - `FileReporter`: JSON lines appended to the file named by `TOKENSMITH_REPORT_FILE` (the local runner
-  tails it): `{"type": "progress"|"checkpoint"|"done", "step", "tokens", ..., "time"}`;
+  tails it): `{"type": "progress"|"checkpoint"|"diverged"|"done", "step", ..., "time"}`; a checkpoint
+  event carries `healthy`, `blocked_s` and `durable_s`; `diverged` carries `kind` and `samples` [start,
+  end), the global sample positions of the first bad step (sent before the trainer exits 65);
 - `KubernetesReporter`: when `TOKENSMITH_JOB_NAME` and `TOKENSMITH_JOB_NAMESPACE` are set and a
   service-account token exists, a JSON merge patch (RFC 7386) of the job's `status` subresource:
-  `status.progress` {step, tokens, loss, heartbeatTime, tokensPerSecond, totalTokens} (rate-limited) and,
-  on each completed checkpoint, `status.lastCheckpoint` {step, path, time}. Standard library only (the
+  `status.progress` {step, tokens, loss, heartbeatTime, tokensPerSecond, totalTokens, sourceTokens}
+  (rate-limited) and, on each completed checkpoint, `status.lastCheckpoint` {step, path, time, healthy,
+  blockedSeconds, durableSeconds} (and `status.lastHealthyCheckpoint` {step, path, time} when healthy);
+  before exit 65, `status.divergence` {step, kind, samples, time}. Standard library only (the
   trainer image has no Kubernetes client); a background thread sends, so a slow or failing API server
   never stalls training; failures are logged, never fatal.
 """
@@ -45,7 +49,11 @@ class Reporter(Protocol):
         self, step: int, tokens: int, loss: float, lr: float, tokens_per_s: float, **extra: Any
     ) -> None: ...
 
-    def checkpoint(self, step: int, path: str) -> None: ...
+    def checkpoint(self, step: int, path: str, **extra: Any) -> None: ...
+
+    def diverged(self, step: int, kind: str, samples: list[int]) -> None: ...
+
+    def sigterm(self, step: int, saved: bool, grace_left_s: float, expected_save_s: float) -> None: ...
 
     def done(self, step: int, tokens: int) -> None: ...
 
@@ -58,7 +66,13 @@ class NullReporter:
     ) -> None:
         pass
 
-    def checkpoint(self, step: int, path: str) -> None:
+    def checkpoint(self, step: int, path: str, **extra: Any) -> None:
+        pass
+
+    def diverged(self, step: int, kind: str, samples: list[int]) -> None:
+        pass
+
+    def sigterm(self, step: int, saved: bool, grace_left_s: float, expected_save_s: float) -> None:
         pass
 
     def done(self, step: int, tokens: int) -> None:
@@ -75,10 +89,13 @@ class JsonLines:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._handle = self.path.open("a", encoding="utf-8")
+        self._lock = threading.Lock()  # the checkpoint writer thread reports too
 
     def write(self, record: dict[str, Any]) -> None:
-        self._handle.write(json.dumps(record, default=float) + "\n")
-        self._handle.flush()
+        line = json.dumps(record, default=float) + "\n"
+        with self._lock:
+            self._handle.write(line)
+            self._handle.flush()
 
     def close(self) -> None:
         self._handle.close()
@@ -106,8 +123,25 @@ class FileReporter:
             }
         )
 
-    def checkpoint(self, step: int, path: str) -> None:
-        self._out.write({"type": "checkpoint", "step": step, "path": path, "time": rfc3339()})
+    def checkpoint(self, step: int, path: str, **extra: Any) -> None:
+        self._out.write({"type": "checkpoint", "step": step, "path": path, **extra, "time": rfc3339()})
+
+    def diverged(self, step: int, kind: str, samples: list[int]) -> None:
+        self._out.write(
+            {"type": "diverged", "step": step, "kind": kind, "samples": list(samples), "time": rfc3339()}
+        )
+
+    def sigterm(self, step: int, saved: bool, grace_left_s: float, expected_save_s: float) -> None:
+        self._out.write(
+            {
+                "type": "sigterm",
+                "step": step,
+                "saved": saved,
+                "grace_left_s": round(grace_left_s, 3),
+                "expected_save_s": round(expected_save_s, 3),
+                "time": rfc3339(),
+            }
+        )
 
     def done(self, step: int, tokens: int) -> None:
         self._out.write({"type": "done", "step": step, "tokens": tokens, "time": rfc3339()})
@@ -117,10 +151,17 @@ class FileReporter:
 
 
 def progress_patch(
-    step: int, tokens: int, loss: float, tokens_per_s: float | None = None, total_tokens: int | None = None
+    step: int,
+    tokens: int,
+    loss: float,
+    tokens_per_s: float | None = None,
+    total_tokens: int | None = None,
+    source_tokens: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """The merge patch for `status.progress` (camelCase, as the operator's status model spells it)."""
     progress: dict[str, Any] = {"step": step, "tokens": tokens, "loss": loss, "heartbeatTime": rfc3339()}
+    if source_tokens is not None:
+        progress["sourceTokens"] = dict(source_tokens)  # the realised data mixture
     if tokens_per_s is not None:
         progress["tokensPerSecond"] = round(tokens_per_s, 1)
     if total_tokens is not None:
@@ -128,8 +169,35 @@ def progress_patch(
     return {"status": {"progress": progress}}
 
 
-def checkpoint_patch(step: int, path: str) -> dict[str, Any]:
-    return {"status": {"lastCheckpoint": {"step": step, "path": path, "time": rfc3339()}}}
+def checkpoint_patch(step: int, path: str, **extra: Any) -> dict[str, Any]:
+    """`status.lastCheckpoint` {step, path, time, healthy, blockedSeconds, durableSeconds}; a healthy one
+    is also `status.lastHealthyCheckpoint` {step, path, time} (what a rollback resumes from)."""
+    names = {"healthy": "healthy", "blocked_s": "blockedSeconds", "durable_s": "durableSeconds"}
+    entry = {"step": step, "path": path, "time": rfc3339()}
+    entry.update({names[k]: v for k, v in extra.items() if k in names and v is not None})
+    status: dict[str, Any] = {"lastCheckpoint": entry}
+    if extra.get("healthy"):
+        status["lastHealthyCheckpoint"] = {"step": step, "path": path, "time": entry["time"]}
+    return {"status": status}
+
+
+def divergence_patch(step: int, kind: str, samples: list[int]) -> dict[str, Any]:
+    """`status.divergence` {step, kind, samples: [start, end), time}: the first bad step of a run that
+    stopped with exit 65 (the operator decides the rollback from it)."""
+    entry = {"step": step, "kind": kind, "samples": list(samples), "time": rfc3339()}
+    return {"status": {"divergence": entry}}
+
+
+def sigterm_patch(step: int, saved: bool, grace_left_s: float, expected_save_s: float) -> dict[str, Any]:
+    """`status.progress.sigterm` {step, saved, graceLeftSeconds, expectedSaveSeconds}: whether the
+    SIGTERM checkpoint fit the grace period (saved when the last save took under half of what was left)."""
+    entry = {
+        "step": step,
+        "saved": saved,
+        "graceLeftSeconds": round(grace_left_s, 3),
+        "expectedSaveSeconds": round(expected_save_s, 3),
+    }
+    return {"status": {"progress": {"sigterm": entry}}}
 
 
 def merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
@@ -199,10 +267,18 @@ class KubernetesReporter:
         if now - self._last_progress < self.min_interval_s:
             return
         self._last_progress = now
-        self._submit(progress_patch(step, tokens, loss, tokens_per_s, self.total_tokens))
+        self._submit(
+            progress_patch(step, tokens, loss, tokens_per_s, self.total_tokens, extra.get("source_tokens"))
+        )
 
-    def checkpoint(self, step: int, path: str) -> None:
-        self._submit(checkpoint_patch(step, path))
+    def checkpoint(self, step: int, path: str, **extra: Any) -> None:
+        self._submit(checkpoint_patch(step, path, **extra))
+
+    def diverged(self, step: int, kind: str, samples: list[int]) -> None:
+        self._submit(divergence_patch(step, kind, samples))
+
+    def sigterm(self, step: int, saved: bool, grace_left_s: float, expected_save_s: float) -> None:
+        self._submit(sigterm_patch(step, saved, grace_left_s, expected_save_s))
 
     def done(self, step: int, tokens: int) -> None:
         pass  # the operator learns of completion from the pods' exit codes
@@ -261,9 +337,17 @@ class MultiReporter:
         for r in self.reporters:
             r.progress(step, tokens, loss, lr, tokens_per_s, **extra)
 
-    def checkpoint(self, step: int, path: str) -> None:
+    def checkpoint(self, step: int, path: str, **extra: Any) -> None:
         for r in self.reporters:
-            r.checkpoint(step, path)
+            r.checkpoint(step, path, **extra)
+
+    def diverged(self, step: int, kind: str, samples: list[int]) -> None:
+        for r in self.reporters:
+            r.diverged(step, kind, samples)
+
+    def sigterm(self, step: int, saved: bool, grace_left_s: float, expected_save_s: float) -> None:
+        for r in self.reporters:
+            r.sigterm(step, saved, grace_left_s, expected_save_s)
 
     def done(self, step: int, tokens: int) -> None:
         for r in self.reporters:

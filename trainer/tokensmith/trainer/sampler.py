@@ -17,6 +17,7 @@ sample repeated or skipped.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -104,6 +105,34 @@ class BatchPlan:
     def step_positions(self, data_position: int) -> np.ndarray:
         """Every position of the step (all ranks, all micro-steps): [p, p + G)."""
         return np.arange(data_position, data_position + self.global_batch, dtype=np.int64)
+
+    def local(self, step_positions: np.ndarray, rank: int, micro_step: int) -> np.ndarray:
+        """The slice of a step's positions (from `take_positions`) that `rank` reads in `micro_step`:
+        the same layout as `positions`, over positions that may have gaps."""
+        start = micro_step * self.micro_batch * self.world_size + rank * self.micro_batch
+        return step_positions[start : start + self.micro_batch]
+
+
+def take_positions(start: int, count: int, skip: Sequence[Sequence[int]] = ()) -> np.ndarray:
+    """The first `count` global sample positions >= `start` outside every skip range [a, b).
+
+    The health policy's deterministic data skip (`data.skip_samples`): the positions a step reads depend
+    only on where the step starts and on the skip list, so a replay reads the same samples, and the
+    next data position is `last + 1`. Ranges behind `start` change nothing, so a skip list may grow
+    between attempts without moving positions that were already consumed."""
+    pieces: list[np.ndarray] = []
+    need, p = count, start
+    for a, b in sorted((int(r[0]), int(r[1])) for r in skip):
+        if b <= p or need == 0:
+            continue
+        if a > p:
+            n = min(need, a - p)
+            pieces.append(np.arange(p, p + n, dtype=np.int64))
+            need -= n
+        p = max(p, b)
+    if need:
+        pieces.append(np.arange(p, p + need, dtype=np.int64))
+    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
 
 
 class TokenSource(Protocol):

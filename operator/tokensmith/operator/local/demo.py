@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     code = call(
         ["curate", str(corpus), "--out", str(data), "--vocab-size", "2048", "--valid-fraction", "0.1",
          "--word-tokenizer", "regex", "--skip", "gopher_quality", "--skip", "gopher_repetition",
-         "--skip", "c4", "--skip", "fineweb", "--no-progress"]
+         "--skip", "c4", "--skip", "fineweb", "--skip", "language", "--no-progress"]
     )  # fmt: skip
     if code:
         return code

@@ -110,6 +110,12 @@ def _map_paths(spec: dict[str, Any], mounts: list[tuple[str, str]], workdir: Pat
                 if local != section[key]:
                     mapped.append((str(local), section[key]))
                 section[key] = local
+        for source in section.get("sources") or []:  # a weighted mixture: every source's path
+            if isinstance(source, dict) and isinstance(source.get("path"), str):
+                local = _rewrite(source["path"], mounts)
+                if local != source["path"]:
+                    mapped.append((str(local), source["path"]))
+                source["path"] = local
     ckpt = spec.setdefault("checkpoint", {})
     # The checkpoint volume is this directory; its mount path becomes the directory itself.
     ckpt["mountPath"] = str(workdir.resolve())
@@ -173,8 +179,10 @@ def check_local_paths(job: LocalJob) -> None:
         cfg = job.trainer_config()
     except ValueError:
         return  # reconcile's check_spec reports it as InvalidSpec, like the operator does
+    sources = [(f"data.sources[{i}].path", s.path) for i, s in enumerate(cfg.data.sources)]
     for what, value in (
         ("data.trainPath", cfg.data.train_path),
+        *sources,
         ("data.validPath", cfg.data.valid_path),
         ("data.tokenizerPath", cfg.data.tokenizer_path),
     ):

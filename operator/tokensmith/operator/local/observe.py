@@ -12,8 +12,10 @@ Mapping (Kubernetes -> here):
 - `deletionTimestamp` -> the runner has sent SIGTERM;
 - an evaluation Job and its termination message -> a `tokensmith eval` process and the file named
   by `TOKENSMITH_TERMINATION_LOG`;
-- the trainer's `status.progress` / `status.lastCheckpoint` patches -> the same fields taken from the
-  JSON lines the trainer appends to `TOKENSMITH_REPORT_FILE`.
+- the trainer's `status.progress` / `status.lastCheckpoint` (with `healthy`) / `lastHealthyCheckpoint` /
+  `divergence` patches -> the same fields taken from the JSON lines the trainer appends to
+  `TOKENSMITH_REPORT_FILE` (the runner tags each line with its attempt, which the divergence keeps);
+- a node name -> none: one machine, so a rollback replays in place (no anti-affinity, no suspects).
 """
 
 from __future__ import annotations

@@ -73,6 +73,8 @@ def load_config(config_file: str | None, sets: tuple[str, ...], overrides: dict[
 @click.option(
     "--tokenizer", "tokenizer_path", type=click.Path(dir_okay=False), help="Use this tokenizer.json."
 )
+@click.option("--languages", help="Languages to keep, comma-separated fastText codes (default en).")
+@click.option("--language-threshold", type=float, help="Minimum language confidence (default 0.65).")
 @click.option("--vocab-size", type=int, help="Vocabulary of the BPE to train (default 32768).")
 @click.option("--eos-token", help="End-of-document token (default <|endoftext|>).")
 @click.option("--valid-fraction", type=float, help="Share of documents for validation (default 0.01).")
@@ -83,7 +85,20 @@ def load_config(config_file: str | None, sets: tuple[str, ...], overrides: dict[
 @click.option("--word-tokenizer", type=click.Choice(["spacy", "regex"]), help="Word splitter for the rules.")
 @click.option("--encoding-errors", type=click.Choice(["strict", "replace"]), help="Non-UTF-8 input handling.")
 @click.option("--tasks", type=int, help="datatrove tasks (ranks); default 2.")
-@click.option("--workers", type=int, help="Tasks run at once; default 2.")
+@click.option(
+    "--workers", type=int, help="Tasks run at once (local; CPUs of a private local Ray); default 2."
+)
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Run the stages here (local) or on a Ray cluster (ray; needs tokensmith[ray]).",
+)
+@click.option(
+    "--ray-address",
+    help="Ray cluster to use with --executor ray (default: RAY_ADDRESS, else a private local Ray).",
+)
 @click.option("--force", is_flag=True, help="Discard an earlier run in --out and start over.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: when on a terminal).")
 @format_option(default="table", choices=("table", "json"))
@@ -94,6 +109,8 @@ def curate(
     sets: tuple[str, ...],
     skip: tuple[str, ...],
     tokenizer_path: str | None,
+    languages: str | None,
+    language_threshold: float | None,
     vocab_size: int | None,
     eos_token: str | None,
     valid_fraction: float | None,
@@ -103,6 +120,8 @@ def curate(
     encoding_errors: str | None,
     tasks: int | None,
     workers: int | None,
+    executor: str,
+    ray_address: str | None,
     force: bool,
     progress: bool | None,
     fmt: str,
@@ -117,6 +136,8 @@ def curate(
 
     overrides: dict[str, Any] = {
         "tokenizer.path": tokenizer_path,
+        "language.languages": languages.split(",") if languages is not None else None,
+        "language.threshold": language_threshold,
         "tokenizer.vocab_size": vocab_size,
         "tokenizer.eos_token": eos_token,
         "valid_fraction": valid_fraction,
@@ -130,8 +151,17 @@ def curate(
     for step in skip:
         overrides[f"{step}.enabled"] = False
     config = load_config(config_file, sets, overrides)
+    if ray_address and executor != "ray":
+        raise click.UsageError("--ray-address needs --executor ray")
     report = run(
-        list(inputs), out, config, progress=progress, force=force, log=lambda m: click.echo(m, err=True)
+        list(inputs),
+        out,
+        config,
+        progress=progress,
+        force=force,
+        log=lambda m: click.echo(m, err=True),
+        executor=executor,
+        ray_address=ray_address,
     )
     if fmt == "json":
         click.echo(to_json({k: v for k, v in report.items() if k != "config"}))
@@ -146,6 +176,9 @@ def curate(
         for s in report["steps"]
     ]
     click.echo(table(rows, ["step", "in", "out", "removed (reason count)"]))
+    if report.get("languages"):
+        lang_rows = [[k, v["documents"], v["kept"]] for k, v in report["languages"].items()]
+        click.echo("\n" + table(lang_rows, ["language", "documents", "kept"]))
     pii = ", ".join(f"{k} {v}" for k, v in report["pii"].items()) or "off"
     click.echo(f"\nPII redacted: {pii}")
     for name, split in report["splits"].items():
@@ -211,40 +244,62 @@ def cat(directory: str, split: str, limit: int | None) -> None:
             printed += 1
 
 
+def _source_name(directory: str) -> str:
+    path = Path(directory).resolve()
+    return path.parent.name if path.name in ("train", "valid") else path.name
+
+
 @data.command(name="stats")
-@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.argument("directories", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--verify", is_flag=True, help="Also check every file's SHA-256 against the manifest.")
 @click.option("--output", type=click.Path(dir_okay=False), help="Write the report to this file (atomically).")
 @format_option(default="table", choices=("table", "json", "yaml"))
-def stats(directory: str, verify: bool, output: str | None, fmt: str) -> None:
-    """Shard, document and token counts per split."""
+def stats(directories: tuple[str, ...], verify: bool, output: str | None, fmt: str) -> None:
+    """Shard, document and token counts per source and split, and per language.
+
+    DIRECTORIES: one `tokensmith curate` output (or split) per source, e.g. the paths of data.sources.
+    """
     from tokensmith.trainer.data.shards import ShardSet
 
     rows: list[dict[str, Any]] = []
-    for name, folder in _split_dirs(directory, "all"):
-        shards = ShardSet.open(folder, verify=verify)
-        rows.append(
-            {
-                "split": name,
-                "shards": len(shards.shards),
-                "documents": shards.num_documents,
-                "tokens": shards.num_tokens,
-                "dtype": shards.manifest.dtype,
-                "vocab_size": shards.vocab_size,
-                "eos_id": shards.eos_id,
-                "bytes": sum(s.info.bytes for s in shards.shards),
-                "verified": verify,
-            }
-        )
-    report = {"directory": str(Path(directory)), "splits": rows}
+    languages: list[dict[str, Any]] = []
+    for directory in directories:
+        source = _source_name(directory)
+        for name, folder in _split_dirs(directory, "all"):
+            shards = ShardSet.open(folder, verify=verify)
+            rows.append(_stats_row(source, name, shards, verify))
+            for language, counts in (shards.manifest.extra.get("languages") or {}).items():
+                languages.append({"source": source, "split": name, "language": language, **counts})
+    report: dict[str, Any] = {"directories": [str(Path(d)) for d in directories], "splits": rows}
+    if len(directories) == 1:
+        report["directory"] = str(Path(directories[0]))
+    report["languages"] = languages
     if fmt == "json":
         text = to_json(report)
     elif fmt == "yaml":
         text = to_yaml(report)
     else:
-        headers = ["split", "shards", "documents", "tokens", "dtype", "vocab_size"]
+        headers = ["source", "split", "shards", "documents", "tokens", "dtype", "vocab_size"]
         text = table([[r[h] for h in headers] for r in rows], headers)
+        if languages:
+            lang_headers = ["source", "split", "language", "documents", "tokens"]
+            text += "\n\n" + table([[r[h] for h in lang_headers] for r in languages], lang_headers)
     if output:
         atomic_write_text(output, text + "\n")
     else:
         click.echo(text)
+
+
+def _stats_row(source: str, name: str, shards: Any, verify: bool) -> dict[str, Any]:
+    return {
+        "source": source,
+        "split": name,
+        "shards": len(shards.shards),
+        "documents": shards.num_documents,
+        "tokens": shards.num_tokens,
+        "dtype": shards.manifest.dtype,
+        "vocab_size": shards.vocab_size,
+        "eos_id": shards.eos_id,
+        "bytes": sum(s.info.bytes for s in shards.shards),
+        "verified": verify,
+    }

@@ -1,6 +1,7 @@
 """`tokensmith curate` options: one pydantic model, every step configurable and able to be switched off.
 
-Defaults follow FineWeb's published recipe (Penedo et al., 2024, "The FineWeb Datasets"): Gopher
+Defaults follow FineWeb's published recipe (Penedo et al., 2024, "The FineWeb Datasets"): language
+identification keeping English at fastText confidence 0.65, Gopher
 repetition and quality rules (Rae et al., 2021, Gopher, appendix A), C4's line rules without the
 terminal-punctuation rule (Raffel et al., 2020), FineWeb's own three rules, and MinHash with 5-gram
 shingles, 14 bands of 8 hashes (112 hashes; the LSH threshold is about (1/14)^(1/8) = 0.72).
@@ -19,6 +20,7 @@ from tokensmith.trainer.data.pii import PII_KINDS
 
 STEP_NAMES = (
     "normalize",
+    "language",
     "gopher_repetition",
     "gopher_quality",
     "c4",
@@ -38,6 +40,24 @@ class NormalizeConfig(_Section):
     form: Literal["NFC", "NFKC", "NFD", "NFKD"] = Field("NFC", description="Unicode normal form (UAX #15).")
     newlines: bool = Field(True, description="Turn \\r\\n and \\r into \\n.")
     strip_control: bool = Field(True, description="Drop C0/C1 control characters except tab and newline.")
+
+
+class LanguageConfig(_Section):
+    languages: list[str] = Field(
+        default_factory=lambda: ["en"],
+        description="Languages to keep, as fastText lid.176 labels them (ISO 639-1 where one exists: en, "
+        "de, fr, zh, ...).",
+    )
+    threshold: float = Field(
+        0.65, ge=0, le=1, description="Minimum confidence of the top language (FineWeb's 0.65)."
+    )
+
+    @model_validator(mode="after")
+    def _some(self) -> LanguageConfig:
+        self.languages = [code.strip().lower() for code in self.languages if code.strip()]
+        if not self.languages:
+            raise ValueError("name at least one language (e.g. en) or switch the step off (--skip language)")
+        return self
 
 
 class GopherRepetitionConfig(_Section):
@@ -135,6 +155,7 @@ class CurateConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     normalize: NormalizeConfig = Field(default_factory=NormalizeConfig)
+    language: LanguageConfig = Field(default_factory=LanguageConfig)
     gopher_repetition: GopherRepetitionConfig = Field(default_factory=GopherRepetitionConfig)
     gopher_quality: GopherQualityConfig = Field(default_factory=GopherQualityConfig)
     c4: C4Config = Field(default_factory=C4Config)

@@ -3,7 +3,8 @@
 Stages, each a datatrove executor with its own logging folder (so completed tasks are skipped when a
 run is resumed), over the work folder `OUT/.work/`:
 
-1. `filter` (T tasks): read -> normalize -> Gopher repetition -> Gopher quality -> C4 -> FineWeb,
+1. `filter` (T tasks): read -> normalize -> language ID -> Gopher repetition -> Gopher quality -> C4 ->
+   FineWeb,
    writing `filtered/{rank}.jsonl` while hashing each document for exact dedup (or MinHash).
 2. `exact_find` (1 task) and `exact_filter` (T tasks): drop exact copies, sign the rest for MinHash.
 3. `near_buckets` (one task per band), `near_cluster` (1 task): MinHash LSH pairs and clusters.
@@ -24,38 +25,13 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tokensmith.core.errors import TokensmithError
 from tokensmith.core.io import atomic_write_text
 from tokensmith.trainer.data.config import CurateConfig
-
-WORK = ".work"
-SPLITS = ("train", "valid")
-TOKENIZER_FILE = "tokenizer.json"
-
-
-@dataclass
-class Stage:
-    name: str
-    pipeline: list[Any]
-    tasks: int
-
-
-@dataclass
-class RunContext:
-    out: Path
-    config: CurateConfig
-    files: list[str]
-    progress: bool
-    log: Callable[[str], None]
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def work(self) -> Path:
-        return self.out / WORK
+from tokensmith.trainer.data.context import SPLITS, TOKENIZER_FILE, WORK, RunContext, Stage
 
 
 # --- inputs ----------------------------------------------------------------------------------------
@@ -114,14 +90,6 @@ def _expand_remote(item: str) -> list[str]:
     return [p if "://" in p else f"{protocol}://{p}" for p in paths]
 
 
-def input_bytes(files: Sequence[str]) -> int:
-    total = 0
-    for path in files:
-        if "://" not in path:
-            total += os.path.getsize(path)
-    return total
-
-
 # --- fingerprint / resume --------------------------------------------------------------------------
 def _fingerprint(config: CurateConfig, files: Sequence[str]) -> dict[str, Any]:
     return {"config": config.model_dump(mode="json"), "files": list(files)}
@@ -162,13 +130,15 @@ def _quality_steps(config: CurateConfig) -> list[Any]:
         GopherRepetitionFilter,
     )
 
-    from tokensmith.trainer.data.steps import UnicodeNormalizer, word_tokenizer
+    from tokensmith.trainer.data.steps import LanguageFilter, UnicodeNormalizer, word_tokenizer
 
     language = word_tokenizer(config.word_tokenizer)
     steps: list[Any] = []
     if config.normalize.enabled:
         n = config.normalize
         steps.append(UnicodeNormalizer(n.form, n.newlines, n.strip_control))
+    if config.language.enabled:
+        steps.append(LanguageFilter(config.language.languages, config.language.threshold))
     if config.gopher_repetition.enabled:
         steps.append(
             GopherRepetitionFilter(
@@ -302,24 +272,17 @@ def _warm_word_tokenizer(config: CurateConfig) -> None:
 
 
 def run_stage(ctx: RunContext, stage: Stage) -> None:
-    from tokensmith.trainer.data.steps import QuietLocalExecutor
+    """Run a stage's incomplete tasks on the run's executor (local or Ray; see executors.py)."""
+    from tokensmith.trainer.data.executors import make_executor, run_executor
 
-    workers = max(1, min(ctx.config.workers, stage.tasks))
-    executor = QuietLocalExecutor(
-        pipeline=stage.pipeline,
-        tasks=stage.tasks,
-        workers=workers,
-        logging_dir=str(ctx.work / "logs" / stage.name),
-        start_method="fork",
-    )
+    executor = make_executor(ctx, stage)
     pending = len(executor.get_incomplete_ranks())
     if pending == 0:
         ctx.log(f"  {stage.name}: done earlier, skipped")
         return
     started = time.perf_counter()
-    ctx.log(f"  {stage.name}: {pending}/{stage.tasks} task(s)")
-    executor.log_file = str(ctx.work / "datatrove.log")
-    executor.run()
+    ctx.log(f"  {stage.name}: {pending}/{stage.tasks} task(s)" + (" on Ray" if ctx.executor == "ray" else ""))
+    run_executor(ctx, stage, executor)
     ctx.timings[stage.name] = ctx.timings.get(stage.name, 0.0) + time.perf_counter() - started
 
 
@@ -433,17 +396,26 @@ def tokenize_stages(ctx: RunContext, tokenizer_path: Path) -> list[Stage]:
 def write_manifests(ctx: RunContext, tokenizer_path: Path) -> dict[str, Any]:
     from tokenizers import Tokenizer
 
+    from tokensmith.trainer.data.report import stage_stats
     from tokensmith.trainer.data.shards import write_manifest, write_shards
 
     tokenizer = Tokenizer.from_file(str(tokenizer_path))
     vocab = tokenizer.get_vocab_size()
     eos_id = tokenizer.token_to_id(ctx.config.tokenizer.eos_token)
+    tokenize_stats = stage_stats(ctx.work / "logs", "tokenize")
+    counters = tokenize_stats[1] if len(tokenize_stats) > 1 else {}
     manifests = {}
     for split in SPLITS:
         folder = ctx.out / split
         folder.mkdir(parents=True, exist_ok=True)
         names = sorted(p.name for p in folder.glob("*.ds") if p.stat().st_size > 0)
-        extra = {"valid_fraction": ctx.config.valid_fraction, "split_seed": ctx.config.split_seed}
+        extra: dict[str, Any] = {
+            "valid_fraction": ctx.config.valid_fraction,
+            "split_seed": ctx.config.split_seed,
+        }
+        languages = split_languages(counters, split)
+        if languages:
+            extra["languages"] = languages
         if names:
             manifest = write_manifest(
                 folder, names, vocab, eos_id, None, f"../{TOKENIZER_FILE}", split, extra
@@ -462,6 +434,20 @@ def write_manifests(ctx: RunContext, tokenizer_path: Path) -> dict[str, Any]:
     return manifests
 
 
+def split_languages(counters: dict[str, float], split: str) -> dict[str, dict[str, int]]:
+    """{language: {documents, tokens}} of one split from the tokenize stage's counters."""
+    prefix = f"lang_{split}_documents_"
+    found = {
+        key.removeprefix(prefix): {
+            "documents": int(value),
+            "tokens": int(counters.get(f"lang_{split}_tokens_{key.removeprefix(prefix)}", 0)),
+        }
+        for key, value in counters.items()
+        if key.startswith(prefix)
+    }
+    return dict(sorted(found.items(), key=lambda kv: (-kv[1]["tokens"], kv[0])))
+
+
 # --- the whole run ---------------------------------------------------------------------------------
 def curate(
     inputs: Sequence[str],
@@ -471,8 +457,34 @@ def curate(
     progress: bool | None = None,
     force: bool = False,
     log: Callable[[str], None] | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> dict[str, Any]:
-    """Run every stage (skipping completed ones) and return the report (also in OUT/report.json)."""
+    """Run every stage (skipping completed ones) and return the report (also in OUT/report.json).
+
+    `executor`: "local" (forked processes) or "ray" (datatrove's Ray executor on the cluster at
+    `ray_address`, else RAY_ADDRESS, else a private local Ray with `config.workers` CPUs). Either one
+    resumes what the other started: completed tasks are skipped."""
+    from tokensmith.trainer.data.executors import EXECUTORS, ray_session
+
+    if executor not in EXECUTORS:
+        raise TokensmithError(f"unknown executor {executor!r}: choose {' or '.join(EXECUTORS)}")
+    if executor == "ray":
+        config = config or CurateConfig()
+        with ray_session(ray_address, config.workers):
+            return _curate(inputs, out, config, progress, force, log, executor)
+    return _curate(inputs, out, config, progress, force, log, executor)
+
+
+def _curate(
+    inputs: Sequence[str],
+    out: str | os.PathLike[str],
+    config: CurateConfig | None,
+    progress: bool | None,
+    force: bool,
+    log: Callable[[str], None] | None,
+    executor: str,
+) -> dict[str, Any]:
     show = progress if progress is not None else sys.stderr.isatty()
     if not show and "tqdm" not in sys.modules:
         os.environ["TQDM_DISABLE"] = "1"  # datatrove's own bars (dedup stages) only on a terminal
@@ -488,7 +500,7 @@ def curate(
     if config.tokenizer.path:
         check_tokenizer_file(config.tokenizer.path, config.tokenizer.eos_token)
     resumed = prepare_out_dir(out_dir, config, files, force)
-    ctx = RunContext(out_dir, config, files, show, log or (lambda _msg: None))
+    ctx = RunContext(out_dir, config, files, show, log or (lambda _msg: None), executor=executor)
     quiet_datatrove(ctx.work / "datatrove.log")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the stages fork: keep tokenizers serial
     ctx.log(f"curating {len(files)} file(s) into {out_dir}" + (" (resuming)" if resumed else ""))

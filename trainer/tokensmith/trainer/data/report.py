@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tokensmith.core.io import atomic_write_text
+from tokensmith.trainer.data.context import input_bytes
 from tokensmith.trainer.data.pii import PII_KINDS
 
 if TYPE_CHECKING:
-    from tokensmith.trainer.data.pipeline import RunContext
+    from tokensmith.trainer.data.context import RunContext
     from tokensmith.trainer.data.shards import ShardManifest
 
 REPORT_VERSION = 1
@@ -96,6 +97,26 @@ def read_entry(stats: Mapping[str, float]) -> dict[str, Any]:
     }
 
 
+def language_table(stats: Mapping[str, float]) -> dict[str, dict[str, int]]:
+    """{language: {documents, kept}} from the language step's `language_XX` / `kept_XX` counters,
+    most frequent first."""
+    table = {
+        key.removeprefix("language_"): {"documents": int(value), "kept": int(stats.get(f"kept_{key[9:]}", 0))}
+        for key, value in stats.items()
+        if key.startswith("language_") and value
+    }
+    return dict(sorted(table.items(), key=lambda kv: (-kv[1]["documents"], kv[0])))
+
+
+def languages_of(ctx: RunContext) -> dict[str, dict[str, int]]:
+    """The per-language table of the run (empty when language ID is off or nothing ran)."""
+    if not ctx.config.language.enabled:
+        return {}
+    filter_stats = stage_stats(ctx.work / "logs", "filter")
+    index = 2 if ctx.config.normalize.enabled else 1  # read, [normalize], language
+    return language_table(filter_stats[index]) if len(filter_stats) > index else {}
+
+
 def accounting_steps(ctx: RunContext) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """The steps in pipeline order and the PII counts, from the stats of every stage that ran."""
     cfg, logs = ctx.config, ctx.work / "logs"
@@ -105,7 +126,7 @@ def accounting_steps(ctx: RunContext) -> tuple[list[dict[str, Any]], dict[str, i
         return steps, dict.fromkeys(PII_KINDS, 0)
     steps.append(read_entry(filter_stats[0]))
     index = 1
-    for flag in ("normalize", "gopher_repetition", "gopher_quality", "c4", "fineweb"):
+    for flag in ("normalize", "language", "gopher_repetition", "gopher_quality", "c4", "fineweb"):
         if getattr(cfg, flag).enabled:
             steps.append(step_entry(flag, filter_stats[index], flag))
             index += 1
@@ -178,8 +199,6 @@ def token_length_summary(out: Path) -> dict[str, Any]:
 def build_report(
     ctx: RunContext, manifests: Mapping[str, ShardManifest] | None, seconds: float
 ) -> dict[str, Any]:
-    from tokensmith.trainer.data.pipeline import input_bytes
-
     steps, pii = accounting_steps(ctx)
     documents_in = steps[0]["documents_in"] if steps else 0
     documents_out = steps[-1]["documents_out"] if steps else 0
@@ -205,6 +224,7 @@ def build_report(
         "tokens_out": tokens_out,
         "steps": steps,
         "pii": pii,
+        "languages": languages_of(ctx),
         "bad_lines": bad_line_locations(ctx.work / "bad_lines", ctx.config.max_bad_line_locations),
         "duplicate_clusters": {"near": cluster_sizes(ctx.work / "minhash_clusters")},
         "near_dedup": {
@@ -250,7 +270,7 @@ def render_html(report: Mapping[str, Any]) -> str:
             "PII redacted, by kind",
             "Near-duplicate clusters by size",
             "Document length (tokens)",
-            "",
+            "Documents by language (all / kept)",
         ),
         vertical_spacing=0.12,
     )
@@ -261,6 +281,9 @@ def render_html(report: Mapping[str, Any]) -> str:
     edges = lengths["edges"]
     labels = [f"{edges[i]}-{edges[i + 1]}" for i in range(len(edges) - 1)]
     fig.add_trace(go.Bar(x=labels, y=lengths["counts"]), 3, 1)
+    languages = report.get("languages", {})
+    fig.add_trace(go.Bar(x=list(languages), y=[v["documents"] for v in languages.values()]), 3, 2)
+    fig.add_trace(go.Bar(x=list(languages), y=[v["kept"] for v in languages.values()]), 3, 2)
     fig.update_layout(height=1100, showlegend=False, title="tokensmith curate")
     summary = (
         f"<p>{report['documents_in']} documents in, {report['documents_out']} out, "

