@@ -161,3 +161,34 @@ def total_gpu_hours_of(status: dict[str, object]) -> float:
     productive = status.get("productiveGPUHours") or 0.0
     assert isinstance(productive, int | float)
     return float(productive) + sum(float(v) for v in lost.values())
+
+
+def ledger_problem(status: dict[str, object]) -> str | None:
+    """One line when a status document's goodput fields do not add up (productive + lost = total to
+    1e-6, goodput = productive / total), else None; None also when it has no goodput fields yet."""
+    if status.get("productiveGPUHours") is None:
+        return None
+    acc = status.get("goodputLedger") or {}
+    assert isinstance(acc, dict)
+    lost = status.get("lostGPUHours") or {}
+    assert isinstance(lost, dict)
+    gpu_hours = status.get("gpuHours") or 0.0
+    assert isinstance(gpu_hours, int | float)
+    total = max(
+        float(acc.get("totalGPUHours") or 0.0), float(gpu_hours), sum(float(v) for v in lost.values())
+    )
+    summed = total_gpu_hours_of(status)
+    if abs(summed - total) > 1e-6:
+        return f"productive + lost = {summed:.6f} GPU-hours, total {total:.6f}"
+    ratio = status.get("goodput")
+    if total > 0 and (
+        not isinstance(ratio, int | float) or abs(ratio - summed_productive(status) / total) > 1e-5
+    ):
+        return f"goodput {ratio} is not productive / total"
+    return None
+
+
+def summed_productive(status: dict[str, object]) -> float:
+    value = status.get("productiveGPUHours") or 0.0
+    assert isinstance(value, int | float)
+    return float(value)
