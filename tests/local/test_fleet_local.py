@@ -52,6 +52,15 @@ def test_crashing_attempts_without_a_checkpoint_end_no_progress(
     assert [c.reason for c in st.conditions if c.type == "Failed"] == ["NoProgress"]
     assert st.restarts_by_class == {"Application": 2} and st.attempts_without_progress == 3
     assert st.last_failure is not None and st.last_failure.failure_class == "Application"
+    # the goodput ledger in status.json adds up (productive + lost by cause = total)
+    import json
+
+    from tokensmith.operator.goodput import ledger_problem
+
+    doc = json.loads(_status_file(tmp_path).read_text())
+    assert doc["productiveGPUHours"] is not None and set(doc["lostGPUHours"]) >= {"redone", "restart"}
+    assert ledger_problem(doc) is None
+    assert doc["observed"]["interruptions"] == 2
 
 
 @pytest.mark.timeout(120)
@@ -63,3 +72,7 @@ def test_the_active_deadline_stops_a_running_gang(tmp_path: Path, monkeypatch: p
     assert st.last_failure.reason == "DeadlineExceeded" and st.attempt == 1
     assert st.completion_time is not None and st.start_time is not None
     assert (st.completion_time - st.start_time).total_seconds() < 10
+
+
+def _status_file(tmp_path: Path) -> Path:
+    return next((tmp_path / "runs").rglob("status.json"))

@@ -321,6 +321,19 @@ def test_demo_checks_its_promises(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "attempt 2 resumed from checkpoint step 10" in capsys.readouterr().out
     status_path.write_text(json.dumps({**ok, "evaluations": [{"step": 10, "phase": "Failed"}]}))
     assert check(status_path, tmp_path, 1.0) == 1
+    balanced = {
+        "gpuHours": 1.0,
+        "productiveGPUHours": 0.75,
+        "goodput": 0.75,
+        "lostGPUHours": {"redone": 0.2, "restart": 0.05},
+        "goodputLedger": {"totalGPUHours": 1.0},
+    }
+    status_path.write_text(json.dumps({**ok, **balanced}))
+    assert check(status_path, tmp_path, 1.0) == 0
+    assert "goodput 0.75 (GPU-hours lost: redone 0.2000, restart 0.0500)" in capsys.readouterr().out
+    status_path.write_text(json.dumps({**ok, **balanced, "productiveGPUHours": 0.7}))
+    assert check(status_path, tmp_path, 1.0) == 1
+    assert "the goodput ledger does not add up" in capsys.readouterr().out
 
 
 def test_orphans_of_a_dead_runner_are_stopped(tmp_path: Path) -> None:

@@ -70,8 +70,10 @@ def test_job_gauges_by_class_and_ages() -> None:
         restarts_by_class={"Infrastructure": 2},
         gpu_hours_lost_by_class={"Infrastructure": 3.5},
         planned_restarts=1,
+        goodput=0.9,
+        lost_gpu_hours={"redone": 3.5, "restart": 1.0, "rollback": 0.75},
+        checkpoint_every_minutes=42.0,
         rollbacks=2,
-        lost_gpu_hours={"rollback": 0.75},
     )
     m = OperatorMetrics()
     m.observe_status("ml", "j", st, t0 + timedelta(seconds=5))
@@ -86,8 +88,13 @@ def test_job_gauges_by_class_and_ages() -> None:
     assert value("tokensmith_job_restarts", failure_class="Application") == 0
     assert value("tokensmith_job_gpu_hours_lost", failure_class="Infrastructure") == 3.5
     assert value("tokensmith_job_planned_restarts") == 1
+    assert value("tokensmith_job_goodput") == 0.9
+    assert value("tokensmith_job_lost_gpu_hours", cause="restart") == 1.0
+    assert value("tokensmith_job_checkpoint_every_minutes") == 42.0
     assert value("tokensmith_job_rollbacks") == 2 and value("tokensmith_job_rollback_gpu_hours_lost") == 0.75
     m.observe_status("ml", "j", LLMTrainingJobStatus(), t0)  # nothing reported yet: no age series
     assert value("tokensmith_job_heartbeat_age_seconds") is None
     m.forget_job("ml", "j")
     assert value("tokensmith_job_restarts", failure_class="Infrastructure") is None
+    assert value("tokensmith_job_goodput") is None
+    assert value("tokensmith_job_lost_gpu_hours", cause="redone") is None

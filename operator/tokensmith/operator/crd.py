@@ -48,6 +48,7 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Step", "type": "integer", "jsonPath": ".status.progress.step", "priority": 1},
     {"name": "Attempt", "type": "integer", "jsonPath": ".status.attempt", "priority": 1},
     {"name": "GPU-hours", "type": "number", "jsonPath": ".status.gpuHours", "priority": 1},
+    {"name": "Goodput", "type": "number", "jsonPath": ".status.goodput", "priority": 1},
     {"name": "Reason", "type": "string", "jsonPath": ".status.lastFailure.reason", "priority": 1},
     # run health (rollback.py): rollbacks so far and the checkpoint they return to
     {"name": "Rollbacks", "type": "integer", "jsonPath": ".status.rollbacks", "priority": 1},

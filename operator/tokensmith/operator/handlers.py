@@ -16,7 +16,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -24,7 +24,7 @@ from typing import Any, cast
 import kopf
 from pydantic import ValidationError
 
-from tokensmith.operator import admission, children, names, observe
+from tokensmith.operator import admission, cadence, children, names, observe
 from tokensmith.operator.kube import ApiError, KubeClient
 from tokensmith.operator.metrics import OperatorMetrics
 from tokensmith.operator.observed import (
@@ -55,7 +55,11 @@ log = logging.getLogger("tokensmith.operator")
 
 # Status keys that change on every reconcile while a gang runs; alone they are written at most once
 # per interval (GPU-hours stay accurate to one interval, and an idle reconcile costs no request).
-VOLATILE_STATUS = {"accountedTime", "gpuHours", "costUSD", "progressText"}
+# (and the goodput ledger, which advances with the clock: goodput.py)
+VOLATILE_STATUS = {
+    "accountedTime", "gpuHours", "costUSD", "progressText",
+    "goodput", "productiveGPUHours", "lostGPUHours", "lostCostUSD", "observed", "goodputLedger",
+}  # fmt: skip
 # Trainer-written status keys whose change should wake the reconciler (checkpoints, heartbeats).
 TRAINER_STATUS = ("progress", "lastCheckpoint", "divergence", "lastHealthyCheckpoint")
 
@@ -84,6 +88,8 @@ class Runtime:
     node_state: dict[str, Any] = field(default_factory=dict)
     watch_nodes: bool = True
     reconciles: int = 0
+    # the operator's clock (tests drive a compressed one: the goodput soak)
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
     def wake(self, namespace: str, job: str) -> None:
         event = self.wakeups.get((namespace, job))
@@ -299,7 +305,7 @@ async def reconcile_once(
 ) -> float | None:
     """Read, decide, write; returns the seconds after which to look again."""
     started = time.perf_counter()
-    now = datetime.now(UTC)
+    now = rt.clock()
     meta = body.get("metadata") or {}
     generation = meta.get("generation")
     stored = current_status(rt, namespace, name, body.get("status"))
@@ -353,6 +359,8 @@ async def apply(
 ) -> None:
     """Carry out a decision in the order `reconcile.py` documents: create, record, delete, tell."""
     sem = asyncio.Semaphore(rt.max_parallel_writes)
+    if spec is not None:  # a new attempt runs with the adaptive checkpoint interval (cadence.py)
+        spec = cadence.effective_spec(spec, decision.status)
 
     async def create(obj: dict[str, Any]) -> None:
         async with sem:

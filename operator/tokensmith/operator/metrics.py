@@ -90,6 +90,21 @@ class OperatorMetrics:
             JOB,
             registry=self.registry,
         )
+        self.goodput = Gauge(
+            "tokensmith_job_goodput", "Productive / total GPU-hours (goodput.py)", JOB, registry=self.registry
+        )
+        self.lost_gpu_hours = Gauge(
+            "tokensmith_job_lost_gpu_hours",
+            "GPU-hours lost by cause: redone, rollback, restart, checkpoint (goodput.py)",
+            ["namespace", "job", "cause"],
+            registry=self.registry,
+        )
+        self.checkpoint_every_minutes = Gauge(
+            "tokensmith_job_checkpoint_every_minutes",
+            "The adaptive checkpoint interval (cadence.py)",
+            JOB,
+            registry=self.registry,
+        )
         # run health (rollback.py)
         self.rollbacks = Gauge(
             "tokensmith_job_rollbacks",
@@ -124,6 +139,12 @@ class OperatorMetrics:
             self.job_restarts.labels(namespace, name, cls).set(status.restarts_by_class.get(cls, 0))
             self.gpu_hours_lost.labels(namespace, name, cls).set(status.gpu_hours_lost_by_class.get(cls, 0.0))
         self.planned_restarts.labels(namespace, name).set(status.planned_restarts)
+        for gauge, value in ((self.goodput, status.goodput),
+                             (self.checkpoint_every_minutes, status.checkpoint_every_minutes)):  # fmt: skip
+            if value is not None:
+                gauge.labels(namespace, name).set(value)
+        for cause, hours in status.lost_gpu_hours.items():
+            self.lost_gpu_hours.labels(namespace, name, cause).set(hours)
         self.rollbacks.labels(namespace, name).set(status.rollbacks)
         self.rollback_gpu_hours_lost.labels(namespace, name).set(status.lost_gpu_hours.get("rollback", 0.0))
 
@@ -131,13 +152,19 @@ class OperatorMetrics:
         self._phases.pop((namespace, name), None)
         self._refresh()
         for gauge in (self.gpu_hours, self.heartbeat_age, self.checkpoint_age, self.tokens_per_second,
-                      self.planned_restarts, self.rollbacks, self.rollback_gpu_hours_lost):  # fmt: skip
+                      self.planned_restarts, self.goodput, self.checkpoint_every_minutes, self.rollbacks,
+                      self.rollback_gpu_hours_lost):  # fmt: skip
             with contextlib.suppress(KeyError):
                 gauge.remove(namespace, name)
         for cls in FAILURE_CLASSES:
             for gauge in (self.job_restarts, self.gpu_hours_lost):
                 with contextlib.suppress(KeyError):
                     gauge.remove(namespace, name, cls)
+        from tokensmith.operator.goodput import CAUSES
+
+        for cause in CAUSES:
+            with contextlib.suppress(KeyError):
+                self.lost_gpu_hours.remove(namespace, name, cause)
 
     def _refresh(self) -> None:
         for phase in PHASES:

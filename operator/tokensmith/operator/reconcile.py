@@ -27,6 +27,7 @@ from tokensmith.operator import (
     budget,
     evaluation,
     failures,
+    goodput,
     lifecycle,
     nodes,
     policy,
@@ -177,7 +178,10 @@ def reconcile(
         _decide(name, spec, status, observed, admission_policy), observed.workers
     )
     decision = _force_delete_stuck(spec, decision, observed)
-    return lifecycle.after_finish(spec, decision, observed.now)
+    decision = lifecycle.after_finish(spec, decision, observed.now)
+    # the goodput ledger: productive + lost by cause = wall-clock GPU-hours (goodput.py)
+    counted = goodput.account(spec, status, decision.status, observed.now)
+    return Decision(counted, decision.actions, decision.requeue_after)
 
 
 def _force_delete_stuck(spec: LLMTrainingJobSpec, decision: Decision, observed: Observed) -> Decision:

@@ -307,6 +307,22 @@ class CheckpointSpec(K8sModel):
     every_steps: int | None = Field(None, ge=0, description="Overrides trainer.checkpoint.every_steps.")
     every_minutes: float | None = Field(None, ge=0, description="Overrides trainer.checkpoint.every_minutes.")
     keep: int | None = Field(None, ge=1, description="Overrides trainer.checkpoint.keep.")
+    adaptive: bool = Field(
+        False,
+        description="Recompute the Daly-optimal interval from the observed failure rate and checkpoint "
+        "cost (cadence.py); everyMinutes is the starting interval.",
+    )
+    prior_mtbf_gpu_hours: float | None = Field(
+        None,
+        gt=0,
+        alias="priorMTBFGPUHours",
+        description="The planner's MTBF per GPU (GPU-hours per failure); default 50,700 (Llama 3).",
+    )
+    prior_seconds: float | None = Field(
+        None, gt=0, description="The planner's checkpoint write seconds, until a save is measured."
+    )
+    min_minutes: float = Field(5.0, gt=0, description="Lower bound of the adaptive interval.")
+    max_minutes: float = Field(1440.0, gt=0, description="Upper bound of the adaptive interval.")
 
     @model_validator(mode="after")
     def _one_source(self) -> CheckpointSpec:
@@ -632,6 +648,29 @@ class CheckpointRef(StatusModel):
     )
 
 
+class GoodputObserved(StatusModel):
+    """What the run has shown so far (goodput.py): interruptions, MTBF and checkpoint cost."""
+
+    interruptions: int = Field(0, ge=0, description="Failure-driven restarts plus disruption restarts.")
+    mtbf_gpu_hours: float | None = Field(
+        None, ge=0, alias="mtbfGPUHours", description="Total GPU-hours per interruption (none before one)."
+    )
+    mean_checkpoint_seconds: float | None = Field(
+        None, ge=0, description="Mean seconds training was blocked per checkpoint save (trainer reports)."
+    )
+
+
+class GoodputLedger(StatusModel):
+    """The operator's running sums behind the goodput fields (goodput.py); not for people."""
+
+    time: datetime | None = Field(None, description="Wall-clock GPU-hours are counted up to this time.")
+    total_gpu_hours: float = Field(0.0, ge=0, alias="totalGPUHours")
+    restart_gpu_hours: float = Field(0.0, ge=0, alias="restartGPUHours")
+    checkpoint_seconds: float = Field(0.0, ge=0, description="Sum of blocked seconds of the saves seen.")
+    checkpoint_saves: int = Field(0, ge=0, description="Saves that reported their blocked seconds.")
+    checkpoint_step: int | None = Field(None, description="Newest checkpoint step counted.")
+
+
 class EvaluationResult(StatusModel):
     """One evaluation of one checkpoint step."""
 
@@ -801,12 +840,25 @@ class LLMTrainingJobStatus(StatusModel):
     lost_gpu_hours: dict[str, float] = Field(
         default_factory=dict,
         alias="lostGPUHours",
-        description="GPU-hours of work thrown away, by cause (rollback: steps redone after a rollback); "
-        "part of gpuHours.",
+        description="GPU-hours lost, by cause (goodput.py): redone (work since the last checkpoint "
+        "of a failed attempt), rollback (steps redone after a rollback), restart (restart, backoff and "
+        "scheduling time), checkpoint (training blocked by saves); productive + lost = total.",
     )
     lost_cost_usd: dict[str, float] = Field(
         default_factory=dict, alias="lostCostUSD", description="lostGPUHours in dollars (with a price)."
     )
+    # -- goodput (goodput.py) --
+    goodput: float | None = Field(
+        None, ge=0, le=1, description="productiveGPUHours / total GPU-hours since the start (wall clock)."
+    )
+    productive_gpu_hours: float | None = Field(
+        None, ge=0, alias="productiveGPUHours", description="GPU-hours of steps that count."
+    )
+    observed: GoodputObserved | None = None
+    checkpoint_every_minutes: float | None = Field(
+        None, ge=0, description="The adaptive checkpoint interval the next attempt runs with (cadence.py)."
+    )
+    goodput_ledger: GoodputLedger | None = None
 
 
 # --------------------------------------------------------------------------------------- helpers

@@ -176,7 +176,15 @@ def list_gpus_text(fmt: str) -> str:
 @click.option(
     "--job-name", type=str, default=None, help="metadata.name of the emitted job (default from the plan)."
 )
+@click.option(
+    "--from-run",
+    "from_run",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Refit from a job's status.json / llmjob YAML and re-forecast finish time and cost.",
+)
 def plan(
+    from_run: str | None,
     gpu: str | None,
     law: str | None,
     owned: bool,
@@ -198,6 +206,19 @@ def plan(
     Numbers accept 7e9, 7B, 1.5T, 250k. Exit code 2 on bad or contradictory input.
     """
     fmt = fmt.lower()
+    if from_run is not None:
+        import json as _json
+        from pathlib import Path as _Path
+
+        from tokensmith.planner import fromrun
+
+        try:
+            refit = fromrun.forecast(fromrun.read_status(_Path(from_run)))
+        except fromrun.FromRunError as err:
+            raise click.UsageError(str(err)) from err
+        body = _json.dumps(refit.as_dict(), indent=2) if fmt == "json" else fromrun.text(refit)
+        _emit(body, output)
+        return
     if list_gpus:
         _emit(list_gpus_text(fmt), output)
         return

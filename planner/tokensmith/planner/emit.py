@@ -111,6 +111,11 @@ def build_job(plan: Plan, name: str | None = None, checkpoint_claim: str | None 
             "checkpoint": {
                 "volume": {"persistentVolumeClaim": {"claimName": checkpoint_claim or f"{name}-checkpoints"}},
                 "everyMinutes": every_minutes,
+                # the operator steers the interval from the failures and saves it sees (cadence.py),
+                # starting from this plan's Daly interval with its MTBF and write time as the prior
+                "adaptive": True,
+                "priorMTBFGPUHours": round(plan.job_mtbf_hours * c.nodes * c.gpus_per_node, 1),
+                "priorSeconds": round(max(plan.checkpoint_write_seconds, 1.0), 1),
             },
             "budget": budget,
         }

@@ -122,6 +122,11 @@ def check(status_path: Path, out: Path, seconds: float) -> int:
     evals = status.get("evaluations") or []
     if not evals or any(e.get("phase") != "Succeeded" for e in evals):
         problems.append(f"evaluations not all Succeeded: {[(e['step'], e['phase']) for e in evals]}")
+    from tokensmith.operator.goodput import ledger_problem
+
+    unbalanced = ledger_problem(status)
+    if unbalanced is not None:
+        problems.append(f"the goodput ledger does not add up: {unbalanced}")
     print()
     if problems:
         print("demo FAILED: " + "; ".join(problems))
@@ -129,9 +134,18 @@ def check(status_path: Path, out: Path, seconds: float) -> int:
     r = resumed[-1]
     print(
         f"demo OK in {seconds:.0f}s: attempt {r['attempt']} resumed from checkpoint step {r['resume_step']}, "
-        f"{len(evals)} checkpoints evaluated. Open {out / 'report.html'} and {out / 'plan.html'}."
+        f"{len(evals)} checkpoints evaluated; {_goodput_line(status)}. "
+        f"Open {out / 'report.html'} and {out / 'plan.html'}."
     )
     return 0
+
+
+def _goodput_line(status: dict[str, object]) -> str:
+    """Goodput and the lost GPU-hours by cause, from the status document (the ledger adds up: checked)."""
+    lost = status.get("lostGPUHours") or {}
+    assert isinstance(lost, dict)
+    causes = ", ".join(f"{k} {float(v):.4f}" for k, v in lost.items() if float(v) > 0) or "none"
+    return f"goodput {status.get('goodput')} (GPU-hours lost: {causes})"
 
 
 if __name__ == "__main__":

@@ -18,14 +18,14 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from tokensmith.core.io import atomic_write_text
-from tokensmith.operator import evaluation
+from tokensmith.operator import cadence, evaluation
 from tokensmith.operator.local.manifest import LocalJob
 from tokensmith.operator.local.observe import fold_reports, worker_observation
 from tokensmith.operator.local.processes import Evaluations, Gang, ReportTail
@@ -170,6 +170,10 @@ class LocalRunner:
         """Create, record, delete, tell: the order `reconcile.py` documents."""
         for action in decision.actions:
             if isinstance(action, CreateGang):
+                # a new attempt runs with the adaptive checkpoint interval (cadence.py)
+                self.gang.job = replace(
+                    self.gang.job, spec=cadence.effective_spec(self.spec, decision.status)
+                )
                 started = self.gang.create(action.attempt, action.indices, action.plan)
                 if started and action.attempt != old.attempt:
                     ckpt = decision.status.last_checkpoint

@@ -1,0 +1,123 @@
+"""Adaptive checkpointing (cadence.py) on seeded failure schedules (chaos.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tokensmith.operator import cadence, chaos
+from tokensmith.planner.reliability import LLAMA3_GPU_HOURS_PER_FAILURE, daly_interval, wall_time
+
+GPUS = 64 * 8
+DELTA_S = 120.0
+RESTART_H = 10 / 60
+PRIOR = cadence.Prior(mtbf_gpu_hours=LLAMA3_GPU_HOURS_PER_FAILURE, checkpoint_seconds=DELTA_S)
+
+
+def adaptive(prior: cadence.Prior) -> chaos.Policy:
+    state: dict[str, float | None] = {"current": None}
+
+    def policy(failures: int, wall_hours: float) -> float:
+        target = cadence.target_minutes(prior, GPUS, failures, wall_hours * GPUS)
+        state["current"] = cadence.next_minutes(state["current"], target)
+        return state["current"] / 60.0
+
+    return policy
+
+
+@pytest.mark.parametrize(
+    ("failures", "exposure", "expected"),
+    [
+        (0, 0.0, 50_000.0),  # nothing seen: the prior
+        (0, 100_000.0, 100_000.0),  # (2 x 50k + 100k) / 2: no failure in a long time raises it
+        (2, 100_000.0, 50_000.0),  # as expected: unchanged
+        (98, 1_250_000.0, 13_500.0),  # 4x the rate (observed 12,755): the data dominate
+    ],
+)
+def test_gamma_poisson_posterior(failures: int, exposure: float, expected: float) -> None:
+    prior = cadence.Prior(mtbf_gpu_hours=50_000.0, checkpoint_seconds=60.0)
+    assert cadence.posterior_mtbf_gpu_hours(prior, failures, exposure) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("current", "target", "expected"),
+    [
+        (None, 50.0, 50.0),
+        (50.0, 54.0, 50.0),  # within 10%: kept (no flapping)
+        (50.0, 70.0, 70.0),
+        (50.0, 1.0, cadence.MIN_MINUTES),
+        (None, 1e6, cadence.MAX_MINUTES),
+    ],
+)
+def test_bounds_and_hysteresis(current: float | None, target: float, expected: float) -> None:
+    assert cadence.next_minutes(current, target) == pytest.approx(expected)
+
+
+def test_daly_is_the_planners() -> None:
+    m = LLAMA3_GPU_HOURS_PER_FAILURE / GPUS
+    assert cadence.optimal_minutes(DELTA_S, LLAMA3_GPU_HOURS_PER_FAILURE, GPUS) == pytest.approx(
+        float(daly_interval(DELTA_S / 3600, m)) * 60
+    )
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_with_4x_the_prior_failure_rate_adaptive_converges_and_beats_the_fixed_prior(seed: int) -> None:
+    true_mtbf = LLAMA3_GPU_HOURS_PER_FAILURE / 4
+    failures = chaos.schedule(seed, true_mtbf / GPUS, horizon_hours=8000)
+    work = 60 * 24.0
+    prior_tau = cadence.optimal_minutes(DELTA_S, PRIOR.mtbf_gpu_hours, GPUS) / 60
+    fixed = chaos.simulate(work, failures, DELTA_S / 3600, RESTART_H, lambda n, t: prior_tau)
+    adapt = chaos.simulate(work, failures, DELTA_S / 3600, RESTART_H, adaptive(PRIOR))
+    optimum = cadence.optimal_minutes(DELTA_S, true_mtbf, GPUS) / 60
+    assert adapt.failures >= 20
+    assert abs(adapt.intervals[-1] - optimum) <= 0.2 * optimum
+    assert adapt.goodput > fixed.goodput
+    for out in (fixed, adapt):  # every hour is accounted to a cause
+        parts = out.work_hours + out.redone_hours + out.restart_hours + out.checkpoint_hours
+        assert parts == pytest.approx(out.wall_hours, abs=1e-6)
+
+
+def test_simulated_goodput_matches_dalys_prediction() -> None:
+    """Same MTBF and checkpoint cost: the model's goodput (eq. 13) within 10% of the simulated one."""
+    mtbf_job = LLAMA3_GPU_HOURS_PER_FAILURE / GPUS
+    tau = float(daly_interval(DELTA_S / 3600, mtbf_job))
+    work = 60 * 24.0
+    for seed in (4, 5):
+        failures = chaos.schedule(seed, mtbf_job, horizon_hours=10_000)
+        out = chaos.simulate(work, failures, DELTA_S / 3600, RESTART_H, lambda n, t: tau)
+        predicted = work / float(wall_time(work, tau, DELTA_S / 3600, RESTART_H, mtbf_job))
+        assert out.goodput == pytest.approx(predicted, rel=0.10)
+
+
+def test_reconcile_steers_the_next_attempts_interval_and_effective_spec_applies_it() -> None:
+    from datetime import timedelta
+
+    from tokensmith.operator.observed import Observed, WorkerObservation
+    from tokensmith.operator.reconcile import reconcile
+    from tokensmith.operator.spec import LLMTrainingJobStatus, effective_trainer_config
+
+    from .test_reconcile import NAME, T0, make_spec, workers
+
+    # 4 devices with a 40 GPU-hour MTBF prior: Daly ~ sqrt(2 * 60 s * 10 h) ~ 35 min
+    ck = {"everyMinutes": 35.0, "adaptive": True, "priorMTBFGPUHours": 40.0, "priorSeconds": 60.0}
+    spec = make_spec(checkpoint=ck, restartPolicy={"maxRestarts": 50, "maxAttemptsWithoutProgress": 0})
+    st = reconcile(NAME, spec, LLMTrainingJobStatus(), Observed(now=T0)).status
+    t = T0
+    attempt = 1
+    for _ in range(8):  # a failure every 30 minutes: 2 GPU-hours per failure, 20x the prior's rate
+        st = reconcile(NAME, spec, st, Observed(now=t, workers=workers(attempt, "Running", "Running"))).status
+        t += timedelta(minutes=30)
+        gang = (
+            WorkerObservation(0, attempt, "Running"),
+            WorkerObservation(1, attempt, "Failed", exit_code=1),
+        )
+        st = reconcile(NAME, spec, st, Observed(now=t, workers=gang)).status
+        assert st.phase == "Restarting"
+        t += timedelta(seconds=15)
+        st = reconcile(NAME, spec, st, Observed(now=t, workers=())).status
+        attempt = st.attempt
+    # posterior MTBF (2 x 40 + ~16) / (2 + 8) ~ 9.6 GPU-hours: Daly ~ 21 min, down from 35
+    assert st.checkpoint_every_minutes is not None and st.checkpoint_every_minutes < 25.0
+    cfg = effective_trainer_config(cadence.effective_spec(spec, st), NAME)
+    assert cfg.checkpoint.every_minutes == pytest.approx(round(st.checkpoint_every_minutes, 2))
+    off = make_spec(checkpoint={"everyMinutes": 35.0})
+    assert cadence.decide(off, st) is None and cadence.effective_spec(off, st) is off
