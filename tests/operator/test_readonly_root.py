@@ -21,8 +21,29 @@ import yaml
 from tokensmith.operator import children, hardening
 from tokensmith.operator.spec import LLMTrainingJobSpec
 
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _private_ancestor(*paths: Path) -> Path | None:
+    """The first folder on the way to `paths` that other users cannot enter (the pod's uid could not
+    reach the interpreter or the sources there, e.g. a checkout inside a `mktemp -d` folder)."""
+    import stat
+
+    for path in paths:
+        for folder in [*reversed(path.parents), path]:
+            if folder.is_dir() and not folder.stat().st_mode & stat.S_IXOTH:
+                return folder
+    return None
+
+
+PRIVATE = _private_ancestor(Path(sys.executable).parent, REPO)
+
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.skipif(
+        PRIVATE is not None,
+        reason=f"the pod's uid cannot enter {PRIVATE} on the way to this checkout's venv and sources",
+    ),
     pytest.mark.skipif(
         not (
             hasattr(os, "geteuid")

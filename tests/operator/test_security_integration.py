@@ -178,4 +178,7 @@ async def test_a_namespace_enforcing_restricted_admits_the_gang_and_a_refusal_fa
         assert status["lastFailure"]["reason"] == "PolicyViolation"
         assert 'the namespace refused the job\'s pods: PodSecurity "restricted:latest"' in status["message"]
         assert cluster.workers(NS, "loosened") == []
-        assert phase(cluster, "admitted") in ("Pending", "Running")
+        # its pods exist before its status is written (create, then record): wait for the status too
+        await cluster.wait_for(
+            lambda: phase(cluster, "admitted") in ("Pending", "Running"), what="admitted Pending/Running"
+        )
