@@ -145,7 +145,9 @@ def _goodput_line(status: dict[str, object]) -> str:
     lost = status.get("lostGPUHours") or {}
     assert isinstance(lost, dict)
     causes = ", ".join(f"{k} {float(v):.4f}" for k, v in lost.items() if float(v) > 0) or "none"
-    return f"goodput {status.get('goodput')} (GPU-hours lost: {causes})"
+    goodput = status.get("goodput")
+    shown = f"{float(goodput):.3g}" if isinstance(goodput, (int, float)) else "unknown"
+    return f"goodput {shown} (GPU-hours lost: {causes})"
 
 
 if __name__ == "__main__":
