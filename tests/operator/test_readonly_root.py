@@ -22,6 +22,7 @@ from tokensmith.operator import children, hardening
 from tokensmith.operator.spec import LLMTrainingJobSpec
 
 REPO = Path(__file__).resolve().parents[2]
+VOLUME = "/srv"  # the checkpoint volume's mount path (an existing, empty directory of the host)
 
 
 def _private_ancestor(*paths: Path) -> Path | None:
@@ -36,10 +37,24 @@ def _private_ancestor(*paths: Path) -> Path | None:
     return None
 
 
+def _hidden_by_the_sandbox(*paths: Path) -> Path | None:
+    """A mount point of the pod's writable volumes (fresh emptyDirs in the sandbox) that holds one of
+    `paths`: the sandbox would hide the interpreter or the sources (e.g. a checkout under /tmp)."""
+    for mount in ("/tmp", hardening.HOME, "/dev/shm", VOLUME):
+        if any(path == Path(mount) or Path(mount) in path.parents for path in paths):
+            return Path(mount)
+    return None
+
+
 PRIVATE = _private_ancestor(Path(sys.executable).parent, REPO)
+HIDDEN = _hidden_by_the_sandbox(Path(sys.executable).parent.resolve(), REPO)
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.skipif(
+        HIDDEN is not None,
+        reason=f"this checkout lies under {HIDDEN}, where the sandbox mounts one of the pod's fresh volumes",
+    ),
     pytest.mark.skipif(
         PRIVATE is not None,
         reason=f"the pod's uid cannot enter {PRIVATE} on the way to this checkout's venv and sources",
@@ -56,7 +71,6 @@ pytestmark = [
 ]
 
 JOB = children.JobRef(name="ro", namespace="ml", uid="6f1d7a2e-0000-4000-8000-000000000003")
-VOLUME = "/srv"  # the checkpoint volume's mount path (an existing, empty directory of the host)
 
 # Inside a private mount namespace: the job's volume at /srv, a tmpfs for each emptyDir of the pod,
 # Python's installation reachable by the unprivileged user, then `/` read-only and the pod's user.
