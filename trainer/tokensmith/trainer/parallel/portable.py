@@ -48,31 +48,27 @@ def _local(built: Built, p: Any, state: str) -> Any:
 def _gather(built: Built, p: Any, local: Any) -> Any:
     """The full tensor from every tensor-parallel rank's shard (collective over the TP group); the
     AutoTP layer owning `p` knows how it was cut, so `p` lends it the shard for the call."""
-    from tokensmith.trainer.parallel.tensor import is_sharded
-
-    layer = built.owners.get(id(p))
-    if layer is None or not is_sharded(p):
-        return local
-    kept = p.data
-    try:
-        p.data = local.to(kept.dtype).contiguous()
-        layer.gather_params([p])
-        return p.data.clone()
-    finally:
-        p.data = kept
+    return _through_layer(built, p, local, lambda layer: layer.gather_params([p]), contiguous=True)
 
 
 def _split(built: Built, p: Any, full: Any) -> Any:
     """This rank's shard of a full tensor, cut the way `p` was."""
+    return _through_layer(built, p, full, lambda layer: layer._tp_partition([p]), contiguous=False)
+
+
+def _through_layer(built: Built, p: Any, value: Any, op: Any, contiguous: bool) -> Any:
+    """`value` put into `p` for the duration of `op(layer)` (the AutoTP layer that owns `p` reshapes it
+    in place), and what `p` then holds; `p` keeps its own data. Unsharded parameters pass unchanged."""
     from tokensmith.trainer.parallel.tensor import is_sharded
 
     layer = built.owners.get(id(p))
     if layer is None or not is_sharded(p):
-        return full
+        return value
     kept = p.data
     try:
-        p.data = full.to(kept.dtype).clone()
-        layer._tp_partition([p])
+        lent = value.to(kept.dtype)
+        p.data = lent.contiguous() if contiguous else lent.clone()
+        op(layer)
         return p.data.clone()
     finally:
         p.data = kept
