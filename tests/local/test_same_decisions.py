@@ -341,11 +341,9 @@ def test_both_drivers_decide_alike(name: str, tmp_path: Path) -> None:
             kube.report(checkpoint_patch(event[1], path, healthy=event[2]))
             local.reporter.checkpoint(event[1], path, healthy=event[2])
         elif kind == "diverge":  # the trainer's divergence report, before it exits 65
-            patch = divergence_patch(event[1], "nonfinite", event[2])
-            # with the attempt (TOKENSMITH_ATTEMPT), as the local runner tags every report line: the
-            # trainer's patch carries only its time, which this test's shifted clock cannot compare
-            patch["status"]["divergence"]["attempt"] = attempt
-            kube.report(patch)
+            # with the attempt (TOKENSMITH_ATTEMPT), as the trainer sends it: its time alone could not be
+            # compared with this test's shifted clock
+            kube.report(divergence_patch(event[1], "nonfinite", event[2], attempt))
             local.reporter.diverged(event[1], "nonfinite", event[2])
         elif kind == "exit":
             index, code = event[1], event[2]

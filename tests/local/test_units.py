@@ -359,3 +359,38 @@ def test_orphans_of_a_dead_runner_are_stopped(tmp_path: Path) -> None:
     finally:
         stranger.kill()
         orphan.kill()
+
+
+def test_the_runner_keeps_the_live_settings_file_that_its_workers_watch(tmp_path: Path) -> None:
+    """The local twin of the operator's live ConfigMap: `everyMinutes: auto` -> a live.json in the run
+    directory, named in every worker's environment, rewritten (atomically) only when the interval the
+    status carries changes; a fixed interval -> neither."""
+    from tokensmith.operator.local.runner import LocalRunner
+    from tokensmith.operator.observed import Decision
+
+    job = mf.load_job(
+        EXAMPLE, tmp_path / "runs", sets=("checkpoint.everyMinutes=auto", "checkpoint.initialMinutes=55")
+    )
+    runner = LocalRunner(job)
+    path = job.run_dir / "live.json"
+
+    def apply(minutes: float | None) -> dict[str, Any]:
+        st = LLMTrainingJobStatus(phase="Running", attempt=1, checkpoint_every_minutes=minutes)
+        runner.apply(st, Decision(status=st))
+        return json.loads(path.read_text())
+
+    assert apply(None) == {"checkpoint": {"every_minutes": 55.0}}  # initialMinutes until a decision
+    assert runner.gang.worker_env(1, 0)["TOKENSMITH_LIVE_SETTINGS"] == str(path)
+    assert apply(12.345) == {"checkpoint": {"every_minutes": 12.35}}
+    before = path.stat()
+    assert apply(12.345) == {"checkpoint": {"every_minutes": 12.35}}
+    assert (path.stat().st_ino, path.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)  # untouched
+    # the next attempt's trainer config starts from the same interval
+    assert runner.gang.job.trainer_config().checkpoint.every_minutes == 12.35
+
+    fixed = mf.load_job(EXAMPLE, tmp_path / "fixed")
+    plain = LocalRunner(fixed)
+    st = LLMTrainingJobStatus(phase="Running", attempt=1)
+    plain.apply(st, Decision(status=st))
+    assert not (fixed.run_dir / "live.json").exists()
+    assert "TOKENSMITH_LIVE_SETTINGS" not in plain.gang.worker_env(1, 0)

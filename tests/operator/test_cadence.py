@@ -98,7 +98,7 @@ def test_reconcile_steers_the_next_attempts_interval_and_effective_spec_applies_
     from .test_reconcile import NAME, T0, make_spec, workers
 
     # 4 devices with a 40 GPU-hour MTBF prior: Daly ~ sqrt(2 * 60 s * 10 h) ~ 35 min
-    ck = {"everyMinutes": 35.0, "adaptive": True, "priorMTBFGPUHours": 40.0, "priorSeconds": 60.0}
+    ck = {"everyMinutes": "auto", "initialMinutes": 35.0, "priorMTBFGPUHours": 40.0, "priorSeconds": 60.0}
     spec = make_spec(checkpoint=ck, restartPolicy={"maxRestarts": 50, "maxAttemptsWithoutProgress": 0})
     st = reconcile(NAME, spec, LLMTrainingJobStatus(), Observed(now=T0)).status
     t = T0
@@ -117,7 +117,74 @@ def test_reconcile_steers_the_next_attempts_interval_and_effective_spec_applies_
         attempt = st.attempt
     # posterior MTBF (2 x 40 + ~16) / (2 + 8) ~ 9.6 GPU-hours: Daly ~ 21 min, down from 35
     assert st.checkpoint_every_minutes is not None and st.checkpoint_every_minutes < 25.0
-    cfg = effective_trainer_config(cadence.effective_spec(spec, st), NAME)
+    effective = cadence.effective_spec(spec, st)
+    cfg = effective_trainer_config(effective, NAME)
     assert cfg.checkpoint.every_minutes == pytest.approx(round(st.checkpoint_every_minutes, 2))
+    assert cadence.live_settings(effective) == {
+        "checkpoint": {"every_minutes": round(st.checkpoint_every_minutes, 2)}
+    }
     off = make_spec(checkpoint={"everyMinutes": 35.0})
     assert cadence.decide(off, st) is None and cadence.effective_spec(off, st) is off
+    assert cadence.live_settings(off) is None
+
+
+VOLUME = {"persistentVolumeClaim": {"claimName": "ck"}}
+
+
+@pytest.mark.parametrize(
+    ("checkpoint", "every", "initial"),
+    [
+        ({"everyMinutes": "auto", "initialMinutes": 55.0}, "auto", 55.0),
+        ({"everyMinutes": "auto"}, "auto", None),
+        ({"everyMinutes": 30}, 30.0, None),
+        ({"everyMinutes": "7.5"}, 7.5, None),  # fractional minutes on a cluster (int-or-string)
+        ({"everyMinutes": 35.0, "adaptive": True}, "auto", 35.0),  # the older spelling
+        ({"adaptive": True}, "auto", None),
+        ({"everyMinutes": 35.0, "initialMinutes": 20.0, "adaptive": True}, "auto", 20.0),
+        ({}, None, None),
+    ],
+)
+def test_every_minutes_is_a_number_or_auto(checkpoint: dict, every: object, initial: float | None) -> None:
+    from tokensmith.operator.spec import CheckpointSpec
+
+    ck = CheckpointSpec.model_validate({"volume": VOLUME, **checkpoint})
+    assert (ck.every_minutes, ck.initial_minutes, ck.auto) == (every, initial, every == "auto")
+
+
+@pytest.mark.parametrize(
+    ("checkpoint", "message"),
+    [
+        ({"everyMinutes": "often"}, "everyMinutes: must be a number of minutes >= 0 or `auto`, not 'often'"),
+        ({"everyMinutes": -5}, "everyMinutes: must be a number of minutes >= 0 or `auto`, not -5"),
+        ({"everyMinutes": 30, "initialMinutes": 10}, "initialMinutes applies only with everyMinutes: auto"),
+        ({"everyMinutes": "auto", "initialMinutes": 0}, "initialMinutes"),
+    ],
+)
+def test_bad_intervals_are_one_line(checkpoint: dict, message: str) -> None:
+    from pydantic import ValidationError
+
+    from tokensmith.operator.spec import CheckpointSpec, format_validation_error
+
+    with pytest.raises(ValidationError) as err:
+        CheckpointSpec.model_validate({"volume": VOLUME, **checkpoint})
+    text = format_validation_error(err.value)
+    assert message in text and "\n" not in text
+
+
+def test_auto_starts_from_initial_minutes_else_from_daly_for_the_prior() -> None:
+    from tokensmith.operator.spec import LLMTrainingJobStatus, effective_trainer_config
+
+    from .test_reconcile import NAME, make_spec
+
+    prior = {"priorMTBFGPUHours": 40.0, "priorSeconds": 60.0}
+    given = make_spec(checkpoint={"everyMinutes": "auto", "initialMinutes": 50.0, **prior})
+    assert cadence.starting_minutes(given) == 50.0
+    assert effective_trainer_config(given, NAME).checkpoint.every_minutes == 50.0
+    derived = make_spec(checkpoint={"everyMinutes": "auto", **prior})
+    daly = cadence.optimal_minutes(60.0, 40.0, derived.accounted_devices)
+    assert cadence.starting_minutes(derived) == pytest.approx(daly)
+    assert effective_trainer_config(derived, NAME).checkpoint.every_minutes == pytest.approx(daly)
+    # no status yet: the first decision keeps the starting interval (within hysteresis of the target)
+    assert cadence.decide(derived, LLMTrainingJobStatus()) == pytest.approx(daly)
+    clamped = make_spec(checkpoint={"everyMinutes": "auto", **prior, "minMinutes": 60.0})
+    assert cadence.starting_minutes(clamped) == 60.0

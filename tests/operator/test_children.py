@@ -3,6 +3,7 @@ Job status shapes; the launcher keeps the trainer's exit code."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -110,6 +111,53 @@ def test_worker_pod_has_the_torchrun_environment_and_volumes() -> None:
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 8
     assert pod["spec"]["serviceAccountName"] == "llama-trainer"
     assert "schedulerName" not in pod["spec"]
+
+
+def auto_spec(**checkpoint: object) -> LLMTrainingJobSpec:
+    base = spec().model_dump(by_alias=True, exclude_none=True)
+    base["checkpoint"] = {
+        "volume": {"persistentVolumeClaim": {"claimName": "ckpt"}},
+        "everyMinutes": "auto",
+        "initialMinutes": 55.0,
+        **checkpoint,
+    }
+    return LLMTrainingJobSpec.model_validate(base)
+
+
+def test_an_auto_interval_job_gets_a_live_settings_config_map_mounted_as_a_directory() -> None:
+    """The running trainer's live settings (cadence.live_settings): a ConfigMap of its own, mounted
+    whole (a subPath mount is never refreshed by the kubelet), read-only, named by an env variable;
+    the pods stay Pod Security restricted and need no API access for it."""
+    from tokensmith.operator import cadence, podsecurity
+    from tokensmith.operator.spec import LLMTrainingJobStatus
+
+    s = cadence.effective_spec(auto_spec(), LLMTrainingJobStatus(checkpoint_every_minutes=12.345))
+    objs = children.job_children(JOB, s)
+    (live,) = [o for o in objs if o["metadata"]["name"] == "llama-live"]
+    validate(live)
+    assert live["metadata"]["ownerReferences"][0]["uid"] == JOB.uid
+    assert json.loads(live["data"]["live.json"]) == {"checkpoint": {"every_minutes": 12.35}}
+    # the new attempt's trainer config starts from the same interval
+    config = next(o for o in objs if o["metadata"]["name"] == "llama-config")
+    assert yaml.safe_load(config["data"]["trainer.yaml"])["checkpoint"]["every_minutes"] == 12.35
+    for index in (0, 1):
+        pod = children.worker_pod(JOB, s, attempt=2, index=index, defaults=DEFAULTS)
+        validate(pod)
+        assert podsecurity.violations(pod) == []
+        container = pod["spec"]["containers"][0]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["TOKENSMITH_LIVE_SETTINGS"] == "/etc/tokensmith-live/live.json"
+        mount = next(m for m in container["volumeMounts"] if m["name"] == "tokensmith-live")
+        assert mount == {"name": "tokensmith-live", "mountPath": "/etc/tokensmith-live", "readOnly": True}
+        volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "tokensmith-live")
+        assert volume == {"name": "tokensmith-live", "configMap": {"name": "llama-live"}}
+    assert pod["spec"]["automountServiceAccountToken"] is False  # worker 1: still no credential
+    # a fixed interval: nothing live, nothing mounted
+    fixed = spec()
+    assert children.live_config_map(JOB, fixed) is None
+    assert not any(o["metadata"]["name"] == "llama-live" for o in children.job_children(JOB, fixed))
+    pod = children.worker_pod(JOB, fixed, attempt=1, index=0, defaults=DEFAULTS)
+    assert "TOKENSMITH_LIVE_SETTINGS" not in {e["name"] for e in pod["spec"]["containers"][0]["env"]}
 
 
 def test_config_map_holds_the_effective_trainer_config_and_deepspeed_config() -> None:

@@ -490,3 +490,53 @@ async def test_a_replay_that_passes_names_the_old_nodes_suspect(cluster: Emulate
         await cluster.wait_for(lambda: "DivergenceAttributed" in events(cluster, name), what="event")
         await cluster.terminate(NS, f"{name}-a2-w0", 0)
         await cluster.wait_for(lambda: phase(cluster, name) == "Succeeded", what="Succeeded")
+
+
+async def test_the_live_settings_config_map_follows_the_adaptive_interval(
+    cluster: EmulatedCluster, operator: OperatorUnderTest
+) -> None:
+    """`everyMinutes: auto`: the job's live-settings ConfigMap exists before its pods, which mount it, and
+    is patched when `status.checkpointEveryMinutes` changes (here: a save much slower than the prior
+    moves Daly's optimum from ~34 to ~103 minutes) while the same attempt keeps running."""
+    import json
+
+    import kubernetes_validate
+
+    ck = {"everyMinutes": "auto", "priorMTBFGPUHours": 40.0, "priorSeconds": 60.0}
+    await cluster.apply_job(build_manifest("cad", spec(checkpoint=ck), namespace=NS))
+    pods = await running(cluster, "cad")
+
+    def live_minutes() -> float | None:
+        obj = cluster.get("configmaps", NS, "cad-live")
+        return json.loads(obj["data"]["live.json"])["checkpoint"]["every_minutes"] if obj else None
+
+    live = cluster.get("configmaps", NS, "cad-live")
+    assert (
+        live is not None
+        and live["metadata"]["ownerReferences"][0]["uid"] == cluster.job(NS, "cad")["metadata"]["uid"]
+    )
+    kubernetes_validate.validate(
+        {k: live[k] for k in ("apiVersion", "kind", "data")} | {"metadata": {"name": "cad-live"}},
+        kubernetes_validate.latest_version(),
+        strict=True,
+    )
+    assert live_minutes() == pytest.approx(33.98, abs=0.01)  # Daly's optimum for the prior
+    for pod in pods:
+        volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+        assert volumes["tokensmith-live"]["configMap"]["name"] == "cad-live"
+    await cluster.wait_for(lambda: status(cluster, "cad").get("checkpointEveryMinutes") is not None)
+    ckpt = {"step": 10, "path": "/checkpoints/cad/step-00000010", "time": "2026-01-01T00:00:00Z",
+            "blockedSeconds": 600.0}  # fmt: skip
+    await cluster.patch_job(NS, "cad", {"status": {"lastCheckpoint": ckpt}}, status=True)
+    await cluster.wait_for(
+        lambda: (status(cluster, "cad").get("checkpointEveryMinutes") or 0) > 100, what="the new interval"
+    )
+    minutes = status(cluster, "cad")["checkpointEveryMinutes"]
+    await cluster.wait_for(lambda: live_minutes() == round(minutes, 2), what="the live ConfigMap patched")
+    assert status(cluster, "cad")["attempt"] == 1 and len(cluster.workers(NS, "cad", 1)) == 2  # no restart
+    patches = [
+        r for r in cluster.requests("tokensmith-operator") if r.method == "PATCH" and "cad-live" in str(r.url)
+    ]
+    assert len(patches) == 1  # level-triggered, but only written when it changes
+    declared = {(v, p.group, p.resource) for p in rbac.OPERATOR_PERMISSIONS for v in p.verbs}
+    assert ("patch", "", "configmaps") in declared

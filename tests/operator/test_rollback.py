@@ -422,3 +422,44 @@ def test_the_local_summary_and_status_line_show_rollbacks() -> None:
         "attempt 1 diverged (nonfinite) at step 6, samples [48, 56): rolled back to 4, cause Hardware" in text
     )
     assert "rollbacks 1 (healthy 8)" in status_line(c.st, 20)
+
+
+START = T0 + timedelta(seconds=100.5)  # the current attempt (2) started here
+# the trainer's report times are whole seconds: SAME_SECOND is the start's own second, before it
+BEFORE, AFTER = START - timedelta(seconds=30), START + timedelta(seconds=30)
+SAME_SECOND = START.replace(microsecond=0)
+# (report attempt, report time, exit code of worker 0) -> the divergence's kind, None for no divergence.
+# The attempt, when the trainer sends it (TOKENSMITH_ATTEMPT), decides and the clocks are never read: a
+# trainer whose clock runs ahead or behind the operator's is still attributed right. Without it the
+# report's time is compared with the attempt's start (strictly after it unless a 65 vouches for it).
+MATCHING: list[tuple[int | None, datetime | None, int, str | None]] = [
+    (2, AFTER, 1, "spike"),  # this attempt's report: a torn-down gang is a divergence without 65
+    (2, BEFORE, 1, "spike"),  # this attempt's, sent by a trainer whose clock runs behind
+    (2, None, 1, "spike"),
+    (1, AFTER, 1, None),  # the previous attempt's, though its clock says otherwise: a plain crash
+    (1, AFTER, EXIT_DIVERGED, "unknown"),  # a 65 with only an old report: the report is not used
+    (None, AFTER, 1, "spike"),  # no attempt (an older trainer): by time
+    (None, BEFORE, 1, None),
+    (None, BEFORE, EXIT_DIVERGED, "unknown"),
+    (None, SAME_SECOND, 1, None),  # strict without a 65
+    (None, SAME_SECOND, EXIT_DIVERGED, "spike"),  # with a 65, the start's own second counts
+    (None, None, 1, None),
+    (None, None, EXIT_DIVERGED, "spike"),
+    (3, AFTER, EXIT_DIVERGED, "unknown"),  # another attempt's (a later one: never this attempt's)
+]
+
+
+@pytest.mark.parametrize(("attempt", "sent", "code", "kind"), MATCHING)
+def test_a_divergence_report_is_matched_by_attempt_and_by_time_only_without_one(
+    attempt: int | None, sent: datetime | None, code: int, kind: str | None
+) -> None:
+    report = DivergenceReport(step=6, kind="spike", samples=[48, 56], attempt=attempt, time=sent)
+    st = LLMTrainingJobStatus(attempt=2, attempt_start_time=START, divergence=report)
+    workers = {
+        0: WorkerObservation(0, 2, "Failed", exit_code=code, node="node-0"),
+        1: WorkerObservation(1, 2, "Failed", exit_code=1, node="node-1"),
+    }
+    found = rollback.divergence(st, workers)
+    assert (found.kind if found is not None else None) == kind
+    if kind == "spike":
+        assert found is not None and (found.step, found.samples) == (6, (48, 56))

@@ -94,9 +94,13 @@ def test_files_plot_and_emitted_job_validate(tmp_path: Path) -> None:
     assert spec.cluster.nodes == plan["cluster"]["nodes"]
     assert spec.data.tokens == pytest.approx(1e12, rel=1e-9)
     assert spec.model is not None and spec.model.n_layers == plan["model"]["n_layers"]
-    assert spec.checkpoint.every_minutes == pytest.approx(plan["checkpoint_interval_minutes"], abs=0.1)
+    # everyMinutes: auto, starting from the plan's Daly interval (cadence.py steers it from there)
+    assert spec.checkpoint.every_minutes == "auto" and spec.checkpoint.initial_minutes is not None
+    assert spec.checkpoint.initial_minutes == pytest.approx(plan["checkpoint_interval_minutes"], abs=0.1)
+    assert "adaptive" not in manifest["spec"]["checkpoint"]
     assert spec.budget.max_gpu_hours is not None and spec.budget.max_gpu_hours >= plan["gpu_hours_total"]
     trainer = effective_trainer_config(spec, manifest["metadata"]["name"])
+    assert trainer.checkpoint.every_minutes == spec.checkpoint.initial_minutes
     assert trainer.deepspeed.zero_stage == plan["cluster"]["zero_stage"]
     assert trainer.train.global_batch_tokens == plan["cluster"]["global_batch_tokens"]
 

@@ -17,6 +17,7 @@ from tokensmith.trainer.reporting import (
     KubernetesReporter,
     MultiReporter,
     NullReporter,
+    divergence_patch,
     make_reporter,
     merge,
 )
@@ -143,6 +144,34 @@ def test_make_reporter_picks_from_the_environment(
     both.checkpoint(5, "/c")
     both.close()
     assert api.requests[0]["body"]["status"]["lastCheckpoint"]["step"] == 5
+
+
+@pytest.mark.parametrize(("env", "attempt"), [("3", 3), (None, None), ("", None), ("x", None)])
+def test_the_divergence_report_names_the_attempt(
+    env: str | None, attempt: int | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, api: _Api
+) -> None:
+    """`status.divergence.attempt` from TOKENSMITH_ATTEMPT (both drivers set it): the operator then
+    matches the report to its attempt without comparing clocks (rollback.py); absent when unknown."""
+    if env is None:
+        monkeypatch.delenv("TOKENSMITH_ATTEMPT", raising=False)
+    else:
+        monkeypatch.setenv("TOKENSMITH_ATTEMPT", env)
+    token = tmp_path / "sa" / "token"
+    token.parent.mkdir()
+    token.write_text("t")
+    for var, value in [("TOKENSMITH_JOB_NAME", "j"), ("TOKENSMITH_JOB_NAMESPACE", "n"),
+                       ("TOKENSMITH_SA_TOKEN_FILE", str(token)), ("TOKENSMITH_KUBE_API", api.url),
+                       ("TOKENSMITH_REPORT_FILE", str(tmp_path / "r.jsonl"))]:  # fmt: skip
+        monkeypatch.setenv(var, value)
+    both = make_reporter(0)
+    both.diverged(6, "nonfinite", [48, 56])
+    both.close()
+    sent = api.requests[0]["body"]["status"]["divergence"]
+    line = json.loads((tmp_path / "r.jsonl").read_text())
+    for entry in (sent, line):
+        assert entry.get("attempt") == attempt
+        assert (entry["step"], entry["kind"], entry["samples"]) == (6, "nonfinite", [48, 56])
+    assert "attempt" not in divergence_patch(6, "spike", [0, 8])["status"]["divergence"]
 
 
 def test_merge_patch() -> None:

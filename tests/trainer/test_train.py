@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -182,3 +183,60 @@ def test_sigterm_checkpoint_then_torn_and_corrupt_ones_are_skipped(pydoc_data: P
     assert (ckpt / ck.LATEST).read_text().strip() == ck.checkpoint_name(target)
     steps = [r["step"] for r in read_metrics(metrics) if r["type"] == "train"]
     assert steps == list(range(1, target + 1))  # lost steps redone once, not logged twice
+
+
+def test_a_running_trainer_picks_up_a_new_checkpoint_interval(pydoc_data: Path, tmp_path: Path) -> None:
+    """Live settings (trainer/live.py; the operator's live ConfigMap, the local runner's file): two ranks
+    start with a 60-minute interval, the file is changed mid-run to 0.002 minutes, rank 0 applies it
+    (a `live` metrics record) and both ranks checkpoint on the new cadence (a rank that disagreed would
+    hang in the save's collectives), with no restart."""
+    ckpt = tmp_path / "ck"
+    settings = tmp_path / "live" / "live.json"
+    settings.parent.mkdir()
+
+    def write(minutes: float) -> None:  # atomic, as both writers are (a rename)
+        tmp = settings.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"checkpoint": {"every_minutes": minutes}}))
+        os.replace(tmp, settings)
+
+    write(60.0)
+    sets = tiny_sets(pydoc_data, ckpt, **{"train.max_steps": 100_000, "checkpoint.every_minutes": 60})
+    env = {
+        **os.environ,
+        "DS_ACCELERATOR": "cpu",
+        "OMP_NUM_THREADS": "1",
+        "TOKENSMITH_LIVE_SETTINGS": str(settings),
+        "TOKENSMITH_LIVE_CHECK_SECONDS": "0",  # look every step (the default is every 10 s)
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tokensmith.cli", "train", *sets, "--nproc", "2"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    metrics = ckpt / "metrics.jsonl"
+
+    def wait_for(done: Callable[[list[dict]], bool]) -> None:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            if metrics.is_file() and done(read_metrics(metrics)):
+                return
+            time.sleep(0.1)
+        proc.kill()
+        pytest.fail(proc.communicate()[0][-3000:])
+
+    try:
+        wait_for(lambda records: sum(r["type"] == "train" for r in records) >= 3)
+        write(0.002)  # 0.12 s
+        wait_for(lambda records: sum(r["type"] == "checkpoint" for r in records) >= 2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, output[-3000:]
+    records = read_metrics(metrics)
+    (change,) = [r for r in records if r["type"] == "live"]
+    assert (change["setting"], change["old"], change["new"]) == ("checkpoint.every_minutes", 60.0, 0.002)
+    timed = [r["step"] for r in records if r["type"] == "checkpoint" and r["trigger"] == "schedule"]
+    assert len(timed) >= 2 and min(timed) > change["step"] >= 3, (change, timed)
+    assert "live settings: checkpoint.every_minutes 60 -> 0.002" in output

@@ -8,7 +8,8 @@ removed by Kubernetes' garbage collector through their ownerReferences to the jo
 
 {{/* Rules on namespaced resources: in the ClusterRole in "cluster" mode, in a Role per watched namespace otherwise. */}}
 {{- define "tokensmith.rules.namespaced" -}}
-# Worker ConfigMap with the rendered trainer config (patched per attempt).
+# Worker ConfigMaps: the rendered trainer config (patched per attempt) and the live settings a running
+# trainer watches (patched when the adaptive checkpoint interval changes).
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["create", "patch"]

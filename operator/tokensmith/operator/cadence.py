@@ -18,7 +18,9 @@ has shown, with the planner's prior until enough failures were seen (pure; no I/
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from typing import Any
 
 from tokensmith.operator.spec import LLMTrainingJobSpec, LLMTrainingJobStatus
 
@@ -79,32 +81,69 @@ def next_minutes(
     return want
 
 
-def decide(spec: LLMTrainingJobSpec, status: LLMTrainingJobStatus) -> float | None:
-    """The interval the next attempt runs with (`status.checkpointEveryMinutes`), or None when
-    `checkpoint.adaptive` is off. Exposure is the goodput ledger's total GPU-hours; failures are the
-    failure-driven restarts (disruption notices are planned, not failures)."""
-    ck = spec.checkpoint
-    if not ck.adaptive:
-        return None
+def prior_of(spec: LLMTrainingJobSpec) -> Prior:
+    """The planner's assumptions as the job states them (Llama 3's MTBF and DEFAULT_PRIOR_SECONDS else)."""
     from tokensmith.planner.reliability import LLAMA3_GPU_HOURS_PER_FAILURE
 
-    prior = Prior(
+    ck = spec.checkpoint
+    return Prior(
         mtbf_gpu_hours=ck.prior_mtbf_gpu_hours or LLAMA3_GPU_HOURS_PER_FAILURE,
         checkpoint_seconds=ck.prior_seconds or DEFAULT_PRIOR_SECONDS,
     )
+
+
+def starting_minutes(spec: LLMTrainingJobSpec) -> float:
+    """The interval an `everyMinutes: auto` job starts with: `initialMinutes` (the planner's Daly interval
+    in emitted jobs), else Daly's optimum for the prior, clamped to [minMinutes, maxMinutes]."""
+    ck = spec.checkpoint
+    if ck.initial_minutes is not None:
+        return ck.initial_minutes
+    target = target_minutes(prior_of(spec), spec.accounted_devices, 0, 0.0)
+    return next_minutes(None, target, ck.min_minutes, ck.max_minutes)
+
+
+def decide(spec: LLMTrainingJobSpec, status: LLMTrainingJobStatus) -> float | None:
+    """The interval the job runs with (`status.checkpointEveryMinutes`: the next attempt's config and the
+    running attempt's live settings), or None unless `checkpoint.everyMinutes` is `auto`. Exposure is
+    the goodput ledger's total GPU-hours; failures are the failure-driven restarts (disruption notices
+    are planned, not failures)."""
+    ck = spec.checkpoint
+    if not ck.auto:
+        return None
     acc = status.goodput_ledger
     exposure = acc.total_gpu_hours if acc is not None else 0.0
     seen = status.observed.mean_checkpoint_seconds if status.observed is not None else None
-    target = target_minutes(prior, spec.accounted_devices, status.restarts, exposure, seen)
-    current = status.checkpoint_every_minutes or ck.every_minutes
+    target = target_minutes(prior_of(spec), spec.accounted_devices, status.restarts, exposure, seen)
+    current = status.checkpoint_every_minutes or starting_minutes(spec)
     return next_minutes(current, target, ck.min_minutes, ck.max_minutes)
 
 
 def effective_spec(spec: LLMTrainingJobSpec, status: LLMTrainingJobStatus) -> LLMTrainingJobSpec:
-    """The spec a new attempt's workers are built from: `checkpoint.everyMinutes` replaced by the
-    adaptive interval when there is one (the drivers call this before creating a gang)."""
+    """The spec the job's children are built from: with `everyMinutes: auto`, `initialMinutes` replaced
+    by the interval the job runs with now, so that a new attempt's trainer config and the live settings
+    (`live_settings`) carry it (the drivers call this before creating or updating children)."""
     minutes = status.checkpoint_every_minutes
-    if not spec.checkpoint.adaptive or minutes is None:
+    if not spec.checkpoint.auto or minutes is None:
         return spec
-    ck = spec.checkpoint.model_copy(update={"every_minutes": round(minutes, 2)})
+    ck = spec.checkpoint.model_copy(update={"initial_minutes": round(minutes, 2)})
     return spec.model_copy(update={"checkpoint": ck})
+
+
+# ---------------------------------------------------------------------------- live settings
+# What a running trainer may change without a restart, as a partial trainer config (the keys the
+# trainer's `tokensmith.trainer.live` accepts). The operator keeps it in a per-job ConfigMap mounted into
+# the workers (children.live_config_map), the local runner in a file; the trainer watches the file.
+LIVE_FILE = "live.json"
+
+
+def live_settings(spec: LLMTrainingJobSpec) -> dict[str, Any] | None:
+    """The live settings of an effective spec (`effective_spec`): the checkpoint interval of an
+    `everyMinutes: auto` job; None for a job with nothing the operator changes while it runs."""
+    if not spec.checkpoint.auto:
+        return None
+    return {"checkpoint": {"every_minutes": round(starting_minutes(spec), 2)}}
+
+
+def live_document(settings: dict[str, Any]) -> str:
+    """The file's text: stable (sorted keys), so equal settings are an equal file and no rewrite."""
+    return json.dumps(settings, sort_keys=True) + "\n"

@@ -3,6 +3,8 @@ against the real Kubernetes schemas with kubernetes-validate).
 
 Per job: a headless Service (rendezvous DNS: worker-0.<job>.<ns>.svc, published before readiness),
 a ConfigMap with the rendered trainer config (and, for reference, the DeepSpeed config it implies),
+for `checkpoint.everyMinutes: auto` a second ConfigMap with the live settings the running trainer
+watches (mounted as a directory, so the kubelet refreshes it: the trainer needs no API access for it),
 the per-job ServiceAccount/Role/RoleBinding that lets trainer rank 0 patch this job's status and
 nothing else, and with `schedulerName: volcano` a Volcano PodGroup (minMember = nodes) so that the
 scheduler places the whole gang or nothing. Per attempt: N worker pods. Per evaluated checkpoint:
@@ -16,7 +18,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from tokensmith.operator import hardening, names, netpol, queues
+from tokensmith.operator import cadence, hardening, names, netpol, queues
 from tokensmith.operator.observed import GangPlan
 from tokensmith.operator.spec import (
     API_VERSION,
@@ -27,9 +29,13 @@ from tokensmith.operator.spec import (
     checkpoint_dir,
     effective_trainer_config,
 )
+from tokensmith.trainer.live import LIVE_ENV
 
 CONFIG_MOUNT = "/etc/tokensmith"
 CONFIG_FILE = "trainer.yaml"
+# Beside, not under, CONFIG_MOUNT: a mount point inside a read-only ConfigMap volume cannot be created.
+LIVE_MOUNT = "/etc/tokensmith-live"
+LIVE_VOLUME = "tokensmith-live"
 DEEPSPEED_FILE = "deepspeed.json"
 VOLCANO_SCHEDULERS = queues.VOLCANO_SCHEDULERS
 VOLCANO_GROUP_ANNOTATION = "scheduling.k8s.io/group-name"
@@ -110,6 +116,21 @@ def trainer_config_map(
     }
 
 
+def live_config_map(job: JobRef, spec: LLMTrainingJobSpec) -> dict[str, Any] | None:
+    """The live settings of an (effective, `cadence.effective_spec`) spec as a ConfigMap, or None when
+    the job has none (`everyMinutes` is not `auto`). The operator patches it when the interval changes;
+    the kubelet refreshes the mounted copy (about a minute: its sync period plus its ConfigMap cache)."""
+    settings = cadence.live_settings(spec)
+    if settings is None:
+        return None
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(job, names.live_config_map_name(job.name), names.ROLE_CONFIG),
+        "data": {cadence.LIVE_FILE: cadence.live_document(settings)},
+    }
+
+
 def _deepspeed_config(spec: LLMTrainingJobSpec, cfg: Any) -> dict[str, Any] | None:
     """What the trainer will hand DeepSpeed (it renders its own at start, knowing the device; this
     copy is for people and reviews). None when the trainer's renderer is unavailable."""
@@ -182,6 +203,9 @@ def job_children(
     if wanted or (wanted is None and defaults.network_policy):
         out += netpol.policies(lambda n, role: _meta(job, n, role), job.name, defaults.scrape_namespace)
     out += [rendezvous_service(job, spec), trainer_config_map(job, spec, skip_samples)]
+    live = live_config_map(job, spec)
+    if live is not None:
+        out.append(live)
     if spec.cluster.service_account_name is None:
         out += trainer_service_account(job)
     group = pod_group(job, spec)
@@ -212,6 +236,8 @@ def worker_env(
         # the trainer decides from this whether a SIGTERM checkpoint fits before the kubelet's SIGKILL
         "TOKENSMITH_TERMINATION_GRACE_SECONDS": str(spec.cluster.termination_grace_period_seconds),
     }
+    if spec.checkpoint.auto:  # the running trainer watches its live settings (trainer/live.py)
+        env[LIVE_ENV] = f"{LIVE_MOUNT}/{cadence.LIVE_FILE}"
     if spec.cluster.gpus_per_node == 0:
         env["DS_ACCELERATOR"] = "cpu"
     out: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in env.items()]
@@ -289,6 +315,9 @@ def worker_pod(
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": c.shm_size}},
         _checkpoint_volume(spec),
     ] + [{"name": v.name, **v.source} for v in c.volumes]
+    if spec.checkpoint.auto:  # a whole-directory mount: a subPath mount would never be refreshed
+        mounts.append({"name": LIVE_VOLUME, "mountPath": LIVE_MOUNT, "readOnly": True})
+        volumes.append({"name": LIVE_VOLUME, "configMap": {"name": names.live_config_map_name(job.name)}})
     container: dict[str, Any] = {
         "name": "trainer",
         "image": c.image or defaults.trainer_image,

@@ -81,6 +81,8 @@ def _rewrite(node: dict[str, Any], defs: dict[str, Any], keep_defaults: bool) ->
             return inner
         if {o.get("type") for o in non_null} == {"string", "integer"}:
             node["x-kubernetes-int-or-string"] = True
+            for option in non_null:  # a bound applies to integers, a pattern to strings (JSON Schema)
+                node.update({k: v for k, v in option.items() if k in ("minimum", "maximum", "pattern")})
         else:  # pragma: no cover - the models use no other unions; fail loudly if one appears
             raise ValueError(f"cannot express anyOf {options!r} in a structural schema")
     out: dict[str, Any] = {}

@@ -44,6 +44,7 @@ from tokensmith.operator.reconcile import reconcile, reject
 from tokensmith.operator.spec import (
     GROUP,
     PLURAL,
+    TERMINAL_PHASES,
     VERSION,
     LLMTrainingJobSpec,
     LLMTrainingJobStatus,
@@ -82,6 +83,8 @@ class Runtime:
     # the status keys this process last wrote per job: read-your-own-writes while the watch stream
     # has not yet delivered them (else a reconcile could act on its own stale status)
     own_status: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    # the live settings each job's ConfigMap was last written with (children.live_config_map)
+    live_written: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
     # pods created but not yet seen in the index (avoids re-POSTing them on the next reconcile)
     inflight: dict[str, float] = field(default_factory=dict)
     shared_children: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -171,7 +174,7 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
         status = body.get("status") or {}
         fingerprint = (repr(body.get("spec")), *(repr(status.get(k)) for k in TRAINER_STATUS))
         if type == "DELETED":
-            for memory in (rt.seen, rt.own_status, rt.shared_children, rt.last_write):
+            for memory in (rt.seen, rt.own_status, rt.shared_children, rt.last_write, rt.live_written):
                 memory.pop((namespace, name), None)
             rt.metrics.forget_job(namespace, name)
             return
@@ -203,7 +206,8 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
         key = (namespace, name)
         accounts = kwargs.get("tokensmith_accounts")
         wake = rt.wakeups.setdefault(key, asyncio.Event())
-        for memory in (rt.own_status, rt.shared_children):  # a new object may reuse a deleted one's name
+        # a new object may reuse a deleted one's name
+        for memory in (rt.own_status, rt.shared_children, rt.live_written):
             memory.pop(key, None)
         try:
             while not stopped:
@@ -392,6 +396,8 @@ async def apply(
     await _write_status(
         rt, job, current_status(rt, job.namespace, job.name, body.get("status")), decision.status
     )
+    if spec is not None and decision.status.phase not in TERMINAL_PHASES:
+        await _sync_live_settings(rt, job, spec)
 
     for action in decision.actions:
         if isinstance(action, DeleteWorkers):
@@ -432,6 +438,8 @@ async def _ensure_job_children(
                 await rt.client.patch(
                     "v1", "configmaps", job.namespace, obj["metadata"]["name"], {"data": obj["data"]}
                 )
+            if obj["metadata"]["name"] == names.live_config_map_name(job.name):
+                rt.live_written[key] = obj["data"]
         elif obj["kind"] == "PodGroup":
             created = await rt.client.create(obj)
             if created is None:  # the gang size or queue may have been edited since the last attempt
@@ -445,6 +453,27 @@ async def _ensure_job_children(
         else:
             await create(obj)
     rt.shared_children[key] = attempt
+
+
+async def _sync_live_settings(rt: Runtime, job: children.JobRef, spec: LLMTrainingJobSpec) -> None:
+    """Level-triggered: the job's live-settings ConfigMap holds what the status says now (the running
+    trainer watches its mounted copy). One patch when they differ from what this process last wrote
+    (after an operator restart: one patch, the same content), none otherwise; created if missing."""
+    wanted = children.live_config_map(job, spec)
+    key = (job.namespace, job.name)
+    if wanted is None or rt.live_written.get(key) == wanted["data"]:
+        return
+    try:
+        await rt.client.patch(
+            "v1", "configmaps", job.namespace, wanted["metadata"]["name"], {"data": wanted["data"]}
+        )
+        rt.metrics.api_requests.labels("patch", "ConfigMap").inc()
+    except ApiError as err:
+        if err.status != 404:
+            raise
+        await rt.client.create(wanted)  # deleted by hand, or the job has no gang yet
+        rt.metrics.api_requests.labels("create", "ConfigMap").inc()
+    rt.live_written[key] = wanted["data"]
 
 
 async def _delete_pod(

@@ -28,6 +28,11 @@ def config_map_name(job: str) -> str:
     return f"{job}-config"
 
 
+def live_config_map_name(job: str) -> str:
+    """Settings the running trainer picks up without a restart (the adaptive checkpoint interval)."""
+    return f"{job}-live"
+
+
 def pod_group_name(job: str) -> str:
     return job
 

@@ -42,7 +42,11 @@ OPERATOR_PERMISSIONS: tuple[Permission, ...] = (
     Permission("", "pods", ("create", "delete"), "handlers", "worker pods of each attempt; gang deletion"),
     Permission("", "services", ("create",), "handlers", "headless rendezvous Service"),
     Permission(
-        "", "configmaps", ("create", "patch"), "handlers", "rendered trainer config (updated per attempt)"
+        "",
+        "configmaps",
+        ("create", "patch"),
+        "handlers",
+        "rendered trainer config (updated per attempt), live settings (updated as they change)",
     ),
     Permission("", "serviceaccounts", ("create",), "handlers", "per-job trainer identity"),
     Permission(

@@ -23,7 +23,15 @@ import typing
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from tokensmith.planner.arch import ModelConfig
@@ -291,6 +299,48 @@ class ClusterSpec(K8sModel):
         return self
 
 
+AUTO = "auto"
+MINUTES_PATTERN = r"^(auto|[0-9]+(\.[0-9]+)?)$"
+
+
+def _minutes(value: Any) -> Any:
+    """`everyMinutes` as the API server stores it: a number, `auto`, or a decimal string ("7.5"); one
+    clear error for anything else (the union's own errors would name each member)."""
+    if isinstance(value, bool):
+        _bad_minutes(value)
+    if value is None or value == AUTO:
+        return value
+    try:
+        minutes = float(value)
+    except (TypeError, ValueError):
+        _bad_minutes(value)
+    if not minutes >= 0:  # also NaN
+        _bad_minutes(value)
+    return minutes
+
+
+def _bad_minutes(value: Any) -> typing.NoReturn:
+    raise ValueError(f"must be a number of minutes >= 0 or `auto`, not {value!r}")
+
+
+# A number of minutes or `auto`. The CRD types it int-or-string (a structural schema has no number-or-string
+# type): on a cluster, fractional minutes are written as a string ("7.5"); the models take floats as well.
+EveryMinutes = Annotated[
+    Annotated[float, Field(ge=0)] | Literal["auto"],
+    BeforeValidator(_minutes),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": MINUTES_PATTERN}],
+            "description": "Time-based checkpoints every this many minutes (overrides "
+            "trainer.checkpoint.every_minutes), or `auto`: the operator steers the interval to Daly's "
+            "optimum for the failure rate and checkpoint cost it observes, and hands it to the next "
+            "attempt and to the running one (docs/operator.md, Adaptive checkpointing). An integer, "
+            '`auto`, or a decimal string such as "7.5".',
+        }
+    ),
+]
+
+
 class CheckpointSpec(K8sModel):
     """The checkpoint volume (required: without shared storage a restart cannot resume)."""
 
@@ -305,12 +355,18 @@ class CheckpointSpec(K8sModel):
         None, description="Directory under the mount for this job's checkpoints; default: the job's name."
     )
     every_steps: int | None = Field(None, ge=0, description="Overrides trainer.checkpoint.every_steps.")
-    every_minutes: float | None = Field(None, ge=0, description="Overrides trainer.checkpoint.every_minutes.")
+    every_minutes: EveryMinutes | None = None
+    initial_minutes: float | None = Field(
+        None,
+        gt=0,
+        description="With everyMinutes: auto, the interval the first attempt starts with (`tokensmith plan "
+        "--emit-job` writes the plan's Daly interval here); default: Daly's optimum for the prior.",
+    )
     keep: int | None = Field(None, ge=1, description="Overrides trainer.checkpoint.keep.")
     adaptive: bool = Field(
         False,
-        description="Recompute the Daly-optimal interval from the observed failure rate and checkpoint "
-        "cost (cadence.py); everyMinutes is the starting interval.",
+        description="Deprecated spelling of everyMinutes: auto (a numeric everyMinutes is then the "
+        "starting interval, as initialMinutes is).",
     )
     prior_mtbf_gpu_hours: float | None = Field(
         None,
@@ -328,6 +384,24 @@ class CheckpointSpec(K8sModel):
     def _one_source(self) -> CheckpointSpec:
         _check_volume_source(self.volume, "checkpoint.volume")
         return self
+
+    @model_validator(mode="after")
+    def _auto_interval(self) -> CheckpointSpec:
+        if self.adaptive and self.every_minutes != AUTO:  # the older spelling: the same meaning
+            if self.initial_minutes is None and isinstance(self.every_minutes, float) and self.every_minutes:
+                self.initial_minutes = self.every_minutes
+            self.every_minutes = "auto"
+        if self.initial_minutes is not None and self.every_minutes != AUTO:
+            raise ValueError(
+                "checkpoint.initialMinutes applies only with everyMinutes: auto; "
+                "drop it or set everyMinutes: auto"
+            )
+        return self
+
+    @property
+    def auto(self) -> bool:
+        """Whether the operator steers the interval (`everyMinutes: auto`)."""
+        return self.every_minutes == AUTO
 
 
 BACKOFF_RULE = (
@@ -856,7 +930,10 @@ class LLMTrainingJobStatus(StatusModel):
     )
     observed: GoodputObserved | None = None
     checkpoint_every_minutes: float | None = Field(
-        None, ge=0, description="The adaptive checkpoint interval the next attempt runs with (cadence.py)."
+        None,
+        ge=0,
+        description="The checkpoint interval of an everyMinutes: auto job (cadence.py): the next attempt's "
+        "and, through the job's live-settings ConfigMap, the running attempt's.",
     )
     goodput_ledger: GoodputLedger | None = None
 
@@ -910,6 +987,10 @@ def effective_trainer_config(
         value = getattr(ck, field)
         if value is not None:
             cfg["checkpoint"][field] = value
+    if ck.auto:  # the interval this attempt starts with; the running trainer is told of changes (cadence.py)
+        from tokensmith.operator import cadence
+
+        cfg["checkpoint"]["every_minutes"] = cadence.starting_minutes(spec)
     return TrainerConfig.model_validate(cfg)
 
 

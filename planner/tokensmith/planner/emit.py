@@ -110,10 +110,10 @@ def build_job(plan: Plan, name: str | None = None, checkpoint_claim: str | None 
             "cluster": {"nodes": c.nodes, "gpusPerNode": c.gpus_per_node},
             "checkpoint": {
                 "volume": {"persistentVolumeClaim": {"claimName": checkpoint_claim or f"{name}-checkpoints"}},
-                "everyMinutes": every_minutes,
                 # the operator steers the interval from the failures and saves it sees (cadence.py),
                 # starting from this plan's Daly interval with its MTBF and write time as the prior
-                "adaptive": True,
+                "everyMinutes": "auto",
+                "initialMinutes": every_minutes,
                 "priorMTBFGPUHours": round(plan.job_mtbf_hours * c.nodes * c.gpus_per_node, 1),
                 "priorSeconds": round(max(plan.checkpoint_write_seconds, 1.0), 1),
             },

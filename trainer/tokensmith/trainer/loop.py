@@ -24,7 +24,7 @@ from typing import Any
 
 from tokensmith.core.errors import EXIT_DIVERGED, ConfigError
 from tokensmith.trainer import checkpoint as ck
-from tokensmith.trainer import guard
+from tokensmith.trainer import guard, live
 from tokensmith.trainer.config import TrainerConfig
 
 log = logging.getLogger("tokensmith.trainer")
@@ -109,6 +109,7 @@ class Control:
     sigterm_at: float | None = None
     last_save: float = field(default_factory=time.monotonic)
     save_seconds: float | None = None
+    every_minutes: float = 0.0  # checkpoint.every_minutes, changed by live settings (live.py; rank 0)
 
     def on_sigterm(self, signum: int, frame: FrameType | None) -> None:
         if self.sigterm_at is None:
@@ -227,6 +228,8 @@ class Trainer:
         self.peak = peak_flops(torch.cuda.get_device_name(self.device) if self.cuda else None)
         self.tokenizer = default_tokenizer(cfg)
         self.grace = float(os.environ.get(GRACE_ENV, cfg.checkpoint.grace_seconds))
+        self.control.every_minutes = cfg.checkpoint.every_minutes
+        self.live = live.Watcher.from_env() if self.rank == 0 else None
         self.guard = guard.Guard(cfg, self.root, self.rank, self.world)
         if chosen is not None and load_dir is not None:
             self.load(chosen[0], load_dir, chosen[1])
@@ -484,8 +487,37 @@ class Trainer:
         return outcome
 
     def _checkpoint_due(self) -> bool:
-        minutes = self.cfg.checkpoint.every_minutes
+        """Whether a time-based checkpoint is due: rank 0's clock and interval decide, and the flag reaches
+        every rank through the step's all-reduce (so a live change of the interval needs no collective)."""
+        if self.rank != 0:
+            return False
+        self._apply_live_settings()
+        minutes = self.control.every_minutes
         return bool(minutes) and time.monotonic() - self.control.last_save >= minutes * 60
+
+    def _apply_live_settings(self) -> None:
+        """A changed live-settings file (live.py): apply it and say so in the metrics."""
+        settings = self.live.poll() if self.live is not None else None
+        if settings is None:
+            return
+        for change in live.changes(self.control.every_minutes, settings):
+            self.control.every_minutes = change.new
+            log.info(
+                "live settings: %s %g -> %g from step %d",
+                change.setting,
+                change.old,
+                change.new,
+                self.step + 1,
+            )
+            self._log(
+                {
+                    "type": "live",
+                    "step": self.step,
+                    "setting": change.setting,
+                    "old": change.old,
+                    "new": change.new,
+                }
+            )
 
     def evaluate(self) -> float | None:
         """Mean validation loss over `train.eval_batches` micro-batches per rank (the same windows in

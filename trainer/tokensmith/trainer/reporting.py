@@ -5,13 +5,14 @@ Three reporters behind one small interface:
 - `FileReporter`: JSON lines appended to the file named by `TOKENSMITH_REPORT_FILE` (the local runner
   tails it): `{"type": "progress"|"checkpoint"|"diverged"|"done", "step", ..., "time"}`; a checkpoint
   event carries `healthy`, `blocked_s` and `durable_s`; `diverged` carries `kind` and `samples` [start,
-  end), the global sample positions of the first bad step (sent before the trainer exits 65);
+  end), the global sample positions of the first bad step, and `attempt` (sent before the trainer
+  exits 65);
 - `KubernetesReporter`: when `TOKENSMITH_JOB_NAME` and `TOKENSMITH_JOB_NAMESPACE` are set and a
   service-account token exists, a JSON merge patch (RFC 7386) of the job's `status` subresource:
   `status.progress` {step, tokens, loss, heartbeatTime, tokensPerSecond, totalTokens, sourceTokens}
   (rate-limited) and, on each completed checkpoint, `status.lastCheckpoint` {step, path, time, healthy,
   blockedSeconds, durableSeconds} (and `status.lastHealthyCheckpoint` {step, path, time} when healthy);
-  before exit 65, `status.divergence` {step, kind, samples, time}. Standard library only (the
+  before exit 65, `status.divergence` {step, kind, samples, attempt, time}. Standard library only (the
   trainer image has no Kubernetes client); a background thread sends, so a slow or failing API server
   never stalls training; failures are logged, never fatal.
 """
@@ -34,8 +35,15 @@ from typing import Any, Protocol
 log = logging.getLogger("tokensmith.trainer")
 
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+ATTEMPT_ENV = "TOKENSMITH_ATTEMPT"  # set by both drivers (the pod builder, the local runner)
 GROUP_VERSION = "tokensmith.dev/v1alpha1"
 PLURAL = "llmtrainingjobs"
+
+
+def attempt_from_env() -> int | None:
+    """The attempt this trainer belongs to (`TOKENSMITH_ATTEMPT`), None when unset or not a number."""
+    value = os.environ.get(ATTEMPT_ENV, "").strip()
+    return int(value) if value.isdigit() else None
 
 
 def rfc3339(t: float | None = None) -> str:
@@ -127,9 +135,8 @@ class FileReporter:
         self._out.write({"type": "checkpoint", "step": step, "path": path, **extra, "time": rfc3339()})
 
     def diverged(self, step: int, kind: str, samples: list[int]) -> None:
-        self._out.write(
-            {"type": "diverged", "step": step, "kind": kind, "samples": list(samples), "time": rfc3339()}
-        )
+        entry = divergence_patch(step, kind, samples, attempt_from_env())["status"]["divergence"]
+        self._out.write({"type": "diverged", **entry})
 
     def sigterm(self, step: int, saved: bool, grace_left_s: float, expected_save_s: float) -> None:
         self._out.write(
@@ -181,10 +188,15 @@ def checkpoint_patch(step: int, path: str, **extra: Any) -> dict[str, Any]:
     return {"status": status}
 
 
-def divergence_patch(step: int, kind: str, samples: list[int]) -> dict[str, Any]:
-    """`status.divergence` {step, kind, samples: [start, end), time}: the first bad step of a run that
-    stopped with exit 65 (the operator decides the rollback from it)."""
-    entry = {"step": step, "kind": kind, "samples": list(samples), "time": rfc3339()}
+def divergence_patch(step: int, kind: str, samples: list[int], attempt: int | None = None) -> dict[str, Any]:
+    """`status.divergence` {step, kind, samples: [start, end), attempt, time}: the first bad step of a
+    run that stopped with exit 65 (the operator decides the rollback from it). `attempt` lets the
+    operator tell this attempt's report from an earlier one's without comparing clocks (rollback.py);
+    left out when unknown (a trainer started by hand)."""
+    entry: dict[str, Any] = {"step": step, "kind": kind, "samples": list(samples)}
+    if attempt is not None:
+        entry["attempt"] = attempt
+    entry["time"] = rfc3339()
     return {"status": {"divergence": entry}}
 
 
@@ -223,7 +235,9 @@ class KubernetesReporter:
         min_interval_s: float = 15.0,
         timeout_s: float = 10.0,
         total_tokens: int | None = None,
+        attempt: int | None = None,
     ) -> None:
+        self.attempt = attempt
         self.url = f"{api.rstrip('/')}/apis/{GROUP_VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status"
         self.token_path, self.ca_path = token_path, ca_path
         self.min_interval_s, self.timeout_s = min_interval_s, timeout_s
@@ -255,8 +269,16 @@ class KubernetesReporter:
             return None
         interval = float(os.environ.get("TOKENSMITH_REPORT_INTERVAL_SECONDS", "15"))
         ca = token.parent / "ca.crt"
+        ca_path = ca if ca.is_file() else None
         return cls(
-            api, namespace, name, token, ca if ca.is_file() else None, interval, total_tokens=total_tokens
+            api,
+            namespace,
+            name,
+            token,
+            ca_path,
+            interval,
+            total_tokens=total_tokens,
+            attempt=attempt_from_env(),
         )
 
     # --- Reporter interface -----------------------------------------------------------------------
@@ -275,7 +297,7 @@ class KubernetesReporter:
         self._submit(checkpoint_patch(step, path, **extra))
 
     def diverged(self, step: int, kind: str, samples: list[int]) -> None:
-        self._submit(divergence_patch(step, kind, samples))
+        self._submit(divergence_patch(step, kind, samples, self.attempt))
 
     def sigterm(self, step: int, saved: bool, grace_left_s: float, expected_save_s: float) -> None:
         self._submit(sigterm_patch(step, saved, grace_left_s, expected_save_s))

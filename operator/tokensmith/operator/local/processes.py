@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from tokensmith.operator import children, names
+from tokensmith.operator import cadence, children, names
 from tokensmith.operator.local.manifest import LocalJob
 from tokensmith.operator.local.observe import ProcessState, eval_observation
 from tokensmith.operator.observed import EvalObservation, GangPlan
+from tokensmith.trainer.live import LIVE_ENV
 
 FAIL_AT_STEP_ENV = "TOKENSMITH_FAIL_AT_STEP"  # the trainer's testing hook (loop.py)
 GRACE_ENV = "TOKENSMITH_TERMINATION_GRACE_SECONDS"
@@ -127,16 +128,7 @@ class Gang:
                 port = self.ports.setdefault(attempt, free_port())
                 cmd += ["--nnodes", str(spec.cluster.nodes), "--node-rank", str(index)]
                 cmd += ["--master-addr", "127.0.0.1", "--master-port", str(port)]
-            extra = {
-                "TOKENSMITH_REPORT_FILE": str(self.report_path(attempt, index)),
-                GRACE_ENV: str(spec.cluster.termination_grace_period_seconds),
-                "TOKENSMITH_JOB_NAME": self.job.name,
-                "TOKENSMITH_ATTEMPT": str(attempt),
-            }
-            if self.inject_failure_step and attempt == 1:
-                extra[FAIL_AT_STEP_ENV] = str(self.inject_failure_step)
-            if plan.resume_from is not None:
-                extra[children.RESUME_ENV] = plan.resume_from
+            extra = self.worker_env(attempt, index, plan)
             log = self.job.run_dir / "logs" / f"{name}.log"
             log.parent.mkdir(parents=True, exist_ok=True)
             self.report_path(attempt, index).parent.mkdir(parents=True, exist_ok=True)
@@ -154,6 +146,46 @@ class Gang:
         if started:
             self._record()
         return started
+
+    @property
+    def live_path(self) -> Path:
+        """The live settings the running trainer watches (the operator's live ConfigMap, locally)."""
+        return self.job.run_dir / cadence.LIVE_FILE
+
+    def worker_env(self, attempt: int, index: int, plan: GangPlan = GangPlan()) -> dict[str, str]:
+        """What a worker process gets on top of the runner's environment (the pod's env, locally)."""
+        spec = self.job.spec
+        extra = {
+            "TOKENSMITH_REPORT_FILE": str(self.report_path(attempt, index)),
+            GRACE_ENV: str(spec.cluster.termination_grace_period_seconds),
+            "TOKENSMITH_JOB_NAME": self.job.name,
+            "TOKENSMITH_ATTEMPT": str(attempt),
+        }
+        if spec.checkpoint.auto:
+            extra[LIVE_ENV] = str(self.live_path)
+        if self.inject_failure_step and attempt == 1:
+            extra[FAIL_AT_STEP_ENV] = str(self.inject_failure_step)
+        if plan.resume_from is not None:
+            extra[children.RESUME_ENV] = plan.resume_from
+        return extra
+
+    def write_live_settings(self) -> bool:
+        """Bring the live-settings file up to date with the (effective) spec; True when it was written.
+        Atomic (a rename: the trainer sees the old file or the new one, never half of one)."""
+        from tokensmith.core.io import atomic_write_text
+
+        settings = cadence.live_settings(self.job.spec)
+        if settings is None:
+            return False
+        text = cadence.live_document(settings)
+        try:
+            if self.live_path.read_text(encoding="utf-8") == text:
+                return False
+        except OSError:
+            pass
+        self.live_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.live_path, text)
+        return True
 
     @property
     def pids_file(self) -> Path:

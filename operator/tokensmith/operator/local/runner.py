@@ -168,12 +168,14 @@ class LocalRunner:
 
     def apply(self, old: LLMTrainingJobStatus, decision: Decision) -> None:
         """Create, record, delete, tell: the order `reconcile.py` documents."""
+        # the adaptive checkpoint interval (cadence.py): the next attempt's config, and the running one's
+        # live settings (the file it watches, as the operator's live ConfigMap on a cluster)
+        effective = cadence.effective_spec(self.spec, decision.status)
+        if decision.status.phase not in TERMINAL_PHASES:
+            self.gang.job = replace(self.gang.job, spec=effective)
+            self.gang.write_live_settings()
         for action in decision.actions:
             if isinstance(action, CreateGang):
-                # a new attempt runs with the adaptive checkpoint interval (cadence.py)
-                self.gang.job = replace(
-                    self.gang.job, spec=cadence.effective_spec(self.spec, decision.status)
-                )
                 started = self.gang.create(action.attempt, action.indices, action.plan)
                 if started and action.attempt != old.attempt:
                     ckpt = decision.status.last_checkpoint
