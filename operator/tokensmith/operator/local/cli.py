@@ -150,7 +150,7 @@ def run(
     history = read_history(result.history)
     html = Path(report_path) if report_path else job.checkpoint_dir / "report.html"
     valid = read_valid_losses(job.checkpoint_dir / "metrics.jsonl")
-    write_html(html, job.name, result.status, history, plan, valid)
+    write_html(html, job.name, result.status, history, plan, valid, dict(job.annotations))
     data = summary(result.status, history, plan)
     data["report"] = str(html)
     data["status_file"] = str(job.status_path)
