@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -146,3 +148,13 @@ def test_real_run_report_timeline_adds_up_to_the_ledger(
     assert "Predicted (the job's plan annotations) vs observed" in html
     assert '"stackgroup":"ledger"' in html and '"name":"redone"' in html
     assert "<script src" not in html and "plotly.js v" in html  # self-contained: plotly.js inline
+    # `tokensmith plan --from-run` on the same run (job.json beside status.json gives the model)
+    refit = subprocess.run(
+        [sys.executable, "-m", "tokensmith.cli", "plan", "--from-run", str(job_dir / "status.json"),
+         "--gpu", "H100-SXM", "--format", "json"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert refit.returncode == 0, refit.stderr
+    data = json.loads(refit.stdout)
+    assert data["refit"]["mfu"] is not None and data["refit"]["mfu"] > 0
+    assert data["plan"]["mfu"] == 0.4 and data["refit"]["interruptions"] == 1
