@@ -88,7 +88,7 @@ def test_predicted_vs_observed_rows_from_plan_json_and_annotations() -> None:
     assert rows["goodput"]["predicted"] == 0.97 and rows["goodput"]["observed"] == 0.8
     assert rows["cost lost to failures (USD)"]["predicted"] == pytest.approx(30.0)
     assert rows["cost lost to failures (USD)"]["observed"] == 4.0
-    assert rows["GPU-hours"]["observed"] == 10.0
+    assert rows["GPU-hours (devices x time counted)"]["observed"] == 10.0
     notes = {"tokensmith.dev/plan-goodput": "0.9", "tokensmith.dev/plan-expected-interruptions": "3",
              "tokensmith.dev/plan-mtbf-gpu-hours": "x", "other/key": "1"}  # fmt: skip
     predicted = goodput_report.predictions(None, notes)
@@ -122,6 +122,7 @@ def test_real_run_report_timeline_adds_up_to_the_ledger(
     manifest.write_text(yaml.safe_dump(doc))
     out = run_cli(run_args(manifest, workspace / "runs", shards, "--inject-failure", "step=6"))
     assert out.returncode == 0, out.stderr[-2000:]
+    assert "goodput, predicted vs observed:" in out.stdout and "interruptions" in out.stdout
     job_dir = workspace / "runs" / "tiny"
     status_doc = json.loads((job_dir / "status.json").read_text())
     status = LLMTrainingJobStatus.model_validate(status_doc)
@@ -132,6 +133,9 @@ def test_real_run_report_timeline_adds_up_to_the_ledger(
     progress = [r for r in history if r["type"] == "progress"]
     # one record per change of trend, not one per poll: fewer than the trainer's progress lines
     assert 3 <= len(ledger) < len(progress) + 8
+    from tokensmith.operator.local.demo import timeline_problem
+
+    assert timeline_problem(status_doc, history) is None  # the runner's last sample = the ledger
     end = status.completion_time
     points = goodput_report.points_of(ledger, status, end)
     sums = timeline.totals(timeline.segments(points))

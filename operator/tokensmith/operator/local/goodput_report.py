@@ -85,7 +85,7 @@ def rows(status: LLMTrainingJobStatus, predicted: Mapping[str, Any]) -> list[dic
             "note": "observed: the adaptive interval for the next attempt",
         },
         {
-            "name": "GPU-hours",
+            "name": "GPU-hours (devices x time counted)",
             "predicted": predicted.get("gpu_hours_total"),
             "observed": total,
             "note": "on CPU a GPU-hour is a process-hour",
@@ -173,7 +173,7 @@ def figure(
             row=1, col=2,
         )  # fmt: skip
     for ev in events:
-        if ev.get("reason") not in ("Restarting", "RollingBack", "Suspended"):
+        if ev.get("reason") not in ("Restarting", "RollingBack", "Suspended", "Succeeded", "Failed"):
             continue
         try:
             when = _naive(datetime.fromisoformat(str(ev.get("time")).replace("Z", "+00:00")))

@@ -104,8 +104,16 @@ def resume_steps(history: History) -> list[tuple[int, int]]:
     )
 
 
-def summary(status: LLMTrainingJobStatus, history: History, plan: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Plan vs actual, restarts and evaluations as plain data (for --format json and the table)."""
+def summary(
+    status: LLMTrainingJobStatus,
+    history: History,
+    plan: Mapping[str, Any] | None,
+    annotations: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Plan vs actual, restarts, goodput (predicted vs observed: goodput_report.py) and evaluations as
+    plain data (for --format json and the table)."""
+    from tokensmith.operator.local import goodput_report
+
     prog = status.progress
     wall = None
     if status.start_time is not None:
@@ -141,6 +149,13 @@ def summary(status: LLMTrainingJobStatus, history: History, plan: Mapping[str, A
         ],
         "skip_samples": status.skip_samples,
         "lost_gpu_hours": {k: round(v, 6) for k, v in status.lost_gpu_hours.items()},
+        "goodput": {
+            "goodput": status.goodput,
+            "productive_gpu_hours": status.productive_gpu_hours,
+            "predicted_vs_observed": goodput_report.rows(
+                status, goodput_report.predictions(plan, annotations)
+            ),
+        },
         "actual": actual,
         "evaluations": [
             {"step": e.step, "phase": e.phase, "results": e.results, "message": e.message}
@@ -224,6 +239,12 @@ def summary_text(data: Mapping[str, Any], report_path: Path | None) -> str:
     else:
         rows = [[k, fmt(v)] for k, v in act.items()]
         lines += ["", table(rows, ["", "actual"])]
+    good = data.get("goodput") or {}
+    if good.get("goodput") is not None:
+        compared = [
+            [r["name"], fmt(r["predicted"]), fmt(r["observed"])] for r in good["predicted_vs_observed"]
+        ]
+        lines += ["", "goodput, predicted vs observed:", table(compared, ["", "predicted", "observed"])]
     if data["evaluations"]:
         lines += ["", "evaluations:", table(_metric_rows(data["evaluations"]), ["step", "task", "metrics"])]
     if report_path is not None:
