@@ -53,6 +53,22 @@ def test_recorder_writes_one_sample_per_segment(samples: list[Sample], written: 
     assert recorded(samples) == written
 
 
+def test_records_grow_with_events_not_with_polls() -> None:
+    """A day polled every 0.5 s (172,800 looks) with a save every hour and one failure: about two records
+    per save (its blocked seconds are a change of trend), not one per poll."""
+    rec, written, prod, ckpt, redone = Recorder(), 0, 0.0, 0.0, 0.0
+    for i in range(172_800):
+        if i % 7200 == 0 and i:
+            ckpt += 1e-3
+        elif i == 100_000:
+            prod, redone = prod - 0.5, redone + 0.5
+        else:
+            prod += 2 * 0.5 / 3600
+        written += len(rec.see(at(i * 0.5, productive=prod, checkpoint=ckpt, redone=redone)))
+    written += len(rec.flush())
+    assert 40 <= written <= 2 * 23 + 2 * 1 + 4
+
+
 def test_series_starts_at_zero_ends_at_the_status_and_telescopes_after_downsampling() -> None:
     samples = [at(10 + i, productive=0.1 * i, restart=0.5, redone=0.01 * (i // 50)) for i in range(500)]
     final = at(600, productive=50.0, restart=0.5, redone=0.09, checkpoint=0.2)
