@@ -329,6 +329,17 @@ def test_demo_checks_its_promises(tmp_path: Path, capsys: pytest.CaptureFixture[
         "goodputLedger": {"totalGPUHours": 1.0},
     }
     status_path.write_text(json.dumps({**ok, **balanced}))
+    assert check(status_path, tmp_path, 1.0) == 1
+    assert "the runner recorded no goodput samples" in capsys.readouterr().out
+    sample = {"type": "ledger", "time": "2026-01-01T00:00:00+00:00"}
+    with history.open("a") as handle:  # the runner's last sample before it exited, one cause short
+        handle.write(json.dumps({**sample, "gpu_hours": {"productive": 0.75, "redone": 0.2}}) + "\n")
+    assert check(status_path, tmp_path, 1.0) == 1
+    assert "the runner's last sample: restart off by -0.05" in capsys.readouterr().out
+    with history.open("a") as handle:
+        handle.write(
+            json.dumps({**sample, "gpu_hours": {"productive": 0.75, "redone": 0.2, "restart": 0.05}}) + "\n"
+        )
     assert check(status_path, tmp_path, 1.0) == 0
     assert "goodput 0.75 (GPU-hours lost: redone 0.2000, restart 0.0500)" in capsys.readouterr().out
     status_path.write_text(json.dumps({**ok, **balanced, "productiveGPUHours": 0.7}))

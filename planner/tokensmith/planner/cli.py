@@ -181,7 +181,8 @@ def list_gpus_text(fmt: str) -> str:
     "from_run",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Refit from a job's status.json / llmjob YAML and re-forecast finish time and cost.",
+    help="Refit MFU, MTBF and checkpoint cost from a job's status.json (job.json beside it) or llmjob "
+    "YAML and re-forecast finish time and cost, plan vs actual (--gpu: the GPU when the job does not say).",
 )
 def plan(
     from_run: str | None,
@@ -213,10 +214,10 @@ def plan(
         from tokensmith.planner import fromrun
 
         try:
-            refit = fromrun.forecast(fromrun.read_status(_Path(from_run)))
+            refit = fromrun.from_run(_Path(from_run), gpu)
         except fromrun.FromRunError as err:
             raise click.UsageError(str(err)) from err
-        body = _json.dumps(refit.as_dict(), indent=2) if fmt == "json" else fromrun.text(refit)
+        body = _json.dumps(refit, indent=2) if fmt == "json" else fromrun.text(refit)
         _emit(body, output)
         return
     if list_gpus:

@@ -14,6 +14,63 @@ from typing import Any
 from tokensmith.planner.planning import Plan
 
 BUDGET_HEADROOM = 1.10  # the operator stops a job at its budget; leave room for the plan's uncertainty
+ANNOTATION = "tokensmith.dev/plan-"
+# The plan's predictions a job carries as annotations (`tokensmith.dev/plan-<key>`), named as in the
+# plan's JSON: the local report and `tokensmith plan --from-run` compare them with what the run shows.
+NUMERIC_PREDICTIONS = (
+    "predicted-loss",
+    "wall-clock-days",
+    "cost-usd",
+    "mfu",
+    "gpus",
+    "gpu-hours-total",
+    "tokens-per-second",
+    "goodput",
+    "expected-interruptions",
+    "mtbf-gpu-hours",
+    "checkpoint-write-seconds",
+    "checkpoint-interval-minutes",
+)
+
+
+def plan_annotations(plan: Plan) -> dict[str, str]:
+    """The plan's predictions as job annotations (see `NUMERIC_PREDICTIONS`; law and GPU as text)."""
+    c = plan.cluster
+    values = {
+        "predicted-loss": f"{plan.predicted_loss:.4f}",
+        "wall-clock-days": f"{plan.wall_clock_days:.2f}",
+        "cost-usd": f"{plan.cost_usd:.0f}",
+        "mfu": f"{plan.mfu:.3f}",
+        "gpus": str(c.gpus),
+        "gpu-hours-total": f"{plan.gpu_hours_total:.6g}",
+        "tokens-per-second": f"{plan.tokens_per_second:.6g}",
+        "goodput": f"{plan.goodput:.4f}",
+        "expected-interruptions": f"{plan.expected_interruptions:.4g}",
+        "mtbf-gpu-hours": f"{plan.job_mtbf_hours * c.gpus:.6g}",
+        "checkpoint-write-seconds": f"{plan.checkpoint_write_seconds:.4g}",
+        "checkpoint-interval-minutes": f"{plan.checkpoint_interval_minutes:.4g}",
+    }
+    return {ANNOTATION + "law": plan.law, ANNOTATION + "gpu": c.gpu} | {
+        ANNOTATION + k: v for k, v in values.items()
+    }
+
+
+def read_predictions(annotations: dict[str, str] | None) -> dict[str, Any]:
+    """The predictions `plan_annotations` wrote, keyed as in the plan's JSON (`cost-usd` -> `cost_usd`);
+    unparsable numbers are left out."""
+    out: dict[str, Any] = {}
+    for key, value in (annotations or {}).items():
+        if not key.startswith(ANNOTATION):
+            continue
+        name = key.removeprefix(ANNOTATION)
+        if name in ("law", "gpu"):
+            out[name] = value
+        elif name in NUMERIC_PREDICTIONS:
+            try:
+                out[name.replace("-", "_")] = float(value)
+            except ValueError:
+                continue
+    return out
 
 
 def job_name(plan: Plan) -> str:
@@ -120,12 +177,4 @@ def build_job(plan: Plan, name: str | None = None, checkpoint_claim: str | None 
             "budget": budget,
         }
     )
-    annotations = {
-        "tokensmith.dev/plan-law": plan.law,
-        "tokensmith.dev/plan-gpu": c.gpu,
-        "tokensmith.dev/plan-predicted-loss": f"{plan.predicted_loss:.4f}",
-        "tokensmith.dev/plan-wall-clock-days": f"{plan.wall_clock_days:.2f}",
-        "tokensmith.dev/plan-cost-usd": f"{plan.cost_usd:.0f}",
-        "tokensmith.dev/plan-mfu": f"{plan.mfu:.3f}",
-    }
-    return build_manifest(name, spec, annotations=annotations)
+    return build_manifest(name, spec, annotations=plan_annotations(plan))

@@ -150,8 +150,8 @@ def run(
     history = read_history(result.history)
     html = Path(report_path) if report_path else job.checkpoint_dir / "report.html"
     valid = read_valid_losses(job.checkpoint_dir / "metrics.jsonl")
-    write_html(html, job.name, result.status, history, plan, valid)
-    data = summary(result.status, history, plan)
+    write_html(html, job.name, result.status, history, plan, valid, dict(job.annotations))
+    data = summary(result.status, history, plan, dict(job.annotations))
     data["report"] = str(html)
     data["status_file"] = str(job.status_path)
     text = to_json(data) if fmt == "json" else summary_text(data, html)

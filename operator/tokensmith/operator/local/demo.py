@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[4]
 JOB = REPO / "examples" / "tiny-job.yaml"
@@ -127,6 +128,9 @@ def check(status_path: Path, out: Path, seconds: float) -> int:
     unbalanced = ledger_problem(status)
     if unbalanced is not None:
         problems.append(f"the goodput ledger does not add up: {unbalanced}")
+    drift = timeline_problem(status, history)
+    if drift is not None:
+        problems.append(f"the report's goodput timeline does not add up: {drift}")
     print()
     if problems:
         print("demo FAILED: " + "; ".join(problems))
@@ -138,6 +142,34 @@ def check(status_path: Path, out: Path, seconds: float) -> int:
         f"Open {out / 'report.html'} and {out / 'plan.html'}."
     )
     return 0
+
+
+def timeline_problem(status: dict[str, Any], history: list[dict[str, Any]]) -> str | None:
+    """One line when the goodput timeline does not add up to the status' ledger by cause (1e-6
+    GPU-hours): the runner's last sample (written at exit) and the segments the report plots
+    (timeline.py); else None."""
+    from tokensmith.operator.local import goodput_report, timeline
+    from tokensmith.operator.spec import LLMTrainingJobStatus
+
+    st = LLMTrainingJobStatus.model_validate(status)
+    if st.productive_gpu_hours is None:
+        return None
+    want = {timeline.PRODUCTIVE: st.productive_gpu_hours, **st.lost_gpu_hours}
+    ledger = [r for r in history if r.get("type") == timeline.RECORD]
+    last = timeline.from_record(ledger[-1]) if ledger else None
+    if last is None:
+        return "the runner recorded no goodput samples"
+    for what, got in (
+        ("the runner's last sample", dict(last.hours)),
+        (
+            "the report's segments",
+            timeline.totals(timeline.segments(goodput_report.points_of(ledger, st, None))),
+        ),
+    ):
+        off = {k: got.get(k, 0.0) - v for k, v in want.items() if abs(got.get(k, 0.0) - v) > 1e-6}
+        if off:
+            return f"{what}: " + ", ".join(f"{k} off by {v:.3g} GPU-hours" for k, v in off.items())
+    return None
 
 
 def _goodput_line(status: dict[str, object]) -> str:

@@ -32,6 +32,7 @@ from tokensmith.operator.spec import (
 from tokensmith.trainer.config import TrainerConfig
 
 STATUS_FILE = "status.json"
+JOB_FILE = "job.json"  # the job as run (after --set and --mount), beside status.json: plan --from-run
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class LocalJob:
     spec: LLMTrainingJobSpec
     source: Path
     mapped: tuple[tuple[str, str], ...] = ()  # (local path, the manifest's path) rewritten by --mount
+    annotations: tuple[tuple[str, str], ...] = ()  # metadata.annotations (the plan's predictions: emit.py)
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -50,6 +52,16 @@ class LocalJob:
     @property
     def status_path(self) -> Path:
         return self.checkpoint_dir / STATUS_FILE
+
+    @property
+    def job_path(self) -> Path:
+        return self.checkpoint_dir / JOB_FILE
+
+    def document(self) -> dict[str, Any]:
+        """The job as run, as a manifest (what `kubectl get llmjob -o yaml` shows, less the status)."""
+        from tokensmith.operator.spec import build_manifest
+
+        return build_manifest(self.name, self.spec, annotations=dict(self.annotations) or None)
 
     @property
     def run_dir(self) -> Path:
@@ -170,7 +182,11 @@ def load_job(
         raise TokensmithError(f"{source}: {format_validation_error(err)}") from err
     except ValueError as err:
         raise TokensmithError(f"{source}: {err}") from err
-    return LocalJob(name=str(metadata["name"]), spec=model, source=source, mapped=tuple(mapped))
+    notes = metadata.get("annotations") or {}
+    annotations = tuple((str(k), str(v)) for k, v in notes.items()) if isinstance(notes, dict) else ()
+    return LocalJob(
+        name=str(metadata["name"]), spec=model, source=source, mapped=tuple(mapped), annotations=annotations
+    )
 
 
 def check_local_paths(job: LocalJob) -> None:

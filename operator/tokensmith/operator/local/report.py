@@ -26,6 +26,7 @@ class History:
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     attempts: list[dict[str, Any]] = field(default_factory=list)
+    ledger: list[dict[str, Any]] = field(default_factory=list)  # goodput samples (timeline.py)
 
 
 def read_history(path: Path) -> History:
@@ -46,6 +47,8 @@ def read_history(path: Path) -> History:
             hist.events.append(rec)
         elif kind == "attempt":
             hist.attempts.append(rec)
+        elif kind == "ledger":
+            hist.ledger.append(rec)
     return hist
 
 
@@ -101,8 +104,16 @@ def resume_steps(history: History) -> list[tuple[int, int]]:
     )
 
 
-def summary(status: LLMTrainingJobStatus, history: History, plan: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Plan vs actual, restarts and evaluations as plain data (for --format json and the table)."""
+def summary(
+    status: LLMTrainingJobStatus,
+    history: History,
+    plan: Mapping[str, Any] | None,
+    annotations: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Plan vs actual, restarts, goodput (predicted vs observed: goodput_report.py) and evaluations as
+    plain data (for --format json and the table)."""
+    from tokensmith.operator.local import goodput_report
+
     prog = status.progress
     wall = None
     if status.start_time is not None:
@@ -138,6 +149,13 @@ def summary(status: LLMTrainingJobStatus, history: History, plan: Mapping[str, A
         ],
         "skip_samples": status.skip_samples,
         "lost_gpu_hours": {k: round(v, 6) for k, v in status.lost_gpu_hours.items()},
+        "goodput": {
+            "goodput": status.goodput,
+            "productive_gpu_hours": status.productive_gpu_hours,
+            "predicted_vs_observed": goodput_report.rows(
+                status, goodput_report.predictions(plan, annotations)
+            ),
+        },
         "actual": actual,
         "evaluations": [
             {"step": e.step, "phase": e.phase, "results": e.results, "message": e.message}
@@ -221,6 +239,12 @@ def summary_text(data: Mapping[str, Any], report_path: Path | None) -> str:
     else:
         rows = [[k, fmt(v)] for k, v in act.items()]
         lines += ["", table(rows, ["", "actual"])]
+    good = data.get("goodput") or {}
+    if good.get("goodput") is not None:
+        compared = [
+            [r["name"], fmt(r["predicted"]), fmt(r["observed"])] for r in good["predicted_vs_observed"]
+        ]
+        lines += ["", "goodput, predicted vs observed:", table(compared, ["", "predicted", "observed"])]
     if data["evaluations"]:
         lines += ["", "evaluations:", table(_metric_rows(data["evaluations"]), ["step", "task", "metrics"])]
     if report_path is not None:
@@ -235,9 +259,12 @@ def write_html(
     history: History,
     plan: Mapping[str, Any] | None,
     valid_losses: Sequence[tuple[int, float]] = (),
+    annotations: Mapping[str, str] | None = None,
 ) -> Path:
-    """One self-contained page: loss (and the plan's law), learning rate, tokens/s with restarts
-    marked on the time axis, evaluation metrics over steps, the trainer's held-out loss."""
+    """One self-contained page: the goodput section (GPU-hours by cause over time, stacked; the plan's
+    predicted interruptions, goodput and cost against what happened: goodput_report.py), then loss (and
+    the plan's law), learning rate, tokens/s with restarts marked on the time axis, evaluation metrics
+    over steps, the trainer's held-out loss."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -332,13 +359,26 @@ def write_html(
         f"{job_name}: {status.phase}, {status.attempt} attempt(s), {status.restarts} restart(s), "
         f"{status.gpu_hours:.4f} GPU-hours"
     )
-    fig.update_layout(title=title, height=1200, template="plotly_white")
+    fig.update_layout(title="training", height=1200, template="plotly_white")
     note = (
         "<p style='font-family:sans-serif;font-size:12px'>Measured: the trainer's progress reports "
         "(every attempt, including steps redone after a restart). Predicted: the plan's scaling law "
         "L(N, D) at the plan's N; fitted at far larger scale on other data, so compare the shape, "
         "not the level.</p>"
     )
-    html = fig.to_html(full_html=True, include_plotlyjs=True).replace("<body>", "<body>" + note, 1)
+    from plotly.offline import get_plotlyjs
+
+    from tokensmith.operator.local import goodput_report
+
+    times = [t for t in (_when(r.get("time")) for r in (*history.events, *history.ledger)) if t is not None]
+    end = status.completion_time or max(times, default=None)
+    goodput = goodput_report.section_html(status, history.ledger, history.events, plan, annotations, end)
+    training = fig.to_html(full_html=False, include_plotlyjs=False)
+    html = (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{job_name}: tokensmith run</title>"
+        f"<script type='text/javascript'>{get_plotlyjs()}</script>{goodput_report.STYLE}</head>"
+        f"<body><h1 style='font-size:20px;margin:10px 40px'>{title}</h1>{goodput}{note}{training}"
+        "</body></html>"
+    )
     atomic_write_text(path, html)
     return path

@@ -26,6 +26,7 @@ from typing import Any
 
 from tokensmith.core.io import atomic_write_text
 from tokensmith.operator import cadence, evaluation
+from tokensmith.operator.local import timeline
 from tokensmith.operator.local.manifest import LocalJob
 from tokensmith.operator.local.observe import fold_reports, worker_observation
 from tokensmith.operator.local.processes import Evaluations, Gang, ReportTail
@@ -127,6 +128,7 @@ class LocalRunner:
         self.history_path = job.run_dir / HISTORY_FILE
         self.report_files: dict[Path, int] = {}  # report file -> attempt, kept after a worker is gone
         self._written: dict[str, Any] | None = None  # the status document last written
+        self.ledger = timeline.Recorder()  # the goodput ledger over time, for the report (timeline.py)
 
     # ----------------------------------------------------------------------------- recording
 
@@ -159,6 +161,12 @@ class LocalRunner:
             self.apply(status, Decision(status=new, actions=tuple(actions)))
             status = new
         return fold_reports(status, records[start:], token_budget(self.spec))
+
+    def _ledger(self, status: LLMTrainingJobStatus, now: datetime) -> None:
+        """Record the goodput ledger where its trend changes (timeline.Recorder)."""
+        point = timeline.sample(status, now)
+        for s in self.ledger.see(point) if point is not None else []:
+            self._history(s.record())
 
     # ----------------------------------------------------------------------------- the loop
 
@@ -218,6 +226,8 @@ class LocalRunner:
         with self._exclusive():
             if self.fresh:
                 self._wipe()
+            self.job.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.job.job_path, json.dumps(self.job.document(), indent=2) + "\n")
             status = read_status(self.job.status_path)
             orphans = self.gang.stop_orphans()
             if orphans:
@@ -231,6 +241,8 @@ class LocalRunner:
                 restore()
                 self.gang.kill_all()
                 self.evals.stop()
+                for s in self.ledger.flush():
+                    self._history(s.record())
         return RunResult(status, self.interrupts.count > 0, self.history_path)
 
     def _wipe(self) -> None:
@@ -289,6 +301,7 @@ class LocalRunner:
             decision = reconcile(self.job.name, self.spec, status, observed)
             self.apply(status, decision)
             status = decision.status
+            self._ledger(status, observed.now)
             self.evals.start_waiting()
             view = status_to_dict(status)
             view.pop("accountedTime", None)
