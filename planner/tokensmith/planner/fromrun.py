@@ -353,7 +353,7 @@ def reforecast(run: Run, r: Refit) -> Forecast:
 
 def _interval(spec: LLMTrainingJobSpec | None) -> float | None:
     """The interval the job runs with: None (Daly's optimum at the refit) when adaptive or unknown."""
-    if spec is None or spec.checkpoint.adaptive:
+    if spec is None or spec.checkpoint.auto:
         return None
     minutes = spec.checkpoint.every_minutes
     return float(minutes) if minutes else None
