@@ -21,7 +21,7 @@ JIT-compiled libaio op, which CPU machines and many clusters lack.
 The same engine runs synchronously (writes inline) when `async_save` is off, and in both modes it
 records which files this rank wrote, so each rank can hash exactly its own files for the manifest.
 Costs: the staging buffers double the host memory the checkpointed state needs (for the rest of the run,
-once the first asynchronous save happened), and a save waits for the previous one.
+from the first step on), and a save waits for the previous one.
 """
 
 from __future__ import annotations
