@@ -15,7 +15,7 @@ import torch
 
 from tokensmith.core.errors import TokensmithError
 from tokensmith.trainer import checkpoint as ck
-from tokensmith.trainer import consolidate
+from tokensmith.trainer import consolidate, postsave
 from tokensmith.trainer.config import TrainerConfig
 from tokensmith.trainer.model import Transformer
 
@@ -138,6 +138,7 @@ def test_consolidate_every_and_consolidate_on_read(pydoc_data: Path, tmp_path: P
     assert [r["step"] for r in staging] == [1] and not (ckpt / ".staging-probe").exists()
     assert [r["staging_alloc_bytes"] == 0 for r in records] == [True, True, False, True]
     assert ck.read_state(ckpt / "step-00000002")["checkpoints"] == 2
+    _corrupted_shard_is_caught(ckpt / "step-00000001", tmp_path / "corrupt")
     reader = subprocess.run(
         [sys.executable, "-c", _READER, str(ckpt)], capture_output=True, text=True, timeout=300
     )
@@ -154,6 +155,37 @@ def test_consolidate_every_and_consolidate_on_read(pydoc_data: Path, tmp_path: P
         assert seen[name]["bare_source"] == native and seen[name]["eval_ok"] is True
         assert seen[name]["identical"] is True, name
         assert seen[name]["export_identical"] is True, name
+
+
+def _corrupted_shard_is_caught(step: Path, work: Path) -> None:
+    """Flipped bytes in the DeepSpeed file the weights are rebuilt from (the unpartitioned module under
+    ZeRO 0-2, rank 0's fp32 partition under ZeRO-3), its checksum then rewritten: the manifest still
+    verifies, post-save verification does not."""
+    copy = work / step.name
+    shutil.copytree(step, copy)
+    cfg = ck.read_config(copy)
+    rows = torch.randint(
+        0, cfg.model.vocab_size, (4, cfg.model.seq_len + 1), generator=torch.Generator().manual_seed(0)
+    )
+    in_memory = postsave.batch_loss(ck.load_model(copy).model, rows)
+    assert postsave.verify(copy, cfg.model, rows, in_memory, "fp32") is None
+    if consolidate.source(copy) == "zero3":
+        rel = "ds/zero_pp_rank_0_mp_rank_00_optim_states.pt"
+        tensor = consolidate.load_restricted(copy / rel)["optimizer_state_dict"]["fp32_flat_groups"][0]
+    else:
+        rel = "ds/mp_rank_00_model_states.pt"
+        tensor = consolidate.load_restricted(copy / rel)["module"]["tok_emb.weight"]
+    raw = bytearray((copy / rel).read_bytes())
+    at = raw.find(tensor.reshape(-1)[:256].numpy().tobytes())  # torch's zip stores tensors uncompressed
+    assert at > 0
+    raw[at : at + 1024] = b"\x7f" * 1024  # float32 0x7f7f7f7f: about 3.4e38
+    (copy / rel).write_bytes(bytes(raw))
+    manifest = ck.read_manifest(copy)
+    manifest["files"][rel] = ck.file_digest(copy / rel)
+    (copy / ck.MANIFEST).write_text(json.dumps(manifest))
+    assert ck.verify(copy) == []
+    problem = postsave.verify(copy, cfg.model, rows, in_memory, "fp32")
+    assert problem is not None and "holds corrupted tensors" in problem, problem
 
 
 def test_copy_is_self_contained(tmp_path: Path) -> None:

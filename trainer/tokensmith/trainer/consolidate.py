@@ -92,13 +92,13 @@ def read_weights(ckpt: Path, names: list[str]) -> dict[str, torch.Tensor]:
         return {name: _portable(ckpt / PORTABLE, name) for name in names}
     if kind == "zero3":
         return zero3_weights(ckpt / DS_TAG)
-    module: dict[str, torch.Tensor] = _load(ckpt / DS_TAG / MODULE_STATES)["module"]
+    module: dict[str, torch.Tensor] = load_restricted(ckpt / DS_TAG / MODULE_STATES)["module"]
     return {k: v.clone() for k, v in module.items()}  # not views into the mmap'ed file
 
 
-def _load(path: Path) -> Any:
-    """`torch.load` with only tensors, containers and the inert DeepSpeed stand-ins allowed (mmap'ed:
-    only the tensors used are read)."""
+def load_restricted(path: Path) -> Any:
+    """A DeepSpeed (or our portable) file read with `torch.load(weights_only=True)`: only tensors,
+    containers and the inert DeepSpeed stand-ins allowed (mmap'ed: only the tensors used are read)."""
     import torch
 
     allowed: list[Any] = [(_inert(name), name) for name in DEEPSPEED_GLOBALS]
@@ -119,7 +119,7 @@ def _inert(qualified: str) -> type:
 
 
 def _portable(directory: Path, name: str) -> torch.Tensor:
-    blob = _load(directory / "zero" / name / "fp32.pt")
+    blob = load_restricted(directory / "zero" / name / "fp32.pt")
     tensor: torch.Tensor = blob["param"] if isinstance(blob, dict) else blob
     return tensor.clone()
 
@@ -133,12 +133,12 @@ def zero3_weights(ds_dir: Path) -> dict[str, torch.Tensor]:
     if not ranks or ranks != list(range(world)):
         raise TokensmithError(f"{ds_dir}: ZeRO-3 optimizer partitions of ranks {ranks} (expected 0..n-1)")
     shapes: dict[str, Any] = {}
-    for group in _load(ds_dir / "zero_pp_rank_0_mp_rank_00_model_states.pt")["param_shapes"]:
+    for group in load_restricted(ds_dir / "zero_pp_rank_0_mp_rank_00_model_states.pt")["param_shapes"]:
         shapes.update(group)
     flats = []
     for rank in ranks:
-        groups = _load(ds_dir / f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt")["optimizer_state_dict"]
-        flats.append(torch.cat([g.reshape(-1) for g in groups["fp32_flat_groups"]]))
+        optim = load_restricted(ds_dir / f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt")
+        flats.append(torch.cat([g.reshape(-1) for g in optim["optimizer_state_dict"]["fp32_flat_groups"]]))
     out: dict[str, torch.Tensor] = {}
     offset = 0
     for name, shape in shapes.items():
