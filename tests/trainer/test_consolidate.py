@@ -5,6 +5,7 @@ weights, rebuilt from DeepSpeed's files (ZeRO 0-3) with torch alone, DeepSpeed n
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from tokensmith.trainer import consolidate, postsave
 from tokensmith.trainer.config import TrainerConfig
 from tokensmith.trainer.model import Transformer
 
-from .conftest import read_metrics, run_cli, tiny_sets
+from .conftest import VOCAB, read_metrics, run_cli, tiny_sets
 
 
 @pytest.mark.parametrize(
@@ -123,6 +124,9 @@ def test_consolidate_every_and_consolidate_on_read(pydoc_data: Path, tmp_path: P
     )
     done = run_cli(["train", *sets, "--nproc", "2"])
     assert done.returncode == 0, done.stderr[-3000:]
+    # GPT-2 initialisation under every stage (ZeRO-3's zero.Init once left nn.Embedding's N(0, 1): 32)
+    first = next(r for r in read_metrics(ckpt / "metrics.jsonl") if r["type"] == "train")
+    assert first["step"] == 1 and abs(first["loss"] - math.log(VOCAB)) < 0.05, first
     records = [r for r in read_metrics(ckpt / "metrics.jsonl") if r["type"] == "checkpoint"]
     assert [(r["step"], r["consolidated"], r["healthy"]) for r in records] == [
         (1, False, True),
