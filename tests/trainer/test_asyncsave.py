@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import pytest
 import torch
 
 from tokensmith.trainer.asyncsave import BackgroundWriter, Stager, leaves
@@ -66,4 +67,20 @@ def test_a_state_that_changed_shape_is_staged_into_fresh_buffers() -> None:
     assert stager.fresh_bytes == sum(t.numel() * t.element_size() for t in leaves(state))
     for got, want in zip(leaves(staged), leaves(state), strict=True):
         assert torch.equal(got, want)
+    writer.close()
+
+
+def test_a_failed_writer_that_skips_the_allocation_does_not_hang_the_next_save() -> None:
+    writer, stager, state = BackgroundWriter(), Stager(), _state()
+
+    def fail() -> None:
+        raise OSError("disk full")
+
+    writer.submit(fail)
+    stager.allocate({"file.pt": _skeleton(state)}, writer)  # skipped: the queue stops after a failure
+    staged = stager.stage("file.pt", state)  # returns (fresh buffers) instead of waiting forever
+    for got, want in zip(leaves(staged), leaves(state), strict=True):
+        assert torch.equal(got, want)
+    with pytest.raises(RuntimeError, match="disk full"):
+        writer.wait()
     writer.close()

@@ -106,10 +106,12 @@ class Stager:
         self.fresh_bytes = 0  # bytes `stage` had to allocate (not in a reused or pre-allocated buffer)
         self._ready = threading.Event()  # cleared while the background thread allocates buffers
         self._ready.set()
+        self._writer: BackgroundWriter | None = None
 
     def allocate(self, skeletons: dict[str, Skeleton], writer: BackgroundWriter) -> None:
         """Allocate and touch the buffers of `skeletons` in `writer`'s thread; `stage` waits for it."""
         self._ready.clear()
+        self._writer = writer
 
         def job() -> None:
             import torch
@@ -126,7 +128,10 @@ class Stager:
     def stage(self, key: str, obj: Any) -> Any:
         import torch
 
-        self._ready.wait()
+        # A writer that failed earlier skips the allocation job: stop waiting once its queue is empty.
+        while not self._ready.wait(0.5):
+            if self._writer is not None and not self._writer.busy:
+                break
         pool = self.buffers.setdefault(key, [])
         index = 0
 
