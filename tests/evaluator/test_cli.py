@@ -132,6 +132,28 @@ def test_hf_export_scores_like_the_checkpoint(trained: Path, text_data: Path, tm
     )
 
 
+def test_checkpoint_without_consolidated_weights_is_scored_without_deepspeed(
+    trained: Path, text_data: Path
+) -> None:
+    """Step 3 is not the final checkpoint: no model.safetensors (checkpoint.consolidate_every 0). `tokensmith
+    eval` rebuilds its weights from DeepSpeed's files in a process where DeepSpeed cannot be imported, as
+    in the evaluator image."""
+    step3 = trained / "step-00000003"
+    assert not (step3 / "model.safetensors").exists()
+    assert (trained / "step-00000006" / "model.safetensors").exists()
+    code = "import sys; sys.modules['deepspeed'] = None; from tokensmith.cli import cli; cli()"
+    args = ["eval", "--checkpoint", str(step3), "--format", "json",
+            "--perplexity-data", str(text_data / "valid"), "--perplexity-tokens", "400"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert report["step"] == 3 and report["checkpoint_kind"] == "tokensmith"
+    assert 0 < report["results"]["perplexity"]["nll_per_token"] < 10
+
+
 def test_missing_checkpoint(tmp_path: Path) -> None:
     term = tmp_path / "term"
     result = invoke(

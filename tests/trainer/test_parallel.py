@@ -17,6 +17,7 @@ import pytest
 
 from tokensmith.planner.capability import Layout, rank_coordinates
 from tokensmith.trainer import checkpoint as ck
+from tokensmith.trainer import consolidate
 from tokensmith.trainer.parallel.accounting import local_parameters, state_bytes
 
 from .conftest import read_metrics, run_cli, tiny_sets
@@ -102,7 +103,10 @@ def test_tensor_parallel_matches_data_parallel_then_resumes_without_it(
     _same_curve(_train(tmp_path), dp2)
     _model_state_matches(tmp_path)
     assert (tmp_path / "step-00000003" / ck.PORTABLE / "zero" / "blocks.0.attn.qkv.weight").is_dir()
-    # Export and eval read the consolidated weights of any layout: the full, unsharded shapes.
+    # Export and eval read the weights of any layout, full and unsharded: the TP=2 step-3 checkpoint (not
+    # the final one: no model.safetensors) through its layout-free state, consolidated on read.
+    assert not (tmp_path / "step-00000003" / ck.WEIGHTS).exists()
+    assert consolidate.source(tmp_path / "step-00000003") == "portable"
     loaded = ck.load_model(tmp_path / "step-00000003")
     assert loaded.model.blocks[0].attn.qkv.weight.shape == (3 * 32, 32)
 
@@ -140,12 +144,17 @@ def test_tensor_and_pipeline_on_four_processes_match_data_parallel(
     assert done.returncode == 0, done.stderr[-3000:]
     _same_curve(_train(tmp_path), dp2)
     _model_state_matches(tmp_path)
-    # The consolidated weights (what export and eval read) are the DP=2 run's, parameter by parameter.
-    ours = ck.load_model(tmp_path).model.state_dict()
-    theirs = ck.load_model(dp2_run).model.state_dict()
-    assert ours.keys() == theirs.keys()
-    for name, value in theirs.items():
-        assert (ours[name] - value).abs().max() < 1e-5, name
+    # The weights export and eval read are the DP=2 run's, parameter by parameter: the final checkpoints'
+    # model.safetensors, and the step-3 ones rebuilt on read (TP x PP: portable/; DP ZeRO-1: DeepSpeed's
+    # module states).
+    for step in ("step-00000006", "step-00000003"):
+        ours = ck.load_model(tmp_path / step).model.state_dict()
+        theirs = ck.load_model(dp2_run / step).model.state_dict()
+        assert ours.keys() == theirs.keys()
+        for name, value in theirs.items():
+            assert (ours[name] - value).abs().max() < 1e-5, (step, name)
+    assert consolidate.source(tmp_path / "step-00000003") == "portable"
+    assert consolidate.source(dp2_run / "step-00000003") == "module"
 
 
 def test_tensor_parallel_layers_match_the_unsharded_model() -> None:

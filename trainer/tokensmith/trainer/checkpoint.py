@@ -7,13 +7,15 @@ Layout under `checkpoint.dir` (ROOT):
     ROOT/step-00000100/
         ds/...                       DeepSpeed's own checkpoint (module, optimizer partitions per rank)
         portable/zero/<name>/*.pt    TP/PP runs: layout-free fp32 weights and Adam moments per parameter
-        model.safetensors            consolidated weights (all ZeRO stages), for eval and export
+        model.safetensors            consolidated weights: only every Mth checkpoint and the final one
+                                     (`checkpoint.consolidate_every`); readers rebuild them from the
+                                     sharded state otherwise (consolidate.py)
         config.yaml                  the resolved TrainerConfig
         trainer_state.json           step, tokens, data position, seed, world size, model hash
         tokenizer.json               copy of the tokenizer (when one is known)
         ranks/rank-00000.json        each rank's share of the checksums (written after its save)
-        manifest.json                every file above with its size and sha256, `healthy` and
-                                     `skip_samples`; written LAST
+        manifest.json                every file above with its size and sha256, `healthy`,
+                                     `consolidated` and `skip_samples`; written LAST
 
 A checkpoint counts only when `manifest.json` is in place, which rank 0 writes after every rank has
 finished writing and hashing; only then does `latest` move. Resume takes the newest checkpoint whose
@@ -296,24 +298,18 @@ def read_state(ckpt: Path) -> dict[str, Any]:
 def load_model(
     path: str | os.PathLike[str], device: str = "cpu", dtype: torch.dtype | None = None
 ) -> LoadedModel:
-    """Load a checkpoint's consolidated weights into a `Transformer` (eval mode) on `device`.
+    """Load a checkpoint's weights into a `Transformer` (eval mode) on `device`: its consolidated
+    `model.safetensors`, or else the full weights rebuilt from its sharded state (consolidate.py; no
+    DeepSpeed needed either way).
 
     `path` is a checkpoint directory or the checkpoint root (then `latest` is followed). `dtype`
     defaults to float32; pass e.g. `torch.bfloat16` to keep memory down on a GPU."""
     import torch
-    from safetensors.torch import load_file
-
-    from tokensmith.trainer.model import Transformer
 
     ckpt = resolve(path)
     config = read_config(ckpt)
     state = read_state(ckpt)
-    with torch.device("meta"):
-        model = Transformer(config.model)
-    weights = load_file(str(ckpt / WEIGHTS), device=device)
-    model.load_state_dict(weights, strict=True, assign=True)
-    # Buffers (position tables) are not saved: rebuild them on the device.
-    _rebuild_buffers(model, device)
+    model = model_from_weights(ckpt, config.model, device)
     model = model.to(device=device, dtype=dtype or torch.float32).eval()
     tokenizer = ckpt / TOKENIZER
     return LoadedModel(
@@ -324,6 +320,22 @@ def load_model(
         path=ckpt,
         tokenizer_path=tokenizer if tokenizer.is_file() else None,
     )
+
+
+def model_from_weights(ckpt: Path, model_cfg: Any, device: str = "cpu") -> Transformer:
+    """A `Transformer` holding `ckpt`'s full weights (as stored: dtype unchanged) on `device`."""
+    import torch
+
+    from tokensmith.trainer.consolidate import read_weights
+    from tokensmith.trainer.model import Transformer
+
+    with torch.device("meta"):
+        model = Transformer(model_cfg)
+    weights = read_weights(ckpt, list(model.state_dict()))
+    model.load_state_dict({k: v.to(device) for k, v in weights.items()}, strict=True, assign=True)
+    # Buffers (position tables) are not saved: rebuild them on the device.
+    _rebuild_buffers(model, device)
+    return model
 
 
 def _rebuild_buffers(model: Transformer, device: str) -> None:
@@ -383,6 +395,6 @@ def write_model_checkpoint(
     state = {"step": step, "tokens": tokens, "samples_seen": 0, "seed": config.train.seed, "world_size": 1}
     write_state_files(ckpt, config, state, Path(tokenizer) if tokenizer else None)
     write_rank_marker(ckpt, 0, 1)
-    finalize(ckpt, 1, step, {"weights_only": True})
+    finalize(ckpt, 1, step, {"weights_only": True, "consolidated": True})
     set_latest(root_path, ckpt.name)
     return ckpt

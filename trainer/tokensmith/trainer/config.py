@@ -198,6 +198,14 @@ class CheckpointConfig(_Section):
         description="Stage the state in host memory and write it in a background thread (training "
         "continues); the manifest is still written last, once every rank's files are durable.",
     )
+    consolidate_every: int = Field(
+        0,
+        ge=0,
+        description="Write consolidated weights (model.safetensors) at every Mth checkpoint of the run; 0: "
+        "only at the final one. The SIGTERM save never does. Every other checkpoint holds only the sharded "
+        "state, from which eval, export and the operator's evaluations rebuild the weights on read "
+        "(torchtitan and OLMo-core likewise save sharded and convert on export).",
+    )
     verify: Literal["checksum", "size"] = Field(
         "checksum",
         description="How resume checks a checkpoint before using it: sha256 of every file (each rank "

@@ -28,7 +28,7 @@ def render(cfg: TrainerConfig, world_size: int, precision: Dtype) -> dict[str, A
     accumulation = cfg.grad_accumulation(world_size)
     zero: dict[str, Any] = {"stage": cfg.deepspeed.zero_stage}
     if cfg.deepspeed.zero_stage == 3:
-        # consolidated weights at every checkpoint, for eval and export
+        # consolidated checkpoints (checkpoint.consolidate_every, the final one) gather the weights
         zero["stage3_gather_16bit_weights_on_model_save"] = True
     if cfg.deepspeed.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}

@@ -24,7 +24,7 @@ from typing import Any
 
 from tokensmith.core.errors import EXIT_DIVERGED, ConfigError
 from tokensmith.trainer import checkpoint as ck
-from tokensmith.trainer import guard, live
+from tokensmith.trainer import consolidate, guard, live
 from tokensmith.trainer.config import TrainerConfig
 
 log = logging.getLogger("tokensmith.trainer")
@@ -184,6 +184,7 @@ class Trainer:
         self.step = 0
         self.data_position = 0
         self.tokens = 0
+        self.checkpoints = 0  # checkpoints written by the run's lineage (consolidate_every counts them)
         self.resumed_from: Path | None = None
         self.layout = cfg.layout(self.world)
         chosen = self.select_checkpoint()
@@ -369,6 +370,7 @@ class Trainer:
             )
         self.step, self.tokens = int(state["step"]), int(state["tokens"])
         self.data_position = int(state["samples_seen"])
+        self.checkpoints = int(state.get("checkpoints", 0))
         self.resumed_from = candidate
         if self.rank == 0:
             log.warning(
@@ -554,14 +556,18 @@ class Trainer:
     # --- checkpoints ------------------------------------------------------------------------------
     def save(self, trigger: str = "schedule") -> Path:
         """Write a checkpoint. Blocking part (every rank): DeepSpeed's save through our staging engine,
-        the consolidated weights and the small state files. Then each rank writes and hashes the files
-        it produced (in the background with `checkpoint.async_save`), and rank 0, once every rank's
-        marker exists, writes the manifest and moves `latest` (and `latest_healthy` when healthy). A
-        crash anywhere before the manifest leaves a torn checkpoint that resume skips."""
+        the consolidated weights when this checkpoint writes them (`consolidate.wanted`: every
+        `checkpoint.consolidate_every`th and the final one) and the small state files. Then each rank
+        writes and hashes the files it produced (in the background with `checkpoint.async_save`), and
+        rank 0, once every rank's marker exists, writes the manifest and moves `latest` (and
+        `latest_healthy` when healthy). A crash anywhere before the manifest leaves a torn checkpoint
+        that resume skips."""
         started = time.monotonic()
         self.wait_for_saves()  # one save in flight at a time: the previous one must be durable
         waited = time.monotonic() - started
         healthy = self.guard.monitor.checkpoint_healthy()  # the same answer on every rank
+        self.checkpoints += 1
+        consolidated = consolidate.wanted(self.checkpoints, self.cfg.checkpoint.consolidate_every, trigger)
         ckpt = self.root / ck.checkpoint_name(self.step)
         if self.rank == 0:
             if ckpt.exists():  # torn, from an attempt that died while saving this step
@@ -569,6 +575,7 @@ class Trainer:
             ckpt.mkdir(parents=True)
         self.dist.barrier()
         self.ckpt_engine.written = []
+        fresh = self.ckpt_engine.stager.fresh_bytes
         # An (empty) universal_checkpoint_info lets DeepSpeed's ds_to_universal convert this checkpoint
         # for a different world size (plain data parallel: no tensor/pipeline patterns to declare).
         self.engine.save_checkpoint(
@@ -580,14 +587,18 @@ class Trainer:
 
             portable.save(self.built, ckpt / ck.PORTABLE, self._tied_elsewhere())
             self.dist.barrier()
-            weights = portable.consolidated(ckpt / ck.PORTABLE, self._names()) if self.rank == 0 else None
+            wants = self.rank == 0 and consolidated
+            weights = portable.consolidated(ckpt / ck.PORTABLE, self._names()) if wants else None
             if self.rank == 0:  # every rank's share is on disk after the barrier: the manifest covers it
                 portable_dir = ckpt / ck.PORTABLE
                 written += sorted(
                     p.relative_to(ckpt).as_posix() for p in portable_dir.rglob("*") if p.is_file()
                 )
+        elif not consolidated:  # readers rebuild the weights from DeepSpeed's files (consolidate.py)
+            weights = None
         elif self.cfg.deepspeed.zero_stage == 3:
             weights = self.engine._zero3_consolidated_16bit_state_dict()  # collective: every rank
+            weights = weights if self.rank == 0 else None
         else:
             weights = self.engine.module.state_dict() if self.rank == 0 else None
         # (not under pipeline parallelism: its engine runs no plain forward; docs/trainer.md)
@@ -595,8 +606,7 @@ class Trainer:
         rows, in_memory = self._verification_loss() if verify else (None, None)
         state: dict[str, Any] | None = None
         if self.rank == 0:
-            assert weights is not None
-            if self.writer is not None:  # stage: the live tensors change with the next step
+            if weights is not None and self.writer is not None:  # stage: the live tensors change
                 weights = self.ckpt_engine.stage(ck.WEIGHTS, weights)
             state = {
                 "step": self.step,
@@ -609,11 +619,25 @@ class Trainer:
                 "precision": self.precision,
                 "rng": "reseeded every step from (seed, step, data-parallel rank); no generator state",
                 "skip_samples": self.cfg.data.skip_samples,
+                "checkpoints": self.checkpoints,
+                "consolidated": consolidated,
                 "time": time.time(),
             }
         job = _SaveJob(
-            self, ckpt, self.step, written, weights, state, healthy, rows, in_memory, started, trigger
+            self,
+            ckpt,
+            self.step,
+            written,
+            weights,
+            state,
+            healthy,
+            rows,
+            in_memory,
+            started,
+            trigger,
+            consolidated,
         )
+        job.fresh_bytes = self.ckpt_engine.stager.fresh_bytes - fresh
         if self.writer is None:
             job.write_own()
             self.dist.barrier()
@@ -631,6 +655,15 @@ class Trainer:
         if self.rank == 0 and waited > 1.0:
             log.warning("checkpoint %s waited %.1f s for the previous save to finish", ckpt.name, waited)
         return ckpt
+
+    def _preallocate(self) -> None:
+        """The async staging buffers, allocated in the background now rather than in the first save."""
+        from tokensmith.trainer.asyncsave import preallocate
+
+        assert self.writer is not None
+        probe = self.root / ".staging-probe"
+        blocked = preallocate(self.engine, self.ckpt_engine, self.writer, probe, self.rank)
+        self._log({"type": "staging", "step": self.step, "blocked_s": round(blocked, 4)})
 
     def wait_for_saves(self) -> None:
         """Block until this rank's background checkpoint writes (rank 0: the manifest too) are done."""
@@ -691,9 +724,13 @@ class Trainer:
         window_start, window_tokens = time.perf_counter(), 0
         loss_total, loss_steps = 0.0, 0  # applied steps' (all-reduced) losses since the last log
         last_saved = self.step if self.resumed_from else -1
+        staged = self.writer is None  # async saves: staging buffers allocated after the first step
         while self.step < self.total_steps:
             outcome = self.train_step()  # every rank agrees on its numbers and flags (one all-reduce)
             consumed = outcome.consumed
+            if not staged:
+                staged = True
+                self._preallocate()
             if self.recorder is not None:
                 self._log_model_state()
             if outcome.verdict.bad:
@@ -757,7 +794,7 @@ class Trainer:
                 return self._on_sigterm(last_saved)
             every_steps = cfg.checkpoint.every_steps
             if finished or time_due or (every_steps and self.step % every_steps == 0):
-                self.save()
+                self.save(trigger="final" if finished else "schedule")
                 last_saved = self.step
             if fail_at and self.step == fail_at:
                 self.wait_for_saves()  # tests know which checkpoints exist: those before the kill
@@ -765,7 +802,7 @@ class Trainer:
         if bar is not None:
             bar.close()
         if last_saved != self.step:  # e.g. resumed from the final checkpoint: nothing left to do
-            self.save()
+            self.save(trigger="final")
         self.wait_for_saves()
         self.reporter.done(self.step, self.tokens)
         self._log({"type": "done", "step": self.step, "tokens": self.tokens})
@@ -871,27 +908,30 @@ class _SaveJob:
     in_memory: float | None
     started: float
     trigger: str
+    consolidated: bool
     blocked_s: float = 0.0
+    fresh_bytes: int = 0  # staging memory this save had to allocate (0 once the buffers exist)
     problem: str | None = None
 
     def write_own(self) -> None:
         t = self.trainer
         own = list(self.written)
         if t.rank == 0:
-            assert self.weights is not None and self.state is not None
+            assert self.state is not None
             ck.write_state_files(self.ckpt, t.cfg, self.state, t.tokenizer)  # fsyncs: off the blocked path
+        if self.weights is not None:
             ck.save_weights(self.weights, self.ckpt / ck.WEIGHTS)
             self.weights = None
             own.append(ck.WEIGHTS)
-            if self.in_memory is not None:
-                from tokensmith.trainer import postsave
-
-                self.problem = postsave.verify(self.ckpt, t.cfg.model, self.rows, self.in_memory, t.precision)
         ck.write_rank_marker(self.ckpt, t.rank, t.world, files=own)
 
     def publish(self, durable_s: float | None) -> None:
         t = self.trainer
         ck.wait_for_markers(self.ckpt, t.world, timeout_s=SAVE_TIMEOUT_S)
+        if self.in_memory is not None:  # every rank's files exist now: the weights can be rebuilt from them
+            from tokensmith.trainer import postsave
+
+            self.problem = postsave.verify(self.ckpt, t.cfg.model, self.rows, self.in_memory, t.precision)
         healthy = self.healthy
         if self.problem is not None:
             healthy = False
@@ -905,7 +945,12 @@ class _SaveJob:
                     "detail": self.problem,
                 }
             )
-        extra = {"model_hash": model_hash(t.cfg), "healthy": healthy, "skip_samples": t.cfg.data.skip_samples}
+        extra = {
+            "model_hash": model_hash(t.cfg),
+            "healthy": healthy,
+            "consolidated": self.consolidated,
+            "skip_samples": t.cfg.data.skip_samples,
+        }
         ck.finalize(self.ckpt, t.world, self.step, extra, hash_unclaimed=True)
         if healthy:
             ck.set_latest(t.root, self.ckpt.name, ck.LATEST_HEALTHY)
@@ -924,7 +969,9 @@ class _SaveJob:
                 "path": str(self.ckpt),
                 "healthy": healthy,
                 "trigger": self.trigger,
+                "consolidated": self.consolidated,
                 "async": t.writer is not None,
+                "staging_alloc_bytes": self.fresh_bytes,
                 **timing,
             }
         )

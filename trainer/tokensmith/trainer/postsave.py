@@ -28,19 +28,14 @@ def batch_loss(model: Any, rows: Any) -> float:
 
 
 def saved_weights_loss(ckpt: Path, model_cfg: Any, rows: Any) -> float:
-    """The loss of `rows` under the weights in `ckpt/model.safetensors` (float32 on the CPU).
+    """The loss of `rows` under the weights saved in `ckpt` (float32 on the CPU): `model.safetensors`
+    when the save consolidated, else the full weights rebuilt from the sharded state, as eval and export
+    read them (consolidate.py).
 
-    Raises when the file cannot be read as the model's weights (a corrupt header or missing tensors)."""
+    Raises when the files cannot be read as the model's weights (a corrupt header or missing tensors)."""
     import torch
-    from safetensors.torch import load_file
 
-    from tokensmith.trainer.model import Transformer
-
-    with torch.device("meta"):
-        model = Transformer(model_cfg)
-    model.load_state_dict(load_file(str(ckpt / ck.WEIGHTS), device="cpu"), strict=True, assign=True)
-    ck._rebuild_buffers(model, "cpu")
-    model = model.to(dtype=torch.float32).eval()
+    model = ck.model_from_weights(ckpt, model_cfg).to(dtype=torch.float32).eval()
     return batch_loss(model, rows.cpu())
 
 

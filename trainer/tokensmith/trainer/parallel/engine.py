@@ -52,8 +52,16 @@ def build(cfg: TrainerConfig, world: int, rank: int, ds_config: dict[str, Any], 
     pp_rank, dp_rank, tp_rank = rank_coordinates(rank, layout)
     torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank, layout and attempt
     if cfg.deepspeed.zero_stage == 3:
+        reference = Transformer(cfg.model)  # the initial weights of every other stage and layout
         with deepspeed.zero.Init(config_dict_or_path=ds_config):
             model = Transformer(cfg.model)
+        # zero.Init partitions each submodule's parameters as soon as it is built, so the Transformer's
+        # own initialisation (the end of its __init__) saw empty partitions and the modules' defaults
+        # stayed (nn.Embedding's N(0, 1): a first loss of 32 instead of ln(vocab)). Copy the reference in.
+        with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=0), torch.no_grad():
+            for p, ref in zip(model.parameters(), reference.parameters(), strict=True):
+                p.copy_(ref)
+        del reference
     else:
         model = Transformer(cfg.model)
     recompute = cfg.parallelism.recompute
