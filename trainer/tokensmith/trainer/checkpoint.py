@@ -284,6 +284,12 @@ class LoadedModel:
     tokenizer_path: Path | None
 
 
+def model_hash(cfg: TrainerConfig) -> str:
+    """What a checkpoint must share with the config resuming it: the architecture."""
+    text = json.dumps(cfg.model.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def read_config(ckpt: Path) -> TrainerConfig:
     from tokensmith.trainer.config import TrainerConfig
 

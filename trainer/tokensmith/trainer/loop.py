@@ -24,7 +24,8 @@ from typing import Any
 
 from tokensmith.core.errors import EXIT_DIVERGED, ConfigError
 from tokensmith.trainer import checkpoint as ck
-from tokensmith.trainer import consolidate, guard, live
+from tokensmith.trainer import guard, live, saving
+from tokensmith.trainer.checkpoint import model_hash
 from tokensmith.trainer.config import TrainerConfig
 
 log = logging.getLogger("tokensmith.trainer")
@@ -33,14 +34,7 @@ EXIT_SIGTERM = 128 + signal.SIGTERM  # retryable: the operator restarts the gang
 FAIL_AT_STEP_ENV = "TOKENSMITH_FAIL_AT_STEP"  # testing hook: SIGKILL every rank after this step (once
 # the checkpoints in flight are durable)
 GRACE_ENV = "TOKENSMITH_TERMINATION_GRACE_SECONDS"
-SAVE_TIMEOUT_S = 3600.0  # rank 0 waits this long for every rank's files before giving up on a checkpoint
 RESUME_ENV = "TOKENSMITH_RESUME_FROM"  # latest | latest_healthy | a checkpoint name; wins over the config
-
-
-def model_hash(cfg: TrainerConfig) -> str:
-    """What a checkpoint must share with the config resuming it: the architecture."""
-    text = json.dumps(cfg.model.model_dump(mode="json"), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
@@ -555,136 +549,17 @@ class Trainer:
 
     # --- checkpoints ------------------------------------------------------------------------------
     def save(self, trigger: str = "schedule") -> Path:
-        """Write a checkpoint. Blocking part (every rank): DeepSpeed's save through our staging engine,
-        the consolidated weights when this checkpoint writes them (`consolidate.wanted`: every
-        `checkpoint.consolidate_every`th and the final one) and the small state files. Then each rank
-        writes and hashes the files it produced (in the background with `checkpoint.async_save`), and
-        rank 0, once every rank's marker exists, writes the manifest and moves `latest` (and
-        `latest_healthy` when healthy). A crash anywhere before the manifest leaves a torn checkpoint
-        that resume skips."""
-        started = time.monotonic()
-        self.wait_for_saves()  # one save in flight at a time: the previous one must be durable
-        waited = time.monotonic() - started
-        healthy = self.guard.monitor.checkpoint_healthy()  # the same answer on every rank
-        self.checkpoints += 1
-        consolidated = consolidate.wanted(self.checkpoints, self.cfg.checkpoint.consolidate_every, trigger)
-        ckpt = self.root / ck.checkpoint_name(self.step)
-        if self.rank == 0:
-            if ckpt.exists():  # torn, from an attempt that died while saving this step
-                shutil.rmtree(ckpt)
-            ckpt.mkdir(parents=True)
-        self.dist.barrier()
-        self.ckpt_engine.written = []
-        fresh = self.ckpt_engine.stager.fresh_bytes
-        # An (empty) universal_checkpoint_info lets DeepSpeed's ds_to_universal convert this checkpoint
-        # for a different world size (plain data parallel: no tensor/pipeline patterns to declare).
-        self.engine.save_checkpoint(
-            str(ckpt), tag=ck.DS_TAG, client_state={"universal_checkpoint_info": {}}, save_latest=False
-        )
-        written = [p.relative_to(ckpt).as_posix() for p in self.ckpt_engine.written]
-        if not self._plain_layout():
-            from tokensmith.trainer.parallel import portable
-
-            portable.save(self.built, ckpt / ck.PORTABLE, self._tied_elsewhere())
-            self.dist.barrier()
-            wants = self.rank == 0 and consolidated
-            weights = portable.consolidated(ckpt / ck.PORTABLE, self._names()) if wants else None
-            if self.rank == 0:  # every rank's share is on disk after the barrier: the manifest covers it
-                portable_dir = ckpt / ck.PORTABLE
-                written += sorted(
-                    p.relative_to(ckpt).as_posix() for p in portable_dir.rglob("*") if p.is_file()
-                )
-        elif not consolidated:  # readers rebuild the weights from DeepSpeed's files (consolidate.py)
-            weights = None
-        elif self.cfg.deepspeed.zero_stage == 3:
-            weights = self.engine._zero3_consolidated_16bit_state_dict()  # collective: every rank
-            weights = weights if self.rank == 0 else None
-        else:
-            weights = self.engine.module.state_dict() if self.rank == 0 else None
-        # (not under pipeline parallelism: its engine runs no plain forward; docs/trainer.md)
-        verify = self.cfg.health.verify_after_save and not self.built.pipeline
-        rows, in_memory = self._verification_loss() if verify else (None, None)
-        state: dict[str, Any] | None = None
-        if self.rank == 0:
-            if weights is not None and self.writer is not None:  # stage: the live tensors change
-                weights = self.ckpt_engine.stage(ck.WEIGHTS, weights)
-            state = {
-                "step": self.step,
-                "tokens": self.tokens,
-                "samples_seen": self.data_position,
-                "seed": self.cfg.train.seed,
-                "world_size": self.world,
-                **self._layout_state(),
-                "model_hash": model_hash(self.cfg),
-                "precision": self.precision,
-                "rng": "reseeded every step from (seed, step, data-parallel rank); no generator state",
-                "skip_samples": self.cfg.data.skip_samples,
-                "checkpoints": self.checkpoints,
-                "consolidated": consolidated,
-                "time": time.time(),
-            }
-        job = _SaveJob(
-            self,
-            ckpt,
-            self.step,
-            written,
-            weights,
-            state,
-            healthy,
-            rows,
-            in_memory,
-            started,
-            trigger,
-            consolidated,
-        )
-        job.fresh_bytes = self.ckpt_engine.stager.fresh_bytes - fresh
-        if self.writer is None:
-            job.write_own()
-            self.dist.barrier()
-            if self.rank == 0:
-                job.blocked_s = time.monotonic() - started
-                job.publish(job.blocked_s)
-            self.dist.barrier()
-        else:
-            # Blocked: waiting for the previous save (if still in flight) plus staging this one.
-            job.blocked_s = time.monotonic() - started
-            self.writer.submit(job.write_own)
-            if self.rank == 0:
-                self.writer.submit(lambda: job.publish(None))
-        self.control.last_save = time.monotonic()
-        if self.rank == 0 and waited > 1.0:
-            log.warning("checkpoint %s waited %.1f s for the previous save to finish", ckpt.name, waited)
-        return ckpt
+        """Write a checkpoint (saving.py: the blocking part here, the rest in the background)."""
+        return saving.save(self, trigger)
 
     def _preallocate(self) -> None:
         """The async staging buffers, allocated in the background now rather than in the first save."""
-        from tokensmith.trainer.asyncsave import preallocate
-
-        assert self.writer is not None
-        probe = self.root / ".staging-probe"
-        blocked = preallocate(self.engine, self.ckpt_engine, self.writer, probe, self.rank)
-        self._log({"type": "staging", "step": self.step, "blocked_s": round(blocked, 4)})
+        saving.preallocate(self)
 
     def wait_for_saves(self) -> None:
         """Block until this rank's background checkpoint writes (rank 0: the manifest too) are done."""
         if self.writer is not None:
             self.writer.wait()
-
-    def _verification_loss(self) -> tuple[Any, float]:
-        """The in-memory model's loss on the verification batch (every rank joins the forward: ZeRO-3
-        gathers the weights); rank 0 compares it with the saved weights' once they are written."""
-        import numpy as np
-        import torch
-
-        from tokensmith.trainer import postsave
-
-        # the first micro-batch of sample positions (fixed: the same batch at every save)
-        batch, _, _ = self.train_data.batch(np.arange(self.cfg.train.micro_batch, dtype=np.int64))
-        rows = torch.from_numpy(batch).to(self.device)
-        self.engine.eval()
-        in_memory = postsave.batch_loss(self.engine, rows)
-        self.engine.train()
-        return rows, in_memory
 
     def _log_model_state(self) -> None:
         """Once per process: the bytes of parameters, gradients and optimizer state each rank holds
@@ -695,24 +570,6 @@ class Trainer:
         self.dist.all_gather_object(gathered, measured)
         layout = {"tensor": self.layout.tensor, "pipeline": self.layout.pipeline, "data": self.layout.data}
         self._log({"type": "model_state", "step": self.step, **layout, "ranks": gathered})
-
-    def _names(self) -> list[str]:
-        """The unsharded model's parameter names (what model.safetensors holds)."""
-        import torch
-
-        from tokensmith.trainer.model import Transformer
-
-        with torch.device("meta"):
-            return list(Transformer(self.cfg.model).state_dict())
-
-    def _tied_elsewhere(self) -> set[str]:
-        """Names this rank holds but an earlier stage writes: the tied table on the last stage."""
-        last = self.built.pp_rank == self.layout.pipeline - 1
-        return (
-            {"tok_emb.weight"}
-            if self.cfg.model.tie_embeddings and last and self.layout.pipeline > 1
-            else set()
-        )
 
     # --- the loop ---------------------------------------------------------------------------------
     def run(self) -> int:
@@ -890,91 +747,6 @@ class Trainer:
             if clean:
                 self.dist.barrier()
             self.dist.destroy_process_group()
-
-
-@dataclass
-class _SaveJob:
-    """The part of one checkpoint that may run in the background: this rank's writes and hashes, and
-    (rank 0) the manifest, pointers, pruning and reports once every rank's marker exists."""
-
-    trainer: Trainer
-    ckpt: Path
-    step: int
-    written: list[str]  # files DeepSpeed wrote through our engine on this rank (relative)
-    weights: dict[str, Any] | None
-    state: dict[str, Any] | None  # trainer_state.json (rank 0)
-    healthy: bool
-    rows: Any
-    in_memory: float | None
-    started: float
-    trigger: str
-    consolidated: bool
-    blocked_s: float = 0.0
-    fresh_bytes: int = 0  # staging memory this save had to allocate (0 once the buffers exist)
-    problem: str | None = None
-
-    def write_own(self) -> None:
-        t = self.trainer
-        own = list(self.written)
-        if t.rank == 0:
-            assert self.state is not None
-            ck.write_state_files(self.ckpt, t.cfg, self.state, t.tokenizer)  # fsyncs: off the blocked path
-        if self.weights is not None:
-            ck.save_weights(self.weights, self.ckpt / ck.WEIGHTS)
-            self.weights = None
-            own.append(ck.WEIGHTS)
-        ck.write_rank_marker(self.ckpt, t.rank, t.world, files=own)
-
-    def publish(self, durable_s: float | None) -> None:
-        t = self.trainer
-        ck.wait_for_markers(self.ckpt, t.world, timeout_s=SAVE_TIMEOUT_S)
-        if self.in_memory is not None:  # every rank's files exist now: the weights can be rebuilt from them
-            from tokensmith.trainer import postsave
-
-            self.problem = postsave.verify(self.ckpt, t.cfg.model, self.rows, self.in_memory, t.precision)
-        healthy = self.healthy
-        if self.problem is not None:
-            healthy = False
-            log.error("post-save verification of %s failed: %s", self.ckpt.name, self.problem)
-            t._log(
-                {
-                    "type": "health",
-                    "step": self.step,
-                    "kind": "corrupt",
-                    "action": "warn",
-                    "detail": self.problem,
-                }
-            )
-        extra = {
-            "model_hash": model_hash(t.cfg),
-            "healthy": healthy,
-            "consolidated": self.consolidated,
-            "skip_samples": t.cfg.data.skip_samples,
-        }
-        ck.finalize(self.ckpt, t.world, self.step, extra, hash_unclaimed=True)
-        if healthy:
-            ck.set_latest(t.root, self.ckpt.name, ck.LATEST_HEALTHY)
-        ck.set_latest(t.root, self.ckpt.name)
-        for gone in ck.prune(t.root, t.cfg.checkpoint.keep):
-            log.info("removed old checkpoint %s", gone.name)
-        shutil.rmtree(t.root / ".universal", ignore_errors=True)  # a newer native one exists now
-        durable = time.monotonic() - self.started if durable_s is None else durable_s
-        t.control.save_seconds = durable
-        timing = {"blocked_s": round(self.blocked_s, 4), "durable_s": round(durable, 4)}
-        t.reporter.checkpoint(self.step, str(self.ckpt), healthy=healthy, **timing)
-        t._log(
-            {
-                "type": "checkpoint",
-                "step": self.step,
-                "path": str(self.ckpt),
-                "healthy": healthy,
-                "trigger": self.trigger,
-                "consolidated": self.consolidated,
-                "async": t.writer is not None,
-                "staging_alloc_bytes": self.fresh_bytes,
-                **timing,
-            }
-        )
 
 
 def _in_position_order(gathered: list[list[int]], plan: Any) -> list[int]:
