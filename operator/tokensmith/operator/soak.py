@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
+import os
 import random
 import threading
 import time
@@ -172,8 +173,15 @@ def _operator_main(url: str, interval: float, clock: Any, stats: Any, ready: Any
         rt.clock = lambda: T0 + timedelta(seconds=clock.value)
         runtime.append(rt)
 
+    parent = os.getppid()
+
     def publish() -> None:
         while not done.is_set():
+            if os.getppid() != parent:  # the harness died: do not outlive it
+                stop_flag.set()
+                if done.wait(10):
+                    return
+                os._exit(1)
             if ready_flag.is_set():
                 ready.set()
             if stop.is_set():
@@ -260,6 +268,7 @@ class _Trainer:
     hung: bool = False
     sigterm_saved: bool = False
     every_minutes: float = 0.0  # the checkpoint interval it runs with
+    started: datetime = T0  # when this attempt's gang started training
 
     def step(self, now: datetime, step_s: float) -> int:
         if self.save_step is not None:
@@ -329,14 +338,19 @@ async def run(cfg: SoakConfig, progress: Any = None) -> SoakResult:
                 continue
             if cur != tr.attempt:  # a new attempt: the trainer resumes from the last checkpoint
                 every = float(s.get("checkpointEveryMinutes") or cfg.every_minutes)
-                tr = _Trainer(cur, base=ckpt, since=now, saved=ckpt, last_save_end=now, every_minutes=every)
+                tr = _Trainer(cur, ckpt, now, ckpt, last_save_end=now, every_minutes=every, started=now)
                 res.resume_steps.append(ckpt)
                 res.intervals.append(every)
             if tr.hung:
                 continue
-            await _train(c, s, tr, now, cfg, res)
-            if pending and now >= T0 + timedelta(hours=pending[0].hour):
-                await _inject(c, pending.pop(0), tr, now, cfg, res, rng.choice(pods)["metadata"]["name"])
+            due = T0 + timedelta(hours=pending[0].hour) if pending else end
+            if not pending or due > now:
+                await _train(c, tr, now, cfg, res)
+                continue
+            # the failure happens at its time (one that fell in a restart hits the new gang at its start)
+            at = max(due, tr.started)
+            await _train(c, tr, at, cfg, res)
+            await _inject(c, pending.pop(0), tr, at, cfg, res, rng.choice(pods)["metadata"]["name"])
         res.sim_hours = (op.now() - T0).total_seconds() / 3600
         res.real_s = time.monotonic() - real0
         await asyncio.sleep(0.3)  # the operator's last status write (at most one interval late)
@@ -353,38 +367,42 @@ async def run(cfg: SoakConfig, progress: Any = None) -> SoakResult:
     return res
 
 
-async def _train(
-    c: EmulatedCluster, s: dict[str, Any], tr: _Trainer, now: datetime, cfg: SoakConfig, res: SoakResult
-) -> None:
-    """One tick of training: steps, a save started or completed, a heartbeat (one status patch)."""
-    patch: dict[str, Any] = {}
-    if tr.save_step is not None and now >= tr.save_until:  # the save is complete: report it
-        tr.saved, tr.base, tr.since, tr.last_save_end = (
-            tr.save_step,
-            tr.save_step,
-            tr.save_until,
-            tr.save_until,
-        )
-        patch["lastCheckpoint"] = {
-            "step": tr.saved,
-            "path": f"/ck/{tr.saved}",
-            "time": tr.save_until.isoformat(),
-            "blockedSeconds": cfg.delta_s,
-            "durableSeconds": cfg.delta_s,
-        }
-        res.checkpoint_steps.append(tr.saved)
-        tr.save_step = None
-    step = tr.step(now, cfg.step_s)
+async def _train(c: EmulatedCluster, tr: _Trainer, t: datetime, cfg: SoakConfig, res: SoakResult) -> None:
+    """The trainer up to time `t` (at most now): saves start exactly when due (a trainer checks at every
+    step, not once per harness tick) and are reported once complete; then a heartbeat at `t`."""
+    done: list[dict[str, Any]] = []
+    while True:
+        if tr.save_step is not None:
+            if t < tr.save_until:
+                break
+            tr.saved = tr.base = tr.save_step
+            tr.since = tr.last_save_end = tr.save_until
+            done.append(
+                {
+                    "step": tr.saved,
+                    "path": f"/ck/{tr.saved}",
+                    "time": tr.save_until.isoformat(),
+                    "blockedSeconds": cfg.delta_s,
+                    "durableSeconds": cfg.delta_s,
+                }
+            )
+            res.checkpoint_steps.append(tr.saved)
+            tr.save_step = None
+            continue
+        # the interval the attempt was started with: the running trainer does not watch for a new one yet
+        # (docs/operator.md, "Not done yet"); the operator's next attempt gets the new one
+        due = tr.last_save_end + timedelta(minutes=tr.every_minutes)
+        if t < due or tr.step(due, cfg.step_s) <= tr.saved:
+            break
+        tr.save_step, tr.save_until = tr.step(due, cfg.step_s), due + timedelta(seconds=cfg.delta_s)
+    for ckpt in done[:-1]:  # more than one save in a tick: each is reported (the ledger counts each)
+        await c.patch_job(NS, NAME, {"status": {"lastCheckpoint": ckpt}}, status=True)
+    step = tr.step(t, cfg.step_s)
     res.final_step = max(res.final_step, step)
-    # the interval the attempt was started with: the running trainer does not watch for a new one yet
-    # (docs/operator.md, "Not done yet"); the operator's next attempt gets the new one
-    if (
-        tr.save_step is None
-        and (now - tr.last_save_end).total_seconds() >= tr.every_minutes * 60
-        and step > tr.saved
-    ):
-        tr.save_step, tr.save_until = step, now + timedelta(seconds=cfg.delta_s)
-    patch["progress"] = {"step": step, "tokens": step * 10**6, "heartbeatTime": now.isoformat()}
+    progress = {"step": step, "tokens": step * 10**6, "heartbeatTime": t.isoformat()}
+    patch: dict[str, Any] = {"progress": progress}
+    if done:
+        patch["lastCheckpoint"] = done[-1]
     await c.patch_job(NS, NAME, {"status": patch}, status=True)
 
 
