@@ -84,6 +84,7 @@ def soak_row(factor: int, seed: int, days: float, fast_s: float) -> dict[str, An
             "interruptions": res.interruptions,
             "gangs": res.attempts,
             "duplicates": res.duplicates,
+            "stalls": res.stalls,
             "max_lost_steps": max(res.lost_steps, default=0),
             "lost_over_bound": sum(n > b for n, b in zip(res.lost_steps, res.lost_bounds, strict=True)),
             "lost_bound_steps": max(res.lost_bounds, default=0),

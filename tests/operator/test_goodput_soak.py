@@ -33,6 +33,7 @@ async def test_short_soak_survives_every_failure_and_accounts_every_gpu_hour() -
     # survived: every failure injected and recovered from, exactly one new attempt each, no duplicate gang
     assert res.injected == [f.kind for f in res.failures]
     assert res.duplicates == 0
+    assert res.stalls == 0  # the operator kept up with the compressed clock
     assert res.attempts == len(res.failures) + 1
     assert final["phase"] == "Running" and final["attempt"] == res.attempts
     # every injected failure is counted, and nothing else: failures as restarts, the notice as planned
@@ -41,17 +42,17 @@ async def test_short_soak_survives_every_failure_and_accounts_every_gpu_hour() -
     assert final["restarts"] == len(res.failures) - planned and final["plannedRestarts"] == planned
     # monotone progress: saves only move forward; every attempt resumes from the newest save
     assert res.checkpoint_steps == sorted(set(res.checkpoint_steps)) and res.checkpoint_steps
-    assert res.resume_steps == sorted(res.resume_steps) and res.final_step > res.checkpoint_steps[-1] - 1
+    assert res.resume_steps == sorted(res.resume_steps) and res.final_step >= res.checkpoint_steps[-1]
     # steps lost per failure <= one checkpoint interval + the step in flight
     assert res.lost_bounds == [int(TAU_H * 3600 // cfg.step_s) + 1] * len(res.failures)
     assert all(0 <= n <= b for n, b in zip(res.lost_steps, res.lost_bounds, strict=True)), res.lost_steps
-    # every lost step is accounted to a cause: the ledger's `redone` holds each failure's lost steps, and
-    # no more than detection allows (one harness tick and a step per failure, the hang timeout per hang)
+    # every lost step is accounted to a cause: the ledger's `redone` holds each failure's lost steps, and no
+    # more than detection allows: per failure the rest of its tick and the next (the harness sees the
+    # failure one tick later) plus two minutes of restart-rate ticks until the operator notices; per hang
+    # the hang timeout
     lost_h = sum(res.lost_steps) * cfg.step_s / 3600 * gpus
-    failed = len(res.failures) - planned
-    slack_h = (
-        failed * (cfg.fast_s + cfg.step_s + 60) + res.injected.count("hang") * cfg.hang_timeout_s
-    ) / 3600
+    failed, hangs = len(res.failures) - planned, res.injected.count("hang")
+    slack_h = (failed * (2 * cfg.fast_s + 120) + hangs * cfg.hang_timeout_s) / 3600
     assert lost_h <= final["lostGPUHours"]["redone"] <= lost_h + slack_h * gpus
     assert final["lostGPUHours"]["redone"] == pytest.approx(sum(final["gpuHoursLostByClass"].values()))
     # the accounting adds up

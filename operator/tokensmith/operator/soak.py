@@ -119,6 +119,7 @@ class SoakResult:
     resume_steps: list[int] = field(default_factory=list)  # per attempt the trainer ran
     attempts: int = 0
     duplicates: int = 0  # ticks that saw live pods of two attempts
+    stalls: int = 0  # ticks the operator did not reconcile within 10 real seconds of a report
     final_step: int = 0
     status: dict[str, Any] = field(default_factory=dict)  # the job's final status
     intervals: list[float] = field(default_factory=list)  # the interval each attempt ran with (minutes)
@@ -171,6 +172,7 @@ def _operator_main(url: str, interval: float, clock: Any, stats: Any, ready: Any
 
     def hook(rt: Any) -> None:
         rt.clock = lambda: T0 + timedelta(seconds=clock.value)
+        rt.after_reconcile = lambda: stats.__setitem__(0, float(rt.reconciles))  # the harness paces on it
         runtime.append(rt)
 
     parent = os.getppid()
@@ -287,6 +289,19 @@ def _live_pods(cluster: EmulatedCluster) -> dict[int, list[dict[str, Any]]]:
     return live
 
 
+async def _caught_up(op: OperatorProcess, seen: int, limit: float = 10.0) -> bool:
+    """Wait until the operator has reconciled since `seen` (False after `limit` real seconds). The
+    trainer's report wakes a reconcile that reads it; without this the clock could run ahead of the
+    operator's view of the job (its watch stream lags on a loaded machine) and a healthy gang whose
+    reports the operator has not read yet would look silent for simulated hours."""
+    deadline = time.monotonic() + limit
+    while op.reconciles <= seen:
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.001)
+    return True
+
+
 def _condition_reason(status: dict[str, Any], ctype: str) -> str | None:
     cond = next((c for c in status.get("conditions") or [] if c.get("type") == ctype), None)
     return cond.get("reason") if cond and cond.get("status") == "True" else None
@@ -310,8 +325,11 @@ async def run(cfg: SoakConfig, progress: Any = None) -> SoakResult:
         def st() -> dict[str, Any]:
             return c.job(NS, NAME).get("status") or {}
 
+        seen = op.reconciles  # the operator's reconciles when the trainer last reported
         while (now := op.now()) < end:
             await asyncio.sleep(cfg.tick)
+            if running:  # simulated time moves on once the operator has reconciled after the last report
+                res.stalls += not await _caught_up(op, seen)
             op.clock.value += cfg.fast_s if running else cfg.slow_s
             now = op.now()
             if progress is not None and time.monotonic() - last_report > 2:
@@ -346,10 +364,12 @@ async def run(cfg: SoakConfig, progress: Any = None) -> SoakResult:
             due = T0 + timedelta(hours=pending[0].hour) if pending else end
             if not pending or due > now:
                 await _train(c, tr, now, cfg, res)
+                seen = op.reconciles
                 continue
             # the failure happens at its time (one that fell in a restart hits the new gang at its start)
             at = max(due, tr.started)
             await _train(c, tr, at, cfg, res)
+            seen = op.reconciles
             await _inject(c, pending.pop(0), tr, at, cfg, res, rng.choice(pods)["metadata"]["name"])
         res.sim_hours = (op.now() - T0).total_seconds() / 3600
         res.real_s = time.monotonic() - real0
