@@ -8,7 +8,7 @@ duplicate gangs, steps lost per failure against the bound (one interval + the st
 fixed / adaptive / the planner's prediction, the operator's API requests per reconcile (counted at the
 emulator) and its process CPU seconds per simulated hour.
 
-    .venv/bin/python benchmarks/goodput_soak.py [--seeds 3] [--days 30] [--rates 1,4] [--format json]
+    .venv/bin/python benchmarks/goodput_soak.py [--seeds 3] [--first-seed 1] [--days 30] [--rates 1,4]
     .venv/bin/python benchmarks/goodput_soak.py --model   # the pure model only (chaos.simulate)
 """
 
@@ -147,6 +147,7 @@ def model_rows(seeds: int, days: float) -> list[dict[str, Any]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=1)
     ap.add_argument("--days", type=float, default=30.0)
     ap.add_argument("--rates", default="1,4", help="failure rates as multiples of the prior's")
     ap.add_argument("--fast-s", type=float, default=FAST_S, help="simulated seconds per tick while training")
@@ -170,7 +171,7 @@ def main() -> None:
     else:
         rows = []
         for factor in (int(x) for x in args.rates.split(",")):
-            for seed in range(1, args.seeds + 1):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 print(f"rate {factor}x seed {seed}", file=sys.stderr)
                 rows.append(soak_row(factor, seed, args.days, args.fast_s))
                 print(json.dumps(rows[-1]), file=sys.stderr)
