@@ -33,6 +33,7 @@ PACKAGES = {
 }
 NOT_IN = {
     "tokensmith.operator.testing": "the emulated cluster for tests (the `test` extra's kmock)",
+    "tokensmith.operator.soak": "the chaos soak harness, on the emulated cluster (the `test` extra's kmock)",
 }
 
 IMPORT_ALL = """

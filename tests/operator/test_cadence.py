@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tokensmith.operator import cadence, chaos
+from tokensmith.operator.spec import LLMTrainingJobStatus
 from tokensmith.planner.reliability import LLAMA3_GPU_HOURS_PER_FAILURE, daly_interval, wall_time
 
 GPUS = 64 * 8
@@ -188,3 +189,90 @@ def test_auto_starts_from_initial_minutes_else_from_daly_for_the_prior() -> None
     assert cadence.decide(derived, LLMTrainingJobStatus()) == pytest.approx(daly)
     clamped = make_spec(checkpoint={"everyMinutes": "auto", **prior, "minMinutes": 60.0})
     assert cadence.starting_minutes(clamped) == 60.0
+
+
+def _drive_reconcile(adaptive: bool, failures: list[chaos.Failure], hours: float) -> LLMTrainingJobStatus:
+    """The operator's decision core (`reconcile`, what both drivers call) through a seeded schedule on a
+    64 x 8 job, event by event: the gang runs, the trainer reports each save when complete (blocked
+    DELTA_S), a worker fails at each failure time (failures during a restart are absorbed by it), the
+    restart takes the operator's backoff (60 s) plus RESTART_H. The trainer runs each attempt with the
+    interval the operator gave it (status.checkpointEveryMinutes)."""
+    from datetime import timedelta
+
+    from tokensmith.operator.observed import Observed, WorkerObservation
+    from tokensmith.operator.reconcile import reconcile
+    from tokensmith.operator.spec import CheckpointRef
+
+    from .test_reconcile import NAME, T0, make_spec
+
+    prior_min = cadence.optimal_minutes(DELTA_S, PRIOR.mtbf_gpu_hours, GPUS)
+    ck = {"everyMinutes": round(prior_min, 2), "adaptive": adaptive, "priorSeconds": DELTA_S}
+    spec = make_spec(
+        checkpoint={**ck, "priorMTBFGPUHours": PRIOR.mtbf_gpu_hours},
+        cluster={"nodes": 64, "gpusPerNode": 8, "nprocPerNode": 8},
+        parallelism={"microBatch": 1, "globalBatchTokens": 4096 * GPUS},
+        model={"preset": "llama-7b"},
+        data={"tokens": 10**13},
+        restartPolicy={
+            "maxRestarts": 10_000,
+            "backoffSeconds": 60,
+            "maxBackoffSeconds": 60,
+            "hangTimeoutSeconds": 0,
+            "maxAttemptsWithoutProgress": 0,
+        },
+    )
+    end, now = T0 + timedelta(hours=hours), T0
+    pending = [T0 + timedelta(hours=f.hour) for f in failures]
+
+    def gang(attempt: int, failed: bool = False) -> tuple[WorkerObservation, ...]:
+        ok = tuple(WorkerObservation(i, attempt, "Running") for i in range(64))
+        return (ok[0], WorkerObservation(1, attempt, "Failed", exit_code=1), *ok[2:]) if failed else ok
+
+    st = reconcile(NAME, spec, LLMTrainingJobStatus(), Observed(now=now)).status
+    step = 0
+    while now < end:
+        st = reconcile(NAME, spec, st, Observed(now=now, workers=gang(st.attempt))).status
+        assert st.phase == "Running"
+        every = timedelta(minutes=st.checkpoint_every_minutes or spec.checkpoint.every_minutes or 0)
+        while pending and pending[0] < now:  # fell in the restart: absorbed by it
+            pending.pop(0)
+        fail_at = pending.pop(0) if pending else end
+        save_end = now + every + timedelta(seconds=DELTA_S)
+        while save_end <= min(fail_at, end):  # saves complete and are reported
+            step += int(every.total_seconds() // 60)
+            st.last_checkpoint = CheckpointRef(
+                step=step, path=f"/ck/{step}", time=save_end, blocked_seconds=DELTA_S
+            )
+            st = reconcile(NAME, spec, st, Observed(now=save_end, workers=gang(st.attempt))).status
+            now, save_end = save_end, save_end + every + timedelta(seconds=DELTA_S)
+        if fail_at >= end:
+            st = reconcile(NAME, spec, st, Observed(now=end, workers=gang(st.attempt))).status
+            break
+        now = fail_at
+        st = reconcile(NAME, spec, st, Observed(now=now, workers=gang(st.attempt, failed=True))).status
+        assert st.phase == "Restarting"
+        assert st.restart_after is not None
+        now = st.restart_after  # the backoff the operator chose
+        st = reconcile(NAME, spec, st, Observed(now=now)).status  # the old gang is gone: a new attempt
+        assert st.phase == "Pending"
+        now += timedelta(hours=RESTART_H)
+    return st
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_the_operators_decisions_with_4x_the_prior_rate_converge_and_beat_the_fixed_prior(seed: int) -> None:
+    """Issue 15's adaptive item through the operator's own decisions (cadence.decide fed by the goodput
+    ledger inside `reconcile`), not only the model: two simulated months at 4x the prior's failure rate."""
+    true_mtbf = LLAMA3_GPU_HOURS_PER_FAILURE / 4
+    failures = chaos.schedule(seed, true_mtbf / GPUS, horizon_hours=60 * 24.0)
+    fixed = _drive_reconcile(False, failures, 60 * 24.0)
+    adapt = _drive_reconcile(True, failures, 60 * 24.0)
+    optimum = cadence.optimal_minutes(DELTA_S, true_mtbf, GPUS)
+    assert adapt.restarts >= 20 and adapt.restarts == fixed.restarts
+    assert adapt.checkpoint_every_minutes is not None
+    assert abs(adapt.checkpoint_every_minutes - optimum) <= 0.2 * optimum
+    assert fixed.checkpoint_every_minutes is None
+    assert adapt.goodput is not None and fixed.goodput is not None and adapt.goodput > fixed.goodput
+    for st in (fixed, adapt):  # the ledger adds up to the wall-clock GPU-hours of the run
+        total = (st.productive_gpu_hours or 0.0) + sum(st.lost_gpu_hours.values())
+        assert total == pytest.approx(60 * 24.0 * GPUS, abs=1e-6)

@@ -93,6 +93,8 @@ class Runtime:
     reconciles: int = 0
     # the operator's clock (tests drive a compressed one: the goodput soak)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    # called after every reconcile (the soak paces its compressed clock by the operator's progress)
+    after_reconcile: Callable[[], None] | None = None
 
     def wake(self, namespace: str, job: str) -> None:
         event = self.wakeups.get((namespace, job))
@@ -348,6 +350,8 @@ async def reconcile_once(
     finally:
         rt.reconciles += 1
         rt.metrics.reconcile_seconds.observe(time.perf_counter() - started)
+        if rt.after_reconcile is not None:
+            rt.after_reconcile()
     rt.metrics.observe_job(namespace, name, decision.status.phase, decision.status.gpu_hours)
     rt.metrics.observe_status(namespace, name, decision.status, now)
     return decision.requeue_after
