@@ -359,6 +359,10 @@ async def run(cfg: SoakConfig, progress: Any = None) -> SoakResult:
                 tr = _Trainer(cur, ckpt, now, ckpt, last_save_end=now, every_minutes=every, started=now)
                 res.resume_steps.append(ckpt)
                 res.intervals.append(every)
+            elif (live := s.get("checkpointEveryMinutes")) is not None and float(live) != tr.every_minutes:
+                # live settings: the running trainer applies a new interval (the kubelet's ConfigMap
+                # refresh plus its 10 s check: within about one tick of simulated time)
+                tr.every_minutes = float(live)
             if tr.hung:
                 continue
             due = T0 + timedelta(hours=pending[0].hour) if pending else end
@@ -409,8 +413,7 @@ async def _train(c: EmulatedCluster, tr: _Trainer, t: datetime, cfg: SoakConfig,
             res.checkpoint_steps.append(tr.saved)
             tr.save_step = None
             continue
-        # the interval the attempt was started with: the running trainer does not watch for a new one yet
-        # (docs/operator.md, "Not done yet"); the operator's next attempt gets the new one
+        # the interval in force: the attempt's starting one, or a newer one from the live settings
         due = tr.last_save_end + timedelta(minutes=tr.every_minutes)
         if t < due or tr.step(due, cfg.step_s) <= tr.saved:
             break
