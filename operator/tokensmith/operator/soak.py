@@ -359,10 +359,10 @@ async def run(cfg: SoakConfig, progress: Any = None) -> SoakResult:
                 tr = _Trainer(cur, ckpt, now, ckpt, last_save_end=now, every_minutes=every, started=now)
                 res.resume_steps.append(ckpt)
                 res.intervals.append(every)
-            elif (live := s.get("checkpointEveryMinutes")) is not None and float(live) != tr.every_minutes:
+            elif (new_every := s.get("checkpointEveryMinutes")) is not None:
                 # live settings: the running trainer applies a new interval (the kubelet's ConfigMap
                 # refresh plus its 10 s check: within about one tick of simulated time)
-                tr.every_minutes = float(live)
+                tr.every_minutes = float(new_every)
             if tr.hung:
                 continue
             due = T0 + timedelta(hours=pending[0].hour) if pending else end
