@@ -89,7 +89,7 @@ def read_weights(ckpt: Path, names: list[str]) -> dict[str, torch.Tensor]:
 
         return load_file(str(ckpt / WEIGHTS), device="cpu")
     if kind == "portable":
-        return {name: _portable(ckpt / PORTABLE, name) for name in names}
+        return portable_weights(ckpt / PORTABLE, names)
     if kind == "zero3":
         return zero3_weights(ckpt / DS_TAG)
     module: dict[str, torch.Tensor] = load_restricted(ckpt / DS_TAG / MODULE_STATES)["module"]
@@ -118,10 +118,16 @@ def _inert(qualified: str) -> type:
     return type(qualified.rsplit(".", 1)[1], (), {"__init__": init, "__setstate__": setstate})
 
 
+def portable_weights(directory: Path, names: list[str]) -> dict[str, torch.Tensor]:
+    """The full fp32 weights by name from a `portable/` directory (TP/PP runs; parallel/portable.py
+    writes it): what a TP/PP checkpoint's model.safetensors holds, and what readers rebuild without it."""
+    return {name: _portable(directory, name) for name in names}
+
+
 def _portable(directory: Path, name: str) -> torch.Tensor:
     blob = load_restricted(directory / "zero" / name / "fp32.pt")
     tensor: torch.Tensor = blob["param"] if isinstance(blob, dict) else blob
-    return tensor.clone()
+    return tensor.clone()  # not a view into the mmap'ed file
 
 
 def zero3_weights(ds_dir: Path) -> dict[str, torch.Tensor]:

@@ -58,7 +58,7 @@ def save(t: Trainer, trigger: str = "schedule") -> Path:
         portable.save(t.built, ckpt / ck.PORTABLE, tied_elsewhere(t))
         t.dist.barrier()
         wants = t.rank == 0 and consolidated
-        weights = portable.consolidated(ckpt / ck.PORTABLE, parameter_names(t)) if wants else None
+        weights = consolidate.portable_weights(ckpt / ck.PORTABLE, parameter_names(t)) if wants else None
         if t.rank == 0:  # every rank's share is on disk after the barrier: the manifest covers it
             portable_dir = ckpt / ck.PORTABLE
             written += sorted(p.relative_to(ckpt).as_posix() for p in portable_dir.rglob("*") if p.is_file())

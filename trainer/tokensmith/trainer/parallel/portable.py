@@ -159,11 +159,6 @@ def load(built: Built, directory: Path, step: int) -> None:
                 state["step"] = torch.full_like(torch.as_tensor(state["step"]), float(step))
 
 
-def consolidated(directory: Path, names: list[str]) -> dict[str, Any]:
-    """The full fp32 weights by name (for model.safetensors, export and eval)."""
-    return {name: read(directory, name, "fp32") for name in names}
-
-
 def resume_route(
     saved: dict[str, Any], now: tuple[int, int, int], zero_stage: int, has_portable: bool
 ) -> str:
